@@ -1,0 +1,1 @@
+"""The arms: one module per arm, each exposing run(ctx: ArmContext) -> dict."""

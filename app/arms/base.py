@@ -1,0 +1,39 @@
+"""What every arm receives and the error it raises.
+
+An arm is a plain function ``run(ctx: ArmContext) -> dict``. The returned dict is JSON-serialisable
+and always carries ``result`` (the arm's main text product, may be empty), ``summary`` (one line)
+and ``mode`` (``"offline"`` or ``"llm"``). The task layer persists it in ``task_steps.output``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.errors import ErrorCode, OctoError
+
+ARMS = ("retriever", "coder", "executor", "judge", "guardian")
+
+
+class ArmError(OctoError):
+    code = ErrorCode.ARM_ERROR
+
+
+@dataclass(frozen=True)
+class ArmContext:
+    task_id: str
+    tenant: str
+    step_id: str
+    arm: str
+    action: str
+    goal: str
+    context: str = ""
+    constraints: dict[str, Any] = field(default_factory=dict)
+    acceptance_criteria: list[str] = field(default_factory=list)
+    # The plan step's inputs; the memory queue adds ``hits`` for retriever steps.
+    inputs: dict[str, Any] = field(default_factory=dict)
+    # Outputs of completed earlier steps, keyed by step id, in plan order.
+    upstream: dict[str, dict] = field(default_factory=dict)
+    # app.llm.LLMClient and app.llm.Usage when an endpoint is configured, else None.
+    llm: Any = None
+    usage: Any = None

@@ -1,0 +1,29 @@
+"""Error codes a task can end with, shared by the API, the tasks and the docs."""
+
+
+class ErrorCode:
+    BLOCKED_BY_REFLEX = "BLOCKED_BY_REFLEX"
+    VALIDATION_FAILED = "VALIDATION_FAILED"
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+    TASK_TIMEOUT = "TASK_TIMEOUT"
+    POISON_MESSAGE = "POISON_MESSAGE"
+    ARM_ERROR = "ARM_ERROR"
+    PLAN_ERROR = "PLAN_ERROR"
+    CAPABILITY_DENIED = "CAPABILITY_DENIED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+class OctoError(Exception):
+    """A failure with a stable code that ends up in the task's error field."""
+
+    code = ErrorCode.INTERNAL_ERROR
+
+    def __init__(self, message: str, *, code: str | None = None, details: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details or {}
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "details": self.details}
