@@ -1,0 +1,201 @@
+"""Settings read once from the environment (OCTOLLM_*), validated at start, secrets masked.
+
+Every entry point (API, workers, beat, Flower, CLI) builds its Settings with ``Settings.from_env()``
+so one environment configures the whole system. A bad value fails at start with a ConfigError
+naming the variable, instead of surfacing later as a confusing connection error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ENVIRONMENTS = ("development", "test", "production")
+PREFIX = "OCTOLLM_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+def mask_url(url: str | None) -> str | None:
+    """Replace the password in a URL with ***, keep everything else readable."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _secret(default: str | None = None):
+    return field(default=default, metadata={"secret": True})
+
+
+def _url(default: str | None = None):
+    return field(default=default, metadata={"url": True})
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str = "development"
+    database_url: str | None = _url()
+    redis_url: str | None = _url()
+    broker_url: str | None = _url()
+    result_backend: str | None = _url()
+    qdrant_url: str | None = _url()
+    qdrant_path: str = "var/qdrant"
+    qdrant_api_key: str | None = _secret()
+    var_dir: str = "var"
+    db_pool_size: int = 5
+    db_max_overflow: int = 5
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    flower_port: int = 5555
+    flower_user: str = "admin"
+    flower_password: str | None = _secret()
+    max_body_bytes: int = 1_048_576
+    auth_disabled: bool = False
+    secret_key: str | None = _secret()
+    log_level: str = "INFO"
+    log_json: bool = True
+    submit_gate: bool = True
+    embedder: str = "hashing"
+    reuse_threshold: float = 0.85
+    visibility_timeout: int = 7200
+    step_max_attempts: int = 3
+    step_lease_seconds: int = 900
+    stuck_after_seconds: int = 120
+    result_retention_days: int = 30
+    default_task_timeout: int = 300
+    rate_limit_burst: int = 60
+    rate_limit_per_second: float = 10.0
+    cors_origins: str = ""
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values: dict = {}
+        for f in fields(cls):
+            if f.name == "env":
+                continue
+            name = PREFIX + f.name.upper()
+            if name in env and env[name] != "":
+                values[f.name] = _coerce(name, env[name], f.type)
+        values.update(overrides)
+        settings = cls(env=env, **values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes) -> Settings:
+        updated = dataclasses.replace(self, **changes)
+        updated.validate()
+        return updated
+
+    # -- validation -----------------------------------------------------------------------------
+    def validate(self) -> None:
+        if self.environment not in ENVIRONMENTS:
+            raise ConfigError(
+                f"OCTOLLM_ENVIRONMENT must be one of {', '.join(ENVIRONMENTS)}, "
+                f"got {self.environment!r}"
+            )
+        _check_scheme("OCTOLLM_DATABASE_URL", self.database_url,
+                      ("postgresql", "postgresql+psycopg2", "postgres"))
+        for name in ("redis_url", "broker_url", "result_backend"):
+            _check_scheme(f"OCTOLLM_{name.upper()}", getattr(self, name),
+                          ("redis", "rediss", "redis+socket", "unix"))
+        _check_scheme("OCTOLLM_QDRANT_URL", self.qdrant_url, ("http", "https"))
+        _check_range("OCTOLLM_DB_POOL_SIZE", self.db_pool_size, 1, 100)
+        _check_range("OCTOLLM_DB_MAX_OVERFLOW", self.db_max_overflow, 0, 100)
+        _check_range("OCTOLLM_API_PORT", self.api_port, 1, 65535)
+        _check_range("OCTOLLM_FLOWER_PORT", self.flower_port, 1, 65535)
+        _check_range("OCTOLLM_MAX_BODY_BYTES", self.max_body_bytes, 1024, 64 * 1024 * 1024)
+        _check_range("OCTOLLM_STEP_MAX_ATTEMPTS", self.step_max_attempts, 1, 20)
+        _check_range("OCTOLLM_REUSE_THRESHOLD", self.reuse_threshold, 0.0, 1.0)
+        _check_range("OCTOLLM_RATE_LIMIT_BURST", self.rate_limit_burst, 1, 1_000_000)
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"OCTOLLM_LOG_LEVEL must be a logging level, got {self.log_level!r}")
+        if self.auth_disabled and self.environment == "production":
+            raise ConfigError("OCTOLLM_AUTH_DISABLED may not be set when OCTOLLM_ENVIRONMENT=production")
+        if self.environment == "production" and not self.secret_key:
+            raise ConfigError("OCTOLLM_SECRET_KEY is required when OCTOLLM_ENVIRONMENT=production")
+
+    # -- derived values -------------------------------------------------------------------------
+    @property
+    def effective_broker_url(self) -> str:
+        url = self.broker_url or self.redis_url
+        if not url:
+            raise ConfigError("OCTOLLM_REDIS_URL (or OCTOLLM_BROKER_URL) is not set")
+        return url
+
+    @property
+    def effective_result_backend(self) -> str:
+        return self.result_backend or self.effective_broker_url
+
+    @property
+    def effective_secret_key(self) -> str:
+        # Development falls back to a fixed key so tokens survive restarts; production must set one.
+        return self.secret_key or "octollm-development-secret-key-change-me"
+
+    @property
+    def var_path(self) -> Path:
+        return Path(self.var_dir)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            if f.metadata.get("secret") and value:
+                value = "***"
+            elif f.metadata.get("url"):
+                value = mask_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+
+def _coerce(name: str, raw: str, annotation) -> object:
+    kind = str(annotation)
+    try:
+        if "bool" in kind:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if "int" in kind:
+            return int(raw)
+        if "float" in kind:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} has an invalid value {raw!r} (expected {kind})") from None
+    return raw
+
+
+def _check_scheme(name: str, url: str | None, schemes: tuple[str, ...]) -> None:
+    if url is None:
+        return
+    scheme = urlsplit(url).scheme
+    if scheme not in schemes:
+        raise ConfigError(
+            f"{name} must use one of the schemes {', '.join(schemes)}, got {scheme or 'none'!r}"
+        )
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")

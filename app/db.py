@@ -1,0 +1,62 @@
+"""SQLAlchemy 2.0 engine and session_scope(), one engine per process and database URL.
+
+Engines are created lazily so that a prefork worker child builds its own pool after the fork;
+workers/celery_app.py disposes inherited pools on worker_process_init for the same reason.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import ConfigError, Settings
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_factories: dict[str, sessionmaker] = {}
+
+
+def get_engine(settings: Settings) -> Engine:
+    url = settings.database_url
+    if not url:
+        raise ConfigError("OCTOLLM_DATABASE_URL is not set")
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = create_engine(
+                url,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+                pool_pre_ping=True,  # a restarted PostgreSQL leaves dead pooled connections
+                pool_recycle=1800,
+                connect_args={"connect_timeout": 5},
+            )
+            _engines[url] = engine
+            _factories[url] = sessionmaker(engine, expire_on_commit=False)
+        return engine
+
+
+@contextmanager
+def session_scope(settings: Settings) -> Iterator[Session]:
+    """One session per unit of work: commit on success, roll back on any error."""
+    get_engine(settings)
+    session = _factories[settings.database_url]()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_all() -> None:
+    """Drop pooled connections (after a fork, or at shutdown)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose(close=False)

@@ -1,0 +1,47 @@
+"""The match record both detectors return, and the severity scale they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SEVERITIES = ("low", "medium", "high", "critical")
+_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+
+def severity_rank(severity: str) -> int:
+    return _RANK[severity]
+
+
+def at_least(severity: str, threshold: str) -> bool:
+    return _RANK[severity] >= _RANK[threshold]
+
+
+def lower(severity: str, steps: int) -> str:
+    return SEVERITIES[max(0, _RANK[severity] - steps)]
+
+
+@dataclass(frozen=True)
+class Match:
+    family: str  # "pii" | "injection"
+    type: str
+    severity: str
+    start: int  # positions in the original text
+    end: int
+    confidence: float
+
+    def public(self, text: str) -> dict:
+        """What may leave the process: positions and a masked sample, never the raw value."""
+        if self.family == "pii":
+            from app.reflex.pii import mask  # local import: pii imports this module
+
+            masked = mask(self.type, text[self.start : self.end])
+        else:
+            masked = f"[injection:{self.type}]"
+        return {
+            "type": self.type,
+            "severity": self.severity,
+            "start": self.start,
+            "end": self.end,
+            "confidence": round(self.confidence, 2),
+            "masked": masked,
+        }

