@@ -22,7 +22,7 @@ def lower(severity: str, steps: int) -> str:
 
 @dataclass(frozen=True)
 class Match:
-    family: str  # "pii" | "injection"
+    family: str  # "pii" | "injection" | "policy"
     type: str
     severity: str
     start: int  # positions in the original text
@@ -36,8 +36,9 @@ class Match:
 
             masked = mask(self.type, text[self.start : self.end])
         else:
-            masked = f"[injection:{self.type}]"
+            masked = f"[{self.family}:{self.type}]"
         return {
+            "family": self.family,
             "type": self.type,
             "severity": self.severity,
             "start": self.start,

@@ -1,0 +1,137 @@
+"""Prompt-injection detection: normalised views, one pass per view, context per match.
+
+Each view of the text (app.reflex.normalize) is scanned once with the combined rules for that
+view (app.reflex.injection_rules). A match is then judged in its own context, never the whole
+text's: inside quotes, in a sentence that discusses attacks rather than gives an order, or
+after a negation ("never reveal your system prompt"), its severity is lowered for that match
+only. Encoded payloads (base64, hex, rot13) are decoded and scanned again (app.reflex.encoded).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from app.reflex import encoded
+from app.reflex.context import Context
+from app.reflex.injection_rules import SEVERITY, Rule, all_rules
+from app.reflex.match import Match, severity_rank
+from app.reflex.normalize import View, fold, words
+from app.reflex.scanner import Scanner
+
+TYPES = tuple(SEVERITY)
+RULES = all_rules()
+_BY_NAME = {r.name: r for r in RULES}
+# Phrase rules all start at a word; syntax rules at a symbol, a word or a line start.
+_GUARDS = {"words": r"\b(?=[a-z])", "fold": r"(?:(?<=\n)|^|(?=[^\s\w])|\b(?=\w))"}
+_SCANNERS = {view: Scanner([(r.name, r.pattern) for r in RULES if r.view == view],
+                           guard=_GUARDS[view]) for view in ("words", "fold")}
+_BEFORE_WINDOW = 160
+
+
+@dataclass(frozen=True)
+class _Found:
+    rule: Rule
+    start: int  # view positions
+    end: int
+
+
+def _confirm_in(view: View):
+    def confirm(name: str, m: re.Match) -> _Found | None:
+        rule = _BY_NAME[name]
+        start, end = m.span(name) if name in m.re.groupindex else m.span()
+        for needed in rule.before:
+            if not needed.search(view.text, max(0, start - _BEFORE_WINDOW), start):
+                return None
+        return _Found(rule, start, end)
+    return confirm
+
+
+def _walk(view_name: str, view: View, naive: bool):
+    scanner = _SCANNERS[view_name]
+    if naive:
+        return scanner.scan_naive(view.text, _confirm_in(view))
+    return scanner.scan(view.text, _confirm_in(view), overlapping=True)
+
+
+def _raw_matches(text: str, depth: int, naive: bool) -> list[Match]:
+    folded = fold(text)
+    views = {"fold": folded, "words": words(folded)}
+    found: list[Match] = []
+    for view_name, view in views.items():
+        for _, _, hit in _walk(view_name, view, naive):
+            start, end = view.span(hit.start, hit.end)
+            found.append(Match("injection", hit.rule.type, hit.rule.severity, start, end, 0.9))
+    if depth == 0:
+        found.extend(_encoded(text, views["words"], naive))
+    return found
+
+
+def _encoded(text: str, view: View, naive: bool) -> list[Match]:
+    """Payloads that decode (base64, hex, escapes, rot13) to an attack, at their encoded span."""
+    found = []
+    for start, end, decoded in encoded.candidates(text):
+        severity = _decoded_severity(decoded, naive)
+        if severity:
+            found.append(Match("injection", "encoded_instruction", severity, start, end, 0.9))
+    shifted = View(encoded.rot13(view.text), view.origin)
+    for _, _, hit in _walk("words", shifted, naive):
+        if severity_rank(hit.rule.severity) >= severity_rank("medium"):
+            start, end = view.span(hit.start, hit.end)
+            found.append(Match("injection", "encoded_instruction", hit.rule.severity, start, end,
+                               0.8))
+    return found
+
+
+def _decoded_severity(decoded: str, naive: bool) -> str | None:
+    """The severity of the worst attack hidden in a decoded payload, if any."""
+    worst = None
+    for match in _scan(decoded, depth=1, naive=naive):
+        if severity_rank(match.severity) >= severity_rank("medium") and (
+                worst is None or severity_rank(match.severity) > severity_rank(worst)):
+            worst = match.severity
+    return worst
+
+
+def _dedupe(matches: list[Match]) -> list[Match]:
+    """One match per type per overlapping stretch: the first, the most severe at equal start."""
+    kept: list[Match] = []
+    reach: dict[str, int] = {}
+    for m in sorted(matches, key=lambda x: (x.start, -severity_rank(x.severity))):
+        if m.start >= reach.get(m.type, -1):
+            kept.append(m)
+            reach[m.type] = m.end
+    return sorted(kept, key=lambda x: (x.start, x.end))
+
+
+def _judged(text: str, found: list[Match]) -> list[tuple[Match, list[str]]]:
+    if not found:
+        return []
+    context = Context(text)
+    out = []
+    for m in found:
+        severity, factor, notes = context.judge(m.start, m.end, m.severity,
+                                                wording=m.type != "encoded_instruction")
+        out.append((Match(m.family, m.type, severity, m.start, m.end,
+                          round(m.confidence * factor, 2)), notes))
+    return out
+
+
+def _scan(text: str, *, depth: int, naive: bool) -> list[Match]:
+    return [m for m, _ in _judged(text, _dedupe(_raw_matches(text, depth, naive)))]
+
+
+def scan(text: str) -> list[Match]:
+    return _scan(text, depth=0, naive=False)
+
+
+def scan_naive(text: str) -> list[Match]:
+    """The same pipeline with one regex call per rule per view: the benchmark's baseline."""
+    return _scan(text, depth=0, naive=True)
+
+
+def explain(text: str) -> list[dict]:
+    """Matches with their base severity and the context notes that changed it (for tuning)."""
+    raw = _dedupe(_raw_matches(text, 0, naive=False))
+    return [{"type": m.type, "severity": m.severity, "base": base.severity, "start": m.start,
+             "end": m.end, "notes": notes} for (m, notes), base in zip(_judged(text, raw), raw)]

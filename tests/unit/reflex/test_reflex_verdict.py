@@ -1,0 +1,105 @@
+"""Deployment policy (OCTOLLM_REFLEX_*) and the allow / redact / block decision."""
+
+import pytest
+
+from app.reflex import Policy, verdict
+from app.reflex.match import Match
+from app.reflex.policy import check
+
+
+def pii(type_="email", severity="medium", confidence=0.95):
+    return Match("pii", type_, severity, 0, 5, confidence)
+
+
+def inj(type_="ignore_instructions", severity="critical", confidence=0.9):
+    return Match("injection", type_, severity, 0, 5, confidence)
+
+
+def test_defaults_read_from_an_empty_environment():
+    assert Policy.from_mapping({}) == Policy()
+    assert Policy() == Policy(pii_block_severity="high", pii_block_fields=("goal",),
+                              injection_block_severity="critical", min_confidence=0.5,
+                              deny_terms=(), disabled_types=frozenset())
+
+
+def test_every_variable_is_read():
+    policy = Policy.from_mapping({
+        "OCTOLLM_REFLEX_PII_BLOCK_SEVERITY": "critical",
+        "OCTOLLM_REFLEX_PII_BLOCK_FIELDS": "goal, context",
+        "OCTOLLM_REFLEX_INJECTION_BLOCK_SEVERITY": "none",
+        "OCTOLLM_REFLEX_MIN_CONFIDENCE": "0.8",
+        "OCTOLLM_REFLEX_DENY_TERMS": "project falcon, acme internal",
+        "OCTOLLM_REFLEX_DISABLED_TYPES": "ipv4 ipv6",
+    })
+    assert policy == Policy(pii_block_severity="critical", pii_block_fields=("goal", "context"),
+                            injection_block_severity=None, min_confidence=0.8,
+                            deny_terms=("project falcon", "acme internal"),
+                            disabled_types=frozenset({"ipv4", "ipv6"}))
+
+
+@pytest.mark.parametrize("name, value", [
+    ("OCTOLLM_REFLEX_PII_BLOCK_SEVERITY", "severe"),
+    ("OCTOLLM_REFLEX_INJECTION_BLOCK_SEVERITY", "HIGHEST"),
+    ("OCTOLLM_REFLEX_MIN_CONFIDENCE", "lots"),
+    ("OCTOLLM_REFLEX_MIN_CONFIDENCE", "1.5"),
+])
+def test_a_bad_value_names_its_variable(name, value):
+    with pytest.raises(ValueError, match=name):
+        Policy.from_mapping({name: value})
+
+
+def test_default_policy_blocks_critical_injection_and_flags_the_rest():
+    assert verdict([], [inj()]).action == "block"
+    high = verdict([], [inj("prompt_extraction", "high")])
+    assert high.action == "allow" and high.injection_detected
+    assert high.reasons == ("flagged (below the block threshold): injection prompt_extraction "
+                            "(high) in goal",)
+    assert verdict([], [inj(severity="low")]).injection_detected is False
+
+
+def test_default_policy_blocks_high_pii_in_the_goal_and_redacts_elsewhere():
+    card = pii("credit_card", "high")
+    assert verdict([card], []).action == "block"
+    assert verdict([("context", card)], []).action == "redact"
+    assert verdict([pii()], []).action == "redact"  # an email in the goal is redacted, not blocked
+    assert verdict([], []).action == "allow"
+
+
+def test_reasons_name_types_fields_and_counts_never_values():
+    result = verdict([("goal", pii("ssn", "high")), ("context", pii()), ("context", pii())], [])
+    assert result.reasons == ("blocked: ssn (high) in goal", "redacted: 2 x email (medium) in context")
+    assert result.public() == {"pii_detected": True, "injection_detected": False,
+                               "policy_violations": False, "action": "block",
+                               "reasons": list(result.reasons)}
+
+
+def test_low_confidence_never_blocks():
+    assert verdict([], [inj(confidence=0.3)]).action == "allow"
+    assert verdict([pii("ssn", "high", confidence=0.3)], []).action == "redact"
+
+
+def test_configured_fields_severities_and_disabled_types():
+    everywhere = Policy(pii_block_fields=("*",))
+    assert verdict([("metadata.user", pii("iban", "high"))], [], everywhere).action == "block"
+    by_prefix = Policy(pii_block_fields=("constraints",))
+    assert verdict([("constraints.notes.0", pii("iban", "high"))], [], by_prefix).action == "block"
+    assert verdict([("constraintsX", pii("iban", "high"))], [], by_prefix).action == "redact"
+    stricter = Policy(injection_block_severity="high")
+    assert verdict([], [inj("prompt_extraction", "high")], stricter).action == "block"
+    never = Policy(injection_block_severity=None, pii_block_severity=None)
+    assert verdict([pii("ssn", "critical")], [inj()], never).action == "redact"
+    quiet = Policy(disabled_types=frozenset({"ipv4"}))
+    assert verdict([pii("ipv4", "low")], [], quiet).action == "allow"
+
+
+def test_deny_terms_match_whole_words_after_normalisation():
+    policy = Policy(deny_terms=("project falcon", "acme"))
+    text = "Status of Pr0ject  F@lcon and ACME, not acmeville."
+
+    matches = check(text, policy)
+
+    assert [(m.family, m.type, text[m.start:m.end]) for m in matches] == [
+        ("policy", "deny_term", "Pr0ject  F@lcon"), ("policy", "deny_term", "ACME")]
+    result = verdict([], [], policy, policy_matches=matches)
+    assert result.action == "block" and result.policy_violations
+    assert check(text, Policy()) == []
