@@ -1,0 +1,199 @@
+"""The executor arm: run one allowlisted command, without a shell, inside the sandbox.
+
+A command is refused before anything runs unless its binary is on the allowlist and resolves on
+the sandbox PATH; a refusal fails the step with code COMMAND_REFUSED (details carry
+``refused: true`` and the reason), because a plan that needs a forbidden command cannot succeed.
+A command that runs and exits non-zero, is killed, or times out is a *result*, not an error: the
+judge decides whether it satisfies the task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NoReturn
+
+from app.arms.base import ArmContext, ArmError
+from app.arms.envconfig import env_float, env_int, env_list, env_size, env_str
+from app.arms.sandbox import Limits, run_sandboxed
+
+COMMAND_REFUSED = "COMMAND_REFUSED"
+DEFAULT_ALLOWLIST = (
+    "echo", "cat", "ls", "grep", "head", "tail", "wc", "python", "python3",
+    "sort", "uniq", "cut", "tr", "date", "pwd", "printf", "seq", "basename", "dirname", "true",
+    "false",
+)
+# Interpreters that may only run inline snippets (python -c CODE): no scripts, no -m pip.
+SNIPPET_ONLY = {"python", "python3"}
+_PYTHON_FLAGS = {"-I", "-B", "-E", "-s", "-S", "-u", "-O", "-OO", "-q"}
+_OPERATOR_CHARS = frozenset("();<>|&")
+PREFIX = "OCTOLLM_EXECUTOR_"
+
+
+@dataclass(frozen=True)
+class Config:
+    allowlist: tuple[str, ...] = DEFAULT_ALLOWLIST
+    path: str = "/usr/local/bin:/usr/bin:/bin"
+    timeout_seconds: float = 10.0
+    cpu_seconds: int = 5
+    memory_bytes: int = 512 * 1024**2
+    file_size_bytes: int = 16 * 1024**2
+    max_processes: int = 32
+    max_open_files: int = 64
+    max_output_bytes: int = 64 * 1024
+    max_command_chars: int = 4096
+    run_as_user: str = "nobody"
+    marker_dir: str = ""
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Config:
+        d = cls()
+        p = PREFIX
+        return cls(
+            allowlist=env_list(env, p + "ALLOWLIST", d.allowlist),
+            path=env_str(env, p + "PATH", d.path) or d.path,
+            timeout_seconds=env_float(env, p + "TIMEOUT_SECONDS", d.timeout_seconds, minimum=0.1),
+            cpu_seconds=env_int(env, p + "CPU_SECONDS", d.cpu_seconds, minimum=1),
+            memory_bytes=env_size(env, p + "MEMORY_BYTES", d.memory_bytes, minimum=16 * 1024**2),
+            file_size_bytes=env_size(env, p + "FILE_SIZE_BYTES", d.file_size_bytes, minimum=0),
+            max_processes=env_int(env, p + "MAX_PROCESSES", d.max_processes, minimum=1),
+            max_open_files=env_int(env, p + "MAX_OPEN_FILES", d.max_open_files, minimum=8),
+            max_output_bytes=env_size(env, p + "MAX_OUTPUT_BYTES", d.max_output_bytes),
+            max_command_chars=env_int(env, p + "MAX_COMMAND_CHARS", d.max_command_chars,
+                                      minimum=1),
+            run_as_user=env_str(env, p + "RUN_AS_USER", d.run_as_user),
+            marker_dir=env_str(env, p + "MARKER_DIR", d.marker_dir),
+        )
+
+    def limits(self) -> Limits:
+        return Limits(timeout_seconds=self.timeout_seconds, cpu_seconds=self.cpu_seconds,
+                      memory_bytes=self.memory_bytes, file_size_bytes=self.file_size_bytes,
+                      max_processes=self.max_processes, max_open_files=self.max_open_files,
+                      max_output_bytes=self.max_output_bytes)
+
+
+def run(ctx: ArmContext, *, config: Config | None = None) -> dict:
+    config = config or Config.from_mapping(os.environ)
+    if ctx.action != "run":
+        raise ArmError(f"executor has no action {ctx.action!r}; expected 'run'",
+                       details={"action": ctx.action})
+    command = ctx.inputs.get("command")
+    if not isinstance(command, str):
+        raise ArmError("executor needs a string input 'command'",
+                       details={"command_type": type(command).__name__})
+    argv = parse_command(command, config)
+    if config.marker_dir:
+        _write_marker(config.marker_dir, ctx, argv)
+    try:
+        outcome = run_sandboxed(argv, config.limits(), path=config.path,
+                                run_as_user=config.run_as_user or None)
+    except (OSError, subprocess.SubprocessError, LookupError) as exc:
+        raise ArmError(f"could not start {argv[0]}: {exc}",
+                       details={"command": command, "argv": argv}) from None
+    stdout = outcome.stdout.decode("utf-8", "replace")
+    return {
+        "command": command,
+        "argv": argv,
+        "exit_code": outcome.exit_code,
+        "signal": outcome.signal,
+        "stdout": stdout,
+        "stderr": outcome.stderr.decode("utf-8", "replace"),
+        "duration_ms": outcome.duration_ms,
+        "timed_out": outcome.timed_out,
+        "truncated": outcome.truncated,
+        "stdout_bytes": outcome.stdout_bytes,
+        "stderr_bytes": outcome.stderr_bytes,
+        "run_as": outcome.run_as,
+        "result": stdout,
+        "summary": _summary(command, outcome, config),
+        "mode": "offline",
+    }
+
+
+def parse_command(command: str, config: Config) -> list[str]:
+    """The argv that would run, argv[0] resolved to an absolute path; raises ArmError with code
+    COMMAND_REFUSED (and nothing runs) when the command is not allowed."""
+    if not command.strip():
+        _refuse(command, "the command is empty")
+    if len(command) > config.max_command_chars:
+        _refuse(command, f"the command is {len(command)} characters long; "
+                         f"the limit is {config.max_command_chars}")
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        _refuse(command, f"the command cannot be parsed: {exc}")
+    operators = _shell_operators(command)
+    if operators:
+        # Without a shell these would be passed on as literal arguments and silently misbehave.
+        _refuse(command, f"shell operators are not supported (commands run without a shell): "
+                         f"{' '.join(operators)}", argv)
+    name = argv[0]
+    if "/" in name:
+        _refuse(command, f"give the bare command name, not a path: {name!r}", argv)
+    if name not in config.allowlist:
+        _refuse(command, f"{name!r} is not on the executor allowlist "
+                         f"(allowed: {', '.join(config.allowlist)})", argv)
+    resolved = shutil.which(name, path=config.path)
+    if resolved is None and name == "python":
+        resolved = shutil.which("python3", path=config.path)  # distros without a bare 'python'
+    if resolved is None:
+        _refuse(command, f"{name!r} is allowed but not installed on the sandbox PATH "
+                         f"{config.path}", argv)
+    if name in SNIPPET_ONLY:
+        _check_snippet(command, argv)
+    return [resolved, *argv[1:]]
+
+
+def _shell_operators(command: str) -> list[str]:
+    """Unquoted operator tokens (``|``, ``;``, ``>``, ``&&``...), attached to a word or not.
+
+    A quoted lone operator (``echo '|'``) is indistinguishable here and is refused too: rare,
+    and refusing is the safe side of the ambiguity.
+    """
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    return sorted({tok for tok in lexer if tok and set(tok) <= _OPERATOR_CHARS})
+
+
+def _check_snippet(command: str, argv: list[str]) -> None:
+    for arg in argv[1:]:
+        if arg == "-c":
+            return
+        if arg not in _PYTHON_FLAGS:
+            break
+    _refuse(command, f"{argv[0]} may only run an inline snippet: {argv[0]} -c '<code>'", argv)
+
+
+def _refuse(command: str, reason: str, argv: list[str] | None = None) -> NoReturn:
+    raise ArmError(f"command refused: {reason}", code=COMMAND_REFUSED,
+                   details={"refused": True, "reason": reason, "command": command, "argv": argv})
+
+
+def _write_marker(marker_dir: str, ctx: ArmContext, argv: list[str]) -> None:
+    # Written before the command starts, so a worker killed mid-run still leaves its mark.
+    os.makedirs(marker_dir, exist_ok=True)
+    name = f"{ctx.task_id}.{ctx.step_id}.{uuid.uuid4().hex}"
+    with open(os.path.join(marker_dir, name), "w", encoding="utf-8") as fh:
+        json.dump({"task_id": ctx.task_id, "step_id": ctx.step_id, "argv": argv,
+                   "pid": os.getpid(), "at": time.time()}, fh)
+
+
+def _summary(command: str, outcome, config: Config) -> str:
+    shown = " ".join(command.split())  # one line, even for a multi-line python -c snippet
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    if outcome.timed_out:
+        text = f"`{shown}` timed out after {config.timeout_seconds:g}s and was killed"
+    elif outcome.signal:
+        text = f"`{shown}` was killed by {outcome.signal} after {outcome.duration_ms} ms"
+    else:
+        text = f"`{shown}` exited {outcome.exit_code} in {outcome.duration_ms} ms"
+    if outcome.truncated:
+        text += f" (output truncated to {config.max_output_bytes} bytes per stream)"
+    return text

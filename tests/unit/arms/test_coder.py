@@ -1,0 +1,249 @@
+"""The coder arm end to end: offline behaviour, and LLM mode against the fake server."""
+
+import json
+
+import pytest
+
+from app.arms.base import ArmContext, ArmError
+from app.arms.coder import Config, find_code, run
+from app.llm import BudgetExceeded, LLMClient, LLMError, Usage
+from tests.support.fixtures_llm import fake_llm  # noqa: F401  (fixture)
+
+BUGGY = "import os\n\ndef load(path, cache={}):\n    try:\n        return open(path).read()\n" \
+        "    except:\n        return None\n"
+
+
+def ctx(action, goal, context="", *, llm=None, usage=None, inputs=None, constraints=None,
+        criteria=None) -> ArmContext:
+    return ArmContext(task_id="t", tenant="t1", step_id="code", arm="coder", action=action,
+                      goal=goal, context=context, inputs=inputs or {},
+                      constraints=constraints or {}, acceptance_criteria=criteria or [],
+                      llm=llm, usage=usage)
+
+
+def client(fake) -> LLMClient:
+    return LLMClient(fake.base_url, "fake-coder", timeout=2, max_retries=0, backoff_max=0.01)
+
+
+def test_offline_analysis_of_code_in_the_context():
+    out = run(ctx("analyze", "Review this code", BUGGY), config=Config())
+
+    assert out["mode"] == "offline" and out["action"] == "analyze"
+    [analysis] = out["analysis"]
+    assert analysis["source"] == "context" and analysis["analysed"] is True
+    assert {i["code"] for i in analysis["issues"]} == {"unused-import", "mutable-default",
+                                                         "bare-except"}
+    assert "line 6, col 5 [bare-except]" in out["result"]
+    assert out["summary"] == "analysed 1 Python block(s): 1 function(s), 3 issue(s)"
+    assert out["code"] is None
+    assert json.loads(json.dumps(out)) == out
+
+
+def test_syntax_error_in_a_fenced_block_reports_both_lines():
+    context = "My script:\n\n```python\nx = 1\nif x > 0\n    print(x)\n```\n"
+
+    out = run(ctx("analyze", "Find the syntax errors", context), config=Config())
+
+    error = out["analysis"][0]["syntax_error"]
+    assert (error["line"], error["source_line"]) == (2, 5)
+    assert out["summary"].startswith("syntax error at line 2: expected ':'")
+    assert "Syntax error at line 2 (line 5 of the text it came from), column 9" in out["result"]
+
+
+def test_code_input_wins_and_other_languages_are_not_parsed_as_python():
+    out = run(ctx("analyze", "review", inputs={"code": "def f(:\n"}), config=Config())
+    assert out["analysis"][0]["source"] == "inputs.code"
+    assert out["analysis"][0]["syntax_error"]["line"] == 1
+
+    js = run(ctx("analyze", "Review this JavaScript", "```\nconst a = () => 1;\n```"),
+             config=Config())
+    assert js["analysis"][0]["analysed"] is False
+    assert "offline analysis covers Python only" in js["result"]
+    assert "none in Python" in js["summary"]
+
+
+def test_no_code_found_is_said_plainly():
+    out = run(ctx("analyze", "Review my code please"), config=Config())
+
+    assert out["analysis"] == []
+    assert "No code found" in out["result"]
+
+
+def test_oversized_code_is_not_analysed():
+    out = run(ctx("analyze", "review", "x = 1\n" * 100), config=Config(max_code_chars=50))
+
+    assert out["analysis"][0]["analysed"] is False
+    assert "analysis limit" in out["result"]
+
+
+@pytest.mark.parametrize("action", ["generate", "edit"])
+def test_offline_generation_is_honest_and_never_fakes_code(action):
+    out = run(ctx(action, "Fix the bug in this function", BUGGY), config=Config())
+
+    assert out["mode"] == "offline" and out["needs_llm"] is True
+    assert out["code"] is None
+    assert "needs an LLM" in out["result"] and "no code was written" in out["result"]
+    assert "Analysis of the code provided" in out["result"] and "bare-except" in out["result"]
+    assert "needs an LLM" in out["summary"]
+
+
+def test_offline_transform_is_done_for_real():
+    data = '[{"name": "b", "n": 2}, {"name": "a", "n": 1}]'
+
+    out = run(ctx("transform", "Convert this JSON to CSV sorted by n", data), config=Config())
+
+    assert out["mode"] == "offline"
+    assert out["result"] == "name,n\na,1\nb,2\n"
+    assert out["transform"]["operations"] == ["sort by n ascending", "convert json to csv"]
+    assert "transformed 2 rows to 2" in out["summary"]
+
+
+def test_offline_transform_reads_fenced_data_and_the_data_input():
+    fenced = run(ctx("transform", "convert to csv", "Data:\n```json\n[{\"a\": 1}]\n```"),
+                 config=Config())
+    given = run(ctx("transform", "convert to json", "ignored", inputs={"data": "a,b\n1,2\n"}),
+                config=Config())
+
+    assert fenced["result"] == "a\n1\n"
+    assert json.loads(given["result"]) == [{"a": 1, "b": 2}]
+
+
+def test_offline_transform_of_data_inside_the_goal_with_the_planned_target_format():
+    out = run(ctx("transform", 'Please turn [{"a": 1}, {"a": 2}] into a table',
+                  inputs={"data_in": "goal", "target_format": "csv"}), config=Config())
+
+    assert out["mode"] == "offline" and out["result"] == "a\n1\n2\n"
+
+
+def test_offline_transform_it_cannot_do_says_what_is_needed():
+    out = run(ctx("transform", "group the records by city", '[{"city": "x"}]'), config=Config())
+
+    assert out["mode"] == "offline" and out["needs_llm"] is True
+    assert "needs an LLM" in out["result"] and "'group'" in out["result"]
+    assert "sort by a field" in out["result"]
+
+
+def test_unknown_action_fails_the_step():
+    with pytest.raises(ArmError, match="no action 'run'"):
+        run(ctx("run", "x"), config=Config())
+
+
+def test_llm_generation_extracts_the_code_and_checks_it(fake_llm):
+    fake_llm.answer("Here you go:\n```python\ndef reverse(s):\n    return s[::-1]\n```\n"
+                    "It slices backwards.", prompt_tokens=50, completion_tokens=20)
+    usage = Usage(max_tokens=1000)
+
+    out = run(ctx("generate", "Write a Python function that reverses a string",
+                  llm=client(fake_llm), usage=usage, constraints={"language": "python"},
+                  criteria=["must include: def reverse"]), config=Config(max_tokens=300))
+
+    assert out["mode"] == "llm"
+    assert out["result"] == out["code"] == "def reverse(s):\n    return s[::-1]"
+    assert out["explanation"] == "Here you go:\nIt slices backwards."
+    assert out["analysis"][0]["syntax_error"] is None
+    assert out["model"] == "fake-coder"
+    assert out["tokens"] == {"prompt": 50, "completion": 20}
+    assert usage.tokens == 70 and usage.calls == 1
+    sent = fake_llm.requests[0].body
+    assert sent["max_tokens"] == 300
+    prompt = sent["messages"][1]["content"]
+    assert "reverses a string" in prompt and "must include: def reverse" in prompt
+    assert "fenced block labelled python" in sent["messages"][0]["content"]
+
+
+def test_llm_edit_sends_the_existing_code_and_flags_broken_output(fake_llm):
+    fake_llm.answer("```python\ndef load(path)\n    return 1\n```")
+
+    out = run(ctx("edit", "Remove the bare except", BUGGY, llm=client(fake_llm)),
+              config=Config())
+
+    prompt = fake_llm.requests[0].body["messages"][1]["content"]
+    assert "complete edited code" in prompt and "cache={}" in prompt
+    assert out["analysis"][0]["syntax_error"]["line"] == 1
+    assert "syntax error at line 1" in out["summary"]
+
+
+def test_llm_answer_without_a_fence_is_taken_whole(fake_llm):
+    fake_llm.answer("SELECT 1;")
+
+    out = run(ctx("generate", "Write an SQL query returning one", llm=client(fake_llm)),
+              config=Config())
+
+    assert out["language"] == "sql" and out["code"] == "SELECT 1;" and out["analysis"] == []
+
+
+def test_budget_exceeded_propagates(fake_llm):
+    fake_llm.answer("```python\nx = 1\n```", prompt_tokens=90, completion_tokens=90)
+
+    with pytest.raises(BudgetExceeded):
+        run(ctx("generate", "Write a Python script", llm=client(fake_llm),
+                usage=Usage(max_tokens=100)), config=Config())
+
+
+def test_budget_too_small_refuses_before_calling(fake_llm):
+    with pytest.raises(BudgetExceeded):
+        run(ctx("analyze", "review", BUGGY, llm=client(fake_llm), usage=Usage(max_tokens=5)),
+            config=Config())
+
+    assert fake_llm.requests == []
+
+
+def test_llm_failure_fails_generation(fake_llm):
+    fake_llm.fail(500, times=5)
+
+    with pytest.raises(LLMError):
+        run(ctx("generate", "Write a Python script", llm=client(fake_llm)), config=Config())
+
+
+def test_analyze_adds_an_llm_review_and_survives_llm_failure(fake_llm):
+    fake_llm.answer("- The bare except hides errors.")
+    reviewed = run(ctx("analyze", "review", BUGGY, llm=client(fake_llm)), config=Config())
+
+    assert reviewed["mode"] == "llm"
+    assert reviewed["review"] == "- The bare except hides errors."
+    assert reviewed["result"].endswith("Review:\n- The bare except hides errors.")
+    assert "Static analysis found" in fake_llm.requests[0].body["messages"][1]["content"]
+
+    fake_llm.fail(500)
+    degraded = run(ctx("analyze", "review", BUGGY, llm=client(fake_llm)), config=Config())
+    assert degraded["mode"] == "offline" and "HTTP 500" in degraded["llm_error"]
+    assert "bare-except" in degraded["result"]
+
+    skipped = run(ctx("analyze", "review", BUGGY, llm=client(fake_llm)),
+                  config=Config(llm_review=False))
+    assert skipped["mode"] == "offline" and len(fake_llm.requests) == 2
+
+
+def test_llm_transform_only_when_offline_cannot(fake_llm):
+    fake_llm.answer('```json\n{"x": 1}\n```')
+    data = '[{"city": "x", "n": 1}]'
+
+    offline = run(ctx("transform", "sort by n", data, llm=client(fake_llm)), config=Config())
+    assert offline["mode"] == "offline" and fake_llm.requests == []
+
+    out = run(ctx("transform", "group by city", data, llm=client(fake_llm)), config=Config())
+    assert out["mode"] == "llm" and out["result"] == '{"x": 1}'
+    assert "'group'" in out["summary"]
+
+
+def test_find_code_prefers_context_blocks_then_goal():
+    sources = find_code(ctx("analyze", "```py\nb = 2\n```", "```python\na = 1\n```\n```sql\nS\n```"))
+
+    assert [(s.label, s.language) for s in sources] == [
+        ("context block 1 (line 2)", "python"), ("context block 2 (line 5)", "sql"),
+        ("goal code block (line 2)", "python")]
+
+
+def test_config_from_environment():
+    assert Config.from_mapping({}) == Config()
+    config = Config.from_mapping({"OCTOLLM_CODER_MAX_TOKENS": "512",
+                                  "OCTOLLM_CODER_TEMPERATURE": "0.3",
+                                  "OCTOLLM_CODER_COMPLEXITY_THRESHOLD": "5",
+                                  "OCTOLLM_CODER_LLM_REVIEW": "no",
+                                  "OCTOLLM_CODER_MAX_CODE_CHARS": "1000"})
+    assert (config.max_tokens, config.temperature, config.complexity_threshold) == (512, 0.3, 5)
+    assert config.llm_review is False and config.max_code_chars == 1000
+    with pytest.raises(ValueError, match="OCTOLLM_CODER_LLM_REVIEW must be true or false"):
+        Config.from_mapping({"OCTOLLM_CODER_LLM_REVIEW": "maybe"})
+    with pytest.raises(ValueError, match="OCTOLLM_CODER_MAX_TOKENS must be an integer"):
+        Config.from_mapping({"OCTOLLM_CODER_MAX_TOKENS": "lots"})

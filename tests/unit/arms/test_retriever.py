@@ -1,0 +1,99 @@
+"""The retriever arm works from the hits the memory queue put in its inputs."""
+
+import json
+
+from app.arms.base import ArmContext
+from app.arms.retriever import run
+from app.llm import LLMClient, Usage
+from tests.support.fixtures_llm import fake_llm  # noqa: F401  (fixture)
+
+HITS = [
+    {"text": "Paris is the capital of France. It hosts the Louvre.", "score": 0.71,
+     "source": "geo.md", "collection": "knowledge", "metadata": {"document_id": "d1"}},
+    {"text": "Berlin is the capital of Germany.", "score": 0.40, "source": "geo.md",
+     "collection": "knowledge", "metadata": {}},
+    # The same chunk found a second time, with a lower score: reported once.
+    {"text": "Paris is the capital of  France. It hosts the Louvre.", "score": 0.55,
+     "source": "geo.md", "collection": "knowledge", "metadata": {}},
+    {"text": "What is the capital of France?\nParis.", "score": 0.62, "source": "task:t-7",
+     "collection": "episodes_planner", "metadata": {"task_id": "t-7"}},
+]
+
+
+def ctx(hits, query="What is the capital of France?", llm=None, usage=None, **inputs):
+    return ArmContext(task_id="t-1", tenant="acme", step_id="search", arm="retriever",
+                      action="search", goal=query, inputs={"query": query, "hits": hits, **inputs},
+                      llm=llm, usage=usage)
+
+
+def test_snippets_are_deduplicated_and_ranked_with_their_sources():
+    out = run(ctx(HITS))
+    assert [(s["score"], s["source"]) for s in out["snippets"]] == [
+        (0.71, "geo.md"), (0.62, "task:t-7"), (0.4, "geo.md")]
+    assert set(out["snippets"][0]) == {"text", "score", "source", "collection"}
+    assert out["sources"] == [{"source": "geo.md", "collection": "knowledge"},
+                              {"source": "task:t-7", "collection": "episodes_planner"}]
+    assert out["found"] is True and out["mode"] == "offline"
+    assert out["summary"] == "3 snippet(s) from 2 source(s), best score 0.71"
+    assert json.loads(json.dumps(out)) == out
+
+
+def test_offline_answer_quotes_the_best_matching_sentences_with_citations():
+    out = run(ctx(HITS))
+    # "It hosts the Louvre." shares no word with the question; the past task's own question
+    # restates it: neither is quoted.
+    assert out["result"] == ("Paris is the capital of France. [1]\n"
+                             "Berlin is the capital of Germany. [3]\n\n"
+                             "Sources:\n[1] geo.md\n[3] geo.md")
+
+
+def test_limit_and_min_score_narrow_the_snippets():
+    out = run(ctx(HITS, limit=1))
+    assert [s["source"] for s in out["snippets"]] == ["geo.md"]
+    out = run(ctx(HITS, min_score=0.6))
+    assert [s["score"] for s in out["snippets"]] == [0.71, 0.62]
+
+
+def test_no_hits_is_an_honest_result_not_an_error():
+    for hits in ([], None, [{"text": "   ", "score": 0.9}, "junk"]):
+        out = run(ctx(hits, query="Who won the 1934 chess olympiad?"))
+        assert out["found"] is False and out["snippets"] == []
+        assert out["result"] == "No knowledge found for: Who won the 1934 chess olympiad?"
+        assert out["summary"] == "no knowledge found" and out["mode"] == "offline"
+
+
+def test_hits_that_share_no_word_with_the_query_are_shown_but_flagged():
+    out = run(ctx([{"text": "Lutetia was the Roman town.", "score": 0.3, "source": "hist.md"}],
+                  query="Paris origins?"))
+    assert out["result"].startswith("No sentence in the knowledge found answers this directly")
+    assert "Lutetia was the Roman town." in out["result"] and "[1] hist.md" in out["result"]
+
+
+def test_the_goal_is_the_query_when_the_step_gives_none():
+    c = ArmContext(task_id="t", tenant="acme", step_id="s", arm="retriever", action="search",
+                   goal="capital of France", inputs={"hits": HITS[:1]})
+    assert run(c)["query"] == "capital of France"
+
+
+def test_with_an_llm_the_answer_is_grounded_in_numbered_snippets(fake_llm):
+    fake_llm.answer("Paris is the capital of France [1].", prompt_tokens=120, completion_tokens=9)
+    usage = Usage(max_tokens=10_000)
+    out = run(ctx(HITS, llm=LLMClient(fake_llm.base_url, "m", max_retries=0), usage=usage))
+    assert out["mode"] == "llm" and out["result"] == "Paris is the capital of France [1]."
+    assert len(out["snippets"]) == 3 and usage.tokens == 129
+    prompt = fake_llm.requests[0].body["messages"][1]["content"]
+    assert "[1] (source: geo.md)\nParis is the capital of France." in prompt
+    assert "[2] (source: task:t-7)" in prompt
+    assert "only the numbered snippets" in fake_llm.requests[0].body["messages"][0]["content"]
+
+
+def test_with_an_llm_but_no_hits_nothing_is_asked(fake_llm):
+    out = run(ctx([], llm=LLMClient(fake_llm.base_url, "m", max_retries=0)))
+    assert out["found"] is False and fake_llm.requests == []
+
+
+def test_an_llm_failure_still_returns_the_extractive_answer(fake_llm):
+    fake_llm.fail(503, times=3)
+    out = run(ctx(HITS, llm=LLMClient(fake_llm.base_url, "m", max_retries=0)))
+    assert out["mode"] == "offline" and out["result"].startswith("Paris is the capital of France.")
+    assert "503" in out["llm_error"]
