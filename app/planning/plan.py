@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import ErrorCode, OctoError
@@ -81,6 +81,10 @@ class Plan:
     source: str
     reused_from: str | None = None
     similarity: float | None = None
+    # Set when the LLM planner gave up and the rule plan was used instead: why it gave up.
+    fallback_reason: str | None = None
+    # A short trail of planning decisions (reuse skipped, repair needed...) for operators.
+    notes: list[str] = field(default_factory=list)
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:
@@ -111,6 +115,8 @@ class Plan:
             "source": self.source,
             "reused_from": self.reused_from,
             "similarity": self.similarity,
+            "fallback_reason": self.fallback_reason,
+            "notes": list(self.notes),
         }
 
     @classmethod
@@ -127,6 +133,8 @@ class Plan:
             source=d.get("source", ""),
             reused_from=d.get("reused_from"),
             similarity=float(similarity) if similarity is not None else None,
+            fallback_reason=d.get("fallback_reason"),
+            notes=list(_str_tuple(d.get("notes"), "plan notes")),
         )
         return validate(plan, max_steps=max_steps)
 

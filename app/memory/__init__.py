@@ -1,0 +1,1 @@
+"""Memory: Qdrant store (server URL or embedded path), embedders, chunking, retrieval."""
