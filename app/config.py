@@ -60,6 +60,8 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     flower_port: int = 5555
+    # 0 = off; a worker serves its queue's metrics here (each container has its own directory).
+    worker_metrics_port: int = 0
     flower_user: str = "admin"
     flower_password: str | None = _secret()
     max_body_bytes: int = 1_048_576
@@ -71,9 +73,11 @@ class Settings:
     embedder: str = "hashing"
     reuse_threshold: float = 0.85
     visibility_timeout: int = 7200
+    result_expires_seconds: int = 86400
+    reconcile_interval_seconds: float = 30.0
     step_max_attempts: int = 3
-    step_lease_seconds: int = 900
     stuck_after_seconds: int = 120
+    max_dispatches: int = 5
     result_retention_days: int = 30
     default_task_timeout: int = 300
     rate_limit_burst: int = 60
@@ -119,10 +123,17 @@ class Settings:
         _check_range("OCTOLLM_DB_MAX_OVERFLOW", self.db_max_overflow, 0, 100)
         _check_range("OCTOLLM_API_PORT", self.api_port, 1, 65535)
         _check_range("OCTOLLM_FLOWER_PORT", self.flower_port, 1, 65535)
+        _check_range("OCTOLLM_WORKER_METRICS_PORT", self.worker_metrics_port, 0, 65535)
         _check_range("OCTOLLM_MAX_BODY_BYTES", self.max_body_bytes, 1024, 64 * 1024 * 1024)
         _check_range("OCTOLLM_STEP_MAX_ATTEMPTS", self.step_max_attempts, 1, 20)
+        _check_range("OCTOLLM_STUCK_AFTER_SECONDS", self.stuck_after_seconds, 1, 7 * 86400)
+        _check_range("OCTOLLM_MAX_DISPATCHES", self.max_dispatches, 1, 100)
+        _check_range("OCTOLLM_VISIBILITY_TIMEOUT", self.visibility_timeout, 60, 7 * 86400)
+        _check_range("OCTOLLM_RECONCILE_INTERVAL_SECONDS", self.reconcile_interval_seconds,
+                     1.0, 86400.0)
         _check_range("OCTOLLM_REUSE_THRESHOLD", self.reuse_threshold, 0.0, 1.0)
         _check_range("OCTOLLM_RATE_LIMIT_BURST", self.rate_limit_burst, 1, 1_000_000)
+        _check_range("OCTOLLM_RATE_LIMIT_PER_SECOND", self.rate_limit_per_second, 0.0, 1_000_000.0)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"OCTOLLM_LOG_LEVEL must be a logging level, got {self.log_level!r}")
         if self.auth_disabled and self.environment == "production":

@@ -73,6 +73,8 @@ class Task(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(128))
     dispatch_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Set when the episode is in Qdrant; reconciliation indexes completed tasks that lack it.
+    indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -96,6 +98,8 @@ class Task(Base):
             "uq_tasks_tenant_idempotency_key", "tenant", "idempotency_key", unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
+        Index("ix_tasks_unindexed", "finished_at",
+              postgresql_where=text("indexed_at IS NULL AND finished_at IS NOT NULL")),
         # Reconciliation scans only live tasks for stalled progress.
         Index(
             "ix_tasks_active_progress", "progress_at",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -149,3 +149,38 @@ def stalled_tasks(session: Session, older_than: timedelta, limit: int = 500) -> 
         .order_by(Task.progress_at)
         .limit(limit)
     ))
+
+
+def list_tasks(session: Session, tenant: str, *, status: str | None = None,
+               priority: str | None = None, created_after: datetime | None = None,
+               before: tuple[datetime, uuid.UUID] | None = None, limit: int = 50) -> list[Task]:
+    """A tenant's tasks, newest first, keyset-paginated on (created_at, id).
+
+    Keyset pagination keeps pages stable while tasks are inserted: a new task sorts before the
+    cursor, so it never shifts what the next page holds.
+    """
+    query = select(Task).where(Task.tenant == tenant)
+    if status:
+        query = query.where(Task.status == status)
+    if priority:
+        query = query.where(Task.priority == priority)
+    if created_after:
+        query = query.where(Task.created_at > created_after)
+    if before:
+        query = query.where(tuple_(Task.created_at, Task.id) < tuple_(*before))
+    return list(session.scalars(query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit)))
+
+
+def reset_steps_for_retry(session: Session, task_id, arms_to_rerun: set[str]) -> int:
+    """Failed, cancelled or interrupted steps (and steps of ``arms_to_rerun``) go back to pending."""
+    rerun = or_(TaskStep.status.in_([StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.RUNNING]),
+                TaskStep.arm.in_(sorted(arms_to_rerun)))
+    return session.execute(
+        update(TaskStep).where(TaskStep.task_id == as_uuid(task_id), rerun)
+        .values(status=StepStatus.PENDING, error=None, output=None, claimed_by=None,
+                claimed_at=None, finished_at=None)
+    ).rowcount
+
+
+def delete_result(session: Session, task_id) -> None:
+    session.execute(delete(TaskResult).where(TaskResult.task_id == as_uuid(task_id)))

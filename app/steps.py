@@ -4,7 +4,7 @@ A Celery message can arrive twice (acks_late redelivery after a worker died, a r
 reconciliation racing the original pipeline). The step row decides what happens:
 
 * completed            -> return the stored output; the arm does not run again;
-* running, live claim  -> another attempt holds it: this duplicate stops (StepBusy);
+* running, live claim  -> another attempt holds it: this duplicate waits and tries again;
 * running, dead claim  -> a redelivery of the same message or an expired lease: the previous
   attempt died mid-step. Pure arms run again; a side-effecting arm (executor) is not re-run
   (STEP_INTERRUPTED), because its effect may already have happened; after `max_attempts`
@@ -13,28 +13,31 @@ reconciliation racing the original pipeline). The step row decides what happens:
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func
 
-from app import repo
+from app import events, metrics, repo
 from app.arms.base import ArmContext
 from app.config import Settings
 from app.db import session_scope
 from app.errors import ErrorCode, OctoError
 from app.lifecycle import StepStatus, TaskStatus
+from app.llm import Usage
+
+log = logging.getLogger(__name__)
 
 SIDE_EFFECT_ARMS = frozenset({"executor"})
 
 
-class StepBusy(Exception):
-    """Another live attempt holds this step, or the task is no longer active."""
-
-
 @dataclass
 class Claim:
-    action: str  # "run" | "done" | "busy"
+    action: str  # "run" | "done" | "busy" (another live attempt) | "inactive" (task is over)
     output: dict | None = None
     attempt: int = 0
 
@@ -51,7 +54,7 @@ def claim(settings: Settings, task_id: str, step_id: str, claimant: str, *,
             return Claim("done", output=step.output or {}), None
         if task.status != TaskStatus.PROCESSING or step.status not in (
                 StepStatus.PENDING, StepStatus.RUNNING):
-            return Claim("busy"), None
+            return Claim("inactive"), None
         if step.status == StepStatus.RUNNING:
             lease_alive = step.claimed_at and step.claimed_at > repo.now() - timedelta(seconds=lease_seconds)
             if step.claimed_by != claimant and lease_alive:
@@ -76,6 +79,59 @@ def claim(settings: Settings, task_id: str, step_id: str, claimant: str, *,
         return Claim("run", attempt=step.attempts), ctx
 
 
+def execute(rt, task_id: str, step_id: str, claimant: str, *, lease_seconds: int) -> Claim:
+    """Claim the step, run its arm, store the output. Arm errors fail the step and propagate.
+
+    ``lease_seconds`` is how long a claim is presumed alive: the step's hard time limit plus a
+    margin, because after that Celery has killed the attempt for sure.
+    """
+    outcome, ctx = claim(rt.settings, task_id, step_id, claimant, lease_seconds=lease_seconds)
+    if outcome.action != "run":
+        return outcome
+    events.publish(rt.redis, task_id, "step", step_id=step_id, arm=ctx.arm, status="running",
+                   attempt=outcome.attempt)
+    metrics.STEPS.labels(arm=ctx.arm, outcome="started").inc()
+    base_tokens, base_cost = ctx.usage.tokens, ctx.usage.cost_usd
+    ctx = dataclasses.replace(ctx, llm=rt.llm)
+    started = time.monotonic()
+    try:
+        output = run_arm(ctx)
+    except OctoError as exc:
+        fail(rt.settings, task_id, step_id, exc)
+        metrics.STEPS.labels(arm=ctx.arm, outcome="failed").inc()
+        events.publish(rt.redis, task_id, "step", step_id=step_id, arm=ctx.arm, status="failed",
+                       error_code=exc.code)
+        raise
+    finally:
+        metrics.STEP_DURATION.labels(arm=ctx.arm).observe(time.monotonic() - started)
+    step_usage = None
+    if ctx.usage.calls:
+        step_usage = {"tokens": ctx.usage.tokens - base_tokens,
+                      "cost_usd": ctx.usage.cost_usd - base_cost, "calls": ctx.usage.calls}
+    stored = store(rt.settings, task_id, step_id, output, step_usage)
+    metrics.STEPS.labels(arm=ctx.arm, outcome="succeeded").inc()
+    events.publish(rt.redis, task_id, "step", step_id=step_id, arm=ctx.arm, status="completed",
+                   summary=stored.get("summary", ""), mode=stored.get("mode"))
+    return dataclasses.replace(outcome, output=stored)
+
+
+def check_capability(rt, token: str | None, task_id: str, step_id: str, arm: str) -> dict:
+    """Raise CapabilityDenied unless the token is the orchestrator's, unexpired, for this step."""
+    from app import capability
+
+    return capability.verify(rt.settings.effective_secret_key, token, task_id=task_id,
+                             step_id=step_id, arm=arm)
+
+
+def run_arm(ctx: ArmContext) -> dict:
+    module = importlib.import_module(f"app.arms.{ctx.arm}")
+    output = module.run(ctx)
+    if not isinstance(output, dict):
+        raise OctoError(f"arm {ctx.arm} returned {type(output).__name__}, not an object",
+                        code=ErrorCode.ARM_ERROR)
+    return output
+
+
 def release(settings: Settings, task_id: str, step_id: str) -> None:
     """Give a claim back before a retry, so the retry is not mistaken for a dead attempt."""
     with session_scope(settings) as session:
@@ -86,20 +142,40 @@ def release(settings: Settings, task_id: str, step_id: str) -> None:
 
 
 def store(settings: Settings, task_id: str, step_id: str, output: dict, usage: dict | None) -> dict:
-    """Persist the output once and return what is stored (the first writer's output wins)."""
+    """Persist the output once and return what is stored (the first writer's output wins).
+
+    The safety guardian's redaction runs on every output here, before anything is written, so no
+    step can store PII or a secret in clear whatever its arm produced.
+    """
     from app.arms.guardian import redact_output
 
     output, redactions = redact_output(output)
     if redactions:
-        output = {**output, "redactions": redactions}
+        output = {**output, "redactions": {**output.get("redactions", {}), **redactions}}
     with session_scope(settings) as session:
         if usage:
             task = repo.get_task(session, task_id, lock=True)
-            task.usage = {**(task.usage or {}), **usage}
+            task.usage = with_step_usage(task.usage or {}, step_id, usage)
         if not repo.complete_step(session, task_id, step_id, output):
             stored = repo.get_step(session, task_id, step_id)
             return stored.output or {}
     return output
+
+
+def with_step_usage(current: dict, step_id: str, usage: dict) -> dict:
+    """Usage per step plus a running total; each step's entry is replaced, never added twice."""
+    per_step = {k: v for k, v in current.items() if k != "total"}
+    per_step[step_id] = usage
+    total = {"tokens": 0, "cost_usd": 0.0, "calls": 0}
+    for entry in per_step.values():
+        for key in total:
+            total[key] += entry.get(key) or 0
+    return {**per_step, "total": total}
+
+
+def spent(usage: dict | None) -> tuple[int, float]:
+    total = (usage or {}).get("total") or {}
+    return int(total.get("tokens") or 0), float(total.get("cost_usd") or 0.0)
 
 
 def fail(settings: Settings, task_id: str, step_id: str, error: OctoError) -> None:
@@ -111,6 +187,8 @@ def _context(session, task, step) -> ArmContext:
     # Every completed step in plan order: the judge and guardian need all of them, and the
     # others simply read the ones they depend on.
     upstream = repo.completed_outputs(session, task.id)
+    budget = task.budget or {}
+    tokens, cost = spent(task.usage)
     return ArmContext(
         task_id=str(task.id),
         tenant=task.tenant,
@@ -123,4 +201,6 @@ def _context(session, task, step) -> ArmContext:
         acceptance_criteria=list(task.acceptance_criteria or []),
         inputs=dict(step.inputs or {}),
         upstream=upstream,
+        usage=Usage(max_tokens=budget.get("max_tokens"), max_cost_usd=budget.get("max_cost_usd"),
+                    tokens=tokens, cost_usd=cost),
     )

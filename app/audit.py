@@ -1,0 +1,20 @@
+"""The audit log: who did what to which task. Details never carry PII or secrets in clear."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from app import repo
+from app.models import AuditEvent
+
+ACTIONS = ("task.submit", "task.blocked", "task.cancel", "task.retry", "apikey.create",
+           "apikey.revoke")
+
+
+def record(session: Session, *, tenant: str, actor: str, action: str, task_id=None,
+           details: dict | None = None, request_id: str | None = None) -> None:
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    session.add(AuditEvent(tenant=tenant, actor=actor[:64], action=action,
+                           task_id=repo.as_uuid(task_id) if task_id else None,
+                           details=details or {}, request_id=request_id))

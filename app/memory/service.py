@@ -1,0 +1,156 @@
+"""What the memory queue does, between PostgreSQL (source of truth) and Qdrant (rebuildable).
+
+Runs only in the memory worker: with an embedded Qdrant path, exactly one process may open it,
+so the store is opened once per process, lazily, here. Reads tolerate Qdrant being down (the
+pipeline goes on without hints or knowledge, and says so); writes raise so the task retries, and
+reconciliation re-indexes whatever never made it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import select
+
+from app import orchestration, repo
+from app.db import session_scope
+from app.lifecycle import StepStatus, TaskStatus
+from app.memory.chunking import chunk_text
+from app.memory.retrieve import retrieve
+from app.memory.store import MemoryStore
+from app.models import Document, Task
+from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+HINT_LIMIT = 5
+HINT_KEYS = ("task_id", "score", "task_kind", "plan", "success", "judge_passed", "goal")
+_lock = threading.Lock()
+_store: MemoryStore | None = None
+
+
+def store(rt: Runtime) -> MemoryStore:
+    global _store
+    with _lock:
+        if _store is None:
+            opened = MemoryStore.from_settings(rt.settings)
+            opened.ensure_collections()
+            _store = opened
+        return _store
+
+
+def close() -> None:
+    global _store
+    with _lock:
+        if _store is not None:
+            _store.close()
+            _store = None
+
+
+def search_hints(rt: Runtime, task_id: str) -> int:
+    """Similar successful past episodes, stored on the task row for the planner."""
+    with session_scope(rt.settings) as session:
+        task = orchestration.active_task(session, task_id)
+        tenant, goal = task.tenant, task.goal
+    try:
+        hits = store(rt).search_episodes(tenant, goal, only_successful=True, limit=HINT_LIMIT)
+    except Exception as exc:  # noqa: BLE001 - no hints is a valid answer; planning goes on
+        log.warning("episode search failed, planning without hints: %s", type(exc).__name__)
+        hits = []
+    hints = [{k: hit.get(k) for k in HINT_KEYS} for hit in hits if hit.get("task_id") != task_id]
+    with session_scope(rt.settings) as session:
+        task = orchestration.active_task(session, task_id)
+        task.memory_hints = hints
+    return len(hints)
+
+
+def retrieve_for_step(rt: Runtime, task_id: str, step_id: str) -> int:
+    """Put the hits for a retriever step into its inputs (the arm never opens Qdrant)."""
+    with session_scope(rt.settings) as session:
+        task = orchestration.active_task(session, task_id)
+        step = repo.get_step(session, task_id, step_id)
+        if step is None or step.status == StepStatus.COMPLETED:
+            return 0
+        tenant = task.tenant
+        inputs = dict(step.inputs or {})
+    query = inputs.get("query") or task.goal
+    error = None
+    try:
+        hits = retrieve(store(rt), tenant, query, limit=int(inputs.get("limit") or 5))
+    except Exception as exc:  # noqa: BLE001 - the retriever reports "knowledge unavailable"
+        log.warning("retrieval failed for step %s: %s", step_id, type(exc).__name__)
+        hits, error = [], f"knowledge store unavailable ({type(exc).__name__})"
+    with session_scope(rt.settings) as session:
+        step = repo.get_step(session, task_id, step_id, lock=True)
+        if step.status != StepStatus.COMPLETED:
+            step.inputs = {**inputs, "hits": hits, "memory_error": error}
+    return len(hits)
+
+
+def episode_of(task: Task) -> dict | None:
+    """The episode of a finished task, or None when there is nothing to learn from."""
+    if not task.plan or task.status not in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+        return None
+    result = (task.result.result if task.result else None) or {}
+    judge = result.get("judge") or {}
+    return {
+        "task_id": str(task.id), "tenant": task.tenant, "goal": task.goal,
+        "task_kind": (task.plan or {}).get("task_kind"), "plan": task.plan,
+        "success": task.status == TaskStatus.COMPLETED,
+        "judge_passed": judge.get("passed") is True,
+        "result_summary": str(result.get("output") or "")[:2000],
+        "created_at": task.created_at,
+    }
+
+
+def index_task(rt: Runtime, task_id: str) -> bool:
+    """Index the episode (idempotent: same point id); mark the row so reconciliation skips it."""
+    with session_scope(rt.settings) as session:
+        task = repo.get_task(session, task_id)
+        if task is None:
+            return False
+        episode = episode_of(task)
+    if episode is not None:
+        store(rt).index_episode(episode)
+    with session_scope(rt.settings) as session:
+        task = repo.get_task(session, task_id)
+        if task is not None and task.finished_at is not None:
+            task.indexed_at = repo.now()
+    return episode is not None
+
+
+def sync(rt: Runtime, limit: int = 2000) -> dict[str, int]:
+    """Re-index finished tasks that PostgreSQL says are indexed but Qdrant lacks (Qdrant wiped)."""
+    with session_scope(rt.settings) as session:
+        ids = [str(i) for i in session.scalars(
+            select(Task.id).where(Task.indexed_at.is_not(None), Task.plan.is_not(None),
+                                  Task.status.in_([TaskStatus.COMPLETED, TaskStatus.FAILED]))
+            .order_by(Task.finished_at.desc()).limit(limit))]
+    missing = store(rt).missing_episodes(ids) if ids else []
+    for task_id in missing:
+        index_task(rt, task_id)
+    return {"checked": len(ids), "reindexed": len(missing)}
+
+
+def ingest_document(rt: Runtime, document_id: str) -> int:
+    with session_scope(rt.settings) as session:
+        doc = session.get(Document, repo.as_uuid(document_id))
+        if doc is None:
+            return 0
+        tenant, text = doc.tenant, doc.text
+        metadata = {**(doc.doc_metadata or {}), "title": doc.title, "source": doc.source}
+    chunks = chunk_text(text)
+    count = store(rt).index_chunks(tenant, document_id, chunks, metadata)
+    with session_scope(rt.settings) as session:
+        doc = session.get(Document, repo.as_uuid(document_id))
+        doc.status, doc.chunk_count, doc.indexed_at = "indexed", count, repo.now()
+    return count
+
+
+def query(rt: Runtime, tenant: str, text: str, collection: str, limit: int) -> list[dict]:
+    """Search for the API: a tenant's episodes or knowledge."""
+    memory = store(rt)
+    if collection == "knowledge":
+        return memory.search_knowledge(tenant, text, limit=limit)
+    hits = memory.search_episodes(tenant, text, only_successful=False, limit=limit)
+    return [{k: hit.get(k) for k in (*HINT_KEYS, "result_summary", "created_at")} for hit in hits]

@@ -1,0 +1,232 @@
+"""The pipeline's bookkeeping as plain functions: every status change, the plan, the stage, the end.
+
+The Celery tasks in tasks/ are thin wrappers around these. Each function opens its own session
+(one unit of work), and publishes its progress event only after the commit, so a client that sees
+an event and then reads the task finds the state the event announced.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from app import capability, events, metrics, repo
+from app.db import session_scope
+from app.errors import ErrorCode
+from app.lifecycle import StepStatus, TaskStatus, is_terminal
+from app.models import Task
+from app.runtime import Runtime
+from app.steps import with_step_usage
+
+log = logging.getLogger(__name__)
+
+GUARDIAN_STEP = "guardian"
+# A capability outlives the task's time budget by this much: queueing time plus the hard limit.
+CAPABILITY_MARGIN_SECONDS = 600
+
+
+class TaskInactive(Exception):
+    """The task is terminal (cancelled, failed, completed) or gone: the pipeline stops here."""
+
+
+@dataclass(frozen=True)
+class StageStep:
+    step_id: str
+    arm: str
+    # The orchestrator's signed permission for this arm to run this step (app/capability.py).
+    capability: str | None = None
+
+
+def change_status(rt: Runtime, task_id: str, target: str, *, error_code: str | None = None,
+                  error_message: str | None = None) -> bool:
+    """The one way a task's status moves; False (nothing changed) when the move is not allowed."""
+    with session_scope(rt.settings) as session:
+        moved = repo.transition(session, task_id, target, error_code=error_code,
+                                error_message=error_message)
+        if moved and is_terminal(target):
+            repo.cancel_open_steps(session, task_id)
+    if moved:
+        metrics.TASK_STATUS.labels(status=str(target)).inc()
+        extra = {"error_code": error_code} if error_code else {}
+        events.publish(rt.redis, task_id, "status", status=str(target), **extra)
+        log.info("task status -> %s", target, extra={"task_id": str(task_id)})
+    return moved
+
+
+def active_task(session, task_id: str) -> Task:
+    task = repo.get_task(session, task_id)
+    if task is None or is_terminal(task.status):
+        raise TaskInactive(f"task {task_id} is {task.status if task else 'gone'}")
+    return task
+
+
+def priority_of_active(rt: Runtime, task_id: str) -> str:
+    with session_scope(rt.settings) as session:
+        return str(active_task(session, task_id).priority)
+
+
+def begin(rt: Runtime, task_id: str) -> None:
+    """First pipeline task to run moves the task to processing; later ones find it there."""
+    with session_scope(rt.settings) as session:
+        active_task(session, task_id)
+    change_status(rt, task_id, TaskStatus.PROCESSING)
+
+
+def plan(rt: Runtime, task_id: str) -> dict:
+    """Plan the task once; a re-dispatched task keeps its stored plan so finished steps still fit."""
+    from app.llm import Usage
+    from app.planning.planner import make_plan
+
+    with session_scope(rt.settings) as session:
+        task = active_task(session, task_id)
+        if task.plan:
+            return task.plan
+        budget = dict(task.budget or {})
+        request = dict(goal=task.goal, context=task.context or "",
+                       constraints=dict(task.constraints or {}),
+                       acceptance_criteria=list(task.acceptance_criteria or []),
+                       hints=list(task.memory_hints or []))
+    usage = Usage(max_tokens=budget.get("max_tokens"), max_cost_usd=budget.get("max_cost_usd"))
+    made = make_plan(**request, llm=rt.llm, usage=usage if rt.llm else None,
+                     reuse_threshold=rt.settings.reuse_threshold).to_dict()
+    record_plan(rt, task_id, made, usage=usage.to_dict() if usage.calls else None)
+    return made
+
+
+def record_plan(rt: Runtime, task_id: str, plan: dict, usage: dict | None = None) -> None:
+    with session_scope(rt.settings) as session:
+        task = active_task(session, task_id)
+        task.plan = plan
+        if usage:
+            task.usage = with_step_usage(task.usage or {}, "planner", usage)
+        repo.touch_progress(session, task_id)
+    events.publish(rt.redis, task_id, "plan", source=plan.get("source"),
+                   task_kind=plan.get("task_kind"), steps=[s["id"] for s in plan["steps"]])
+
+
+@dataclass(frozen=True)
+class Stage:
+    levels: list[list[StageStep]]
+    dispatch: int
+    priority: str
+    max_time_seconds: float | None
+
+
+def prepare_stage(rt: Runtime, task_id: str) -> Stage:
+    """Step rows for the stored plan (kept if they exist: a re-dispatch resumes) and their levels.
+
+    The guardian runs after the judge as its own level: it redacts the final answer before
+    finalize stores it.
+    """
+    from app.planning.plan import Plan
+
+    with session_scope(rt.settings) as session:
+        task = active_task(session, task_id)
+        plan = Plan.from_dict(task.plan)
+        levels = plan.levels()
+        judge = next(s for s in plan.steps if s.arm == "judge")
+        rows = [
+            {"step_id": s.id, "arm": s.arm, "action": s.action, "level": depth,
+             "depends_on": list(s.depends_on),
+             "inputs": {**s.inputs, "depends_on": list(s.depends_on),
+                        "acceptance_criteria": list(s.acceptance_criteria)}}
+            for depth, level in enumerate(levels) for s in level
+        ]
+        rows.append({"step_id": GUARDIAN_STEP, "arm": "guardian", "action": "redact",
+                     "level": len(levels), "depends_on": [judge.id],
+                     "inputs": {"final_step_ids": list(judge.depends_on)}})
+        repo.ensure_steps(session, task_id, rows)
+        repo.touch_progress(session, task_id)
+        dispatch = task.dispatch_count or 0
+        priority = str(task.priority)
+        max_time = (task.budget or {}).get("max_time_seconds")
+    ttl = (max_time or rt.settings.default_task_timeout) + CAPABILITY_MARGIN_SECONDS
+
+    def step(step_id: str, arm: str, action: str) -> StageStep:
+        token = capability.issue(rt.settings.effective_secret_key, task_id=str(task_id),
+                                 step_id=step_id, arm=arm, actions=[action], ttl_seconds=ttl)
+        return StageStep(step_id, arm, token)
+
+    stage = [[step(s.id, s.arm, s.action) for s in level] for level in levels]
+    stage.append([step(GUARDIAN_STEP, "guardian", "redact")])
+    return Stage(stage, dispatch, priority, max_time)
+
+
+def open_step_message_ids(rt: Runtime, task_id: str, message_id) -> list[str]:
+    """Message ids of every not-yet-finished step across all dispatches of the task."""
+    with session_scope(rt.settings) as session:
+        task = repo.get_task(session, task_id)
+        if task is None:
+            return []
+        open_steps = [s.step_id for s in repo.steps_of(session, task_id)
+                      if s.status in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.CANCELLED)]
+        dispatches = range((task.dispatch_count or 0) + 1)
+    return [message_id(str(task_id), sid, n) for sid in open_steps for n in dispatches]
+
+
+def collect(rt: Runtime, task_id: str, level: int) -> None:
+    """After a level's chord: every step of the level must be completed to go on."""
+    with session_scope(rt.settings) as session:
+        active_task(session, task_id)
+        steps = [s for s in repo.steps_of(session, task_id) if s.level == level]
+        unfinished = [s.step_id for s in steps if s.status != StepStatus.COMPLETED]
+        repo.touch_progress(session, task_id)
+    if unfinished:
+        raise TaskInactive(f"level {level} of task {task_id} has unfinished steps {unfinished}")
+    events.publish(rt.redis, task_id, "level", level=level, steps=[s.step_id for s in steps])
+
+
+def finalize(rt: Runtime, task_id: str) -> str:
+    """Store the result and end the task: completed, or failed when the judge said no."""
+    with session_scope(rt.settings) as session:
+        task = active_task(session, task_id)
+        outputs = repo.completed_outputs(session, task_id)
+        plan = task.plan or {}
+        judge_id = next((s["id"] for s in plan.get("steps", []) if s["arm"] == "judge"), None)
+        judge = outputs.get(judge_id, {}) if judge_id else {}
+        final = outputs.get(GUARDIAN_STEP, {})
+        modes = sorted({o.get("mode", "offline") for o in outputs.values()})
+        result = {
+            "output": final.get("result", ""),
+            "mode": "llm" if "llm" in modes else "offline",
+            "task_kind": plan.get("task_kind"),
+            "plan_source": plan.get("source"),
+            "judge": {k: judge.get(k) for k in ("verdict", "passed", "score", "criteria")},
+            "steps": {sid: {"arm": _arm_of(plan, sid), "summary": o.get("summary", ""),
+                            "mode": o.get("mode")} for sid, o in outputs.items()},
+            "redactions": final.get("redactions", {}),
+            "usage": dict(task.usage or {}),
+        }
+        passed = judge.get("passed", True) is not False
+        elapsed_ms = _elapsed_ms(task)
+        error = None if passed else "acceptance criteria not met: " + "; ".join(
+            c["criterion"] for c in judge.get("criteria") or [] if c.get("status") == "failed")
+        repo.save_result(session, task_id, result=result, error=error, processing_time_ms=elapsed_ms)
+    target = TaskStatus.COMPLETED if passed else TaskStatus.FAILED
+    moved = change_status(rt, task_id, target,
+                          error_code=None if passed else ErrorCode.VALIDATION_FAILED,
+                          error_message=error)
+    if moved:
+        metrics.TASK_PROCESSING.observe(elapsed_ms / 1000)
+    return str(target)
+
+
+def fail(rt: Runtime, task_id: str, code: str, message: str) -> bool:
+    """End the task as failed (no-op when it is already terminal) and keep the error as its result."""
+    moved = change_status(rt, task_id, TaskStatus.FAILED, error_code=code, error_message=message[:2000])
+    if moved:
+        with session_scope(rt.settings) as session:
+            task = repo.get_task(session, task_id)
+            repo.save_result(session, task_id, result=None, error=f"{code}: {message[:2000]}",
+                             processing_time_ms=_elapsed_ms(task) if task else None)
+    return moved
+
+
+def _arm_of(plan: dict, step_id: str) -> str:
+    if step_id == GUARDIAN_STEP:
+        return "guardian"
+    return next((s["arm"] for s in plan.get("steps", []) if s["id"] == step_id), "")
+
+
+def _elapsed_ms(task: Task) -> int:
+    return max(0, int((repo.now() - task.created_at).total_seconds() * 1000))

@@ -1,0 +1,102 @@
+"""Reconciliation: bring Redis and Qdrant back in line with PostgreSQL, the source of truth.
+
+Each job is idempotent (running it twice does no more than running it once) and returns its
+counts; tasks/reconcile.py adds the single-flight lock, the metrics and the log line. Sending and
+revoking Celery messages are passed in as callables so this module stays free of Celery.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+
+from app import orchestration, repo
+from app.db import session_scope
+from app.errors import ErrorCode
+from app.lifecycle import TaskStatus
+from app.models import Task, TaskResult, TaskStep
+from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+BATCH = 200
+
+
+def redispatch_stalled(rt: Runtime, send: Callable[[str, str], None]) -> dict[str, int]:
+    """Re-send the pipeline of live tasks with no progress for a while.
+
+    Covers a lost message, a flushed or restarted broker and an API that died between commit
+    and enqueue. The pipeline resumes: the plan is kept and completed steps return their stored
+    output. A task re-sent ``max_dispatches`` times without finishing is failed instead of looping.
+    """
+    s = rt.settings
+    counts = {"redispatched": 0, "gave_up": 0}
+    with session_scope(s) as session:
+        stalled = repo.stalled_tasks(session, timedelta(seconds=s.stuck_after_seconds), BATCH)
+        todo = [(str(t.id), str(t.priority), t.dispatch_count or 0) for t in stalled]
+    for task_id, priority, dispatches in todo:
+        if dispatches >= s.max_dispatches:
+            if orchestration.fail(rt, task_id, ErrorCode.POISON_MESSAGE,
+                                  f"no progress after {dispatches} re-dispatches"):
+                counts["gave_up"] += 1
+            continue
+        with session_scope(s) as session:
+            # Claim this re-dispatch with a guarded update so two reconcilers never both send.
+            claimed = session.execute(
+                update(Task)
+                .where(Task.id == repo.as_uuid(task_id), Task.dispatch_count == dispatches,
+                       Task.status.in_([TaskStatus.PENDING, TaskStatus.PROCESSING]))
+                .values(dispatch_count=dispatches + 1, progress_at=repo.now())
+            ).rowcount
+        if claimed:
+            send(task_id, priority)
+            counts["redispatched"] += 1
+    return counts
+
+
+def fail_overdue(rt: Runtime, revoke: Callable[[str], None]) -> dict[str, int]:
+    """Fail live tasks past their deadline (budget.max_time_seconds from start) as TASK_TIMEOUT."""
+    counts = {"timed_out": 0}
+    now = repo.now()
+    with session_scope(rt.settings) as session:
+        live = session.execute(
+            select(Task.id, Task.created_at, Task.started_at, Task.budget, Task.deadline_at)
+            .where(Task.status.in_([TaskStatus.PENDING, TaskStatus.PROCESSING]))
+            .order_by(Task.created_at).limit(5000)
+        ).all()
+    for task_id, created_at, started_at, budget, deadline_at in live:
+        deadline = deadline_at or (started_at or created_at) + timedelta(
+            seconds=(budget or {}).get("max_time_seconds") or rt.settings.default_task_timeout)
+        if deadline > now:
+            continue
+        if orchestration.fail(rt, str(task_id), ErrorCode.TASK_TIMEOUT,
+                              f"deadline {deadline.isoformat()} passed"):
+            revoke(str(task_id))
+            counts["timed_out"] += 1
+    return counts
+
+
+def unindexed_tasks(rt: Runtime, settle_seconds: int = 60, limit: int = BATCH) -> list[str]:
+    """Finished tasks whose episode never reached Qdrant (its worker or Qdrant was down)."""
+    cutoff = repo.now() - timedelta(seconds=settle_seconds)
+    with session_scope(rt.settings) as session:
+        rows = session.scalars(
+            select(Task.id)
+            .where(Task.indexed_at.is_(None), Task.finished_at.is_not(None),
+                   Task.finished_at < cutoff,
+                   Task.status.in_([TaskStatus.COMPLETED, TaskStatus.FAILED]))
+            .order_by(Task.finished_at).limit(limit)
+        ).all()
+    return [str(r) for r in rows]
+
+
+def purge_expired(rt: Runtime) -> dict[str, int]:
+    """Delete the results and steps of tasks that finished before the retention window."""
+    cutoff = repo.now() - timedelta(days=rt.settings.result_retention_days)
+    with session_scope(rt.settings) as session:
+        old = select(Task.id).where(Task.finished_at < cutoff).scalar_subquery()
+        results = session.execute(delete(TaskResult).where(TaskResult.task_id.in_(old))).rowcount
+        steps = session.execute(delete(TaskStep).where(TaskStep.task_id.in_(old))).rowcount
+    return {"results_deleted": results, "steps_deleted": steps}

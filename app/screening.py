@@ -1,0 +1,70 @@
+"""Reflex screening of a stored task, as run by the reflex chord at the start of every pipeline.
+
+The submit gate has already redacted PII before the row was written, so the PII check also
+replays what the gate found (``submit_reflex``: masked types and positions); with the gate in
+report-only mode this is how PII in a goal still blocks the task here.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from app import metrics, orchestration, repo
+from app.db import session_scope
+from app.errors import ErrorCode
+from app.lifecycle import TaskStatus
+from app.models import Task
+from app.reflex import Policy, decide, scan_family, task_fields
+from app.runtime import Runtime
+
+FAMILIES = ("pii", "injection", "policy")
+
+
+@lru_cache(maxsize=8)
+def _policy(env_items: frozenset) -> Policy:
+    return Policy.from_mapping(dict(env_items))
+
+
+def policy_of(rt: Runtime) -> Policy:
+    return _policy(frozenset((k, v) for k, v in rt.settings.env.items()
+                             if k.startswith("OCTOLLM_REFLEX_")))
+
+
+def fields_of(task: Task) -> dict[str, str]:
+    return task_fields(task.goal, task.context or "", task.constraints or {}, task.task_metadata or {})
+
+
+def check(rt: Runtime, task_id: str, family: str) -> list[dict]:
+    """Public (masked) matches of one family over every text field of the task."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown reflex family {family!r}")
+    orchestration.begin(rt, task_id)
+    with session_scope(rt.settings) as session:
+        task = orchestration.active_task(session, task_id)
+        fields = fields_of(task)
+        submitted = [m for m in (task.submit_reflex or {}).get("matches", [])
+                     if m.get("family") == family]
+    found = scan_family(family, fields, policy_of(rt))
+    return submitted + found
+
+
+def verdict(rt: Runtime, task_id: str, results: list) -> str:
+    """Decide from the header results; record the (masked) findings; block ends the task."""
+    matches = [m for result in results if isinstance(result, list)
+               for m in result if isinstance(m, dict) and m.get("family") in FAMILIES]
+    decision = decide(matches, policy_of(rt))
+    with session_scope(rt.settings) as session:
+        task = orchestration.active_task(session, task_id)
+        task.reflex = decision
+        repo.touch_progress(session, task_id)
+    action = decision["action"]
+    if action == "block":
+        metrics.REFLEX_BLOCKED.labels(stage="pipeline").inc()
+        reasons = "; ".join(decision.get("reasons", [])) or "blocked by reflex policy"
+        orchestration.change_status(rt, task_id, TaskStatus.FAILED,
+                                    error_code=ErrorCode.BLOCKED_BY_REFLEX, error_message=reasons)
+        with session_scope(rt.settings) as session:
+            repo.save_result(session, task_id, result={"reflex": decision},
+                             error=f"{ErrorCode.BLOCKED_BY_REFLEX}: {reasons}",
+                             processing_time_ms=None)
+    return action

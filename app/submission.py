@@ -1,0 +1,157 @@
+"""Accepting a task: reflex gate, redaction, idempotency, and the row written before any message.
+
+The API validates the shape of the request (marshmallow); this module decides what is stored.
+PII found by the gate is replaced by ``[REDACTED:<TYPE>]`` before the row is written, so no text
+field of a task ever reaches PostgreSQL in clear; the masked findings are kept in
+``submit_reflex`` for the pipeline's reflex chord and for the client.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app import audit, metrics, repo
+from app.db import session_scope
+from app.errors import ErrorCode, OctoError
+from app.lifecycle import TaskStatus
+from app.models import Task
+from app.reflex import pii, scan_fields, task_fields
+from app.runtime import Runtime
+from app.screening import policy_of
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+class Blocked(OctoError):
+    code = ErrorCode.BLOCKED_BY_REFLEX
+
+
+class IdempotencyConflict(OctoError):
+    code = "IDEMPOTENCY_CONFLICT"
+
+
+@dataclass
+class Submission:
+    goal: str
+    context: str = ""
+    constraints: dict[str, Any] = field(default_factory=dict)
+    acceptance_criteria: list[str] = field(default_factory=list)
+    budget: dict[str, Any] = field(default_factory=dict)
+    priority: str = "medium"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tenant: str = "default"
+    request_id: str | None = None
+    idempotency_key: str | None = None
+    actor: str = "anonymous"
+
+    def fingerprint(self) -> str:
+        """Hash of what the client sent, to tell a replay from a different body under one key."""
+        body = {k: getattr(self, k) for k in ("goal", "context", "constraints",
+                                              "acceptance_criteria", "budget", "priority",
+                                              "metadata")}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    task_id: str
+    status: str
+    created: bool  # False when an Idempotency-Key replay returned the original task
+    reflex: dict
+
+
+def fields_for_scan(sub: Submission) -> dict[str, str]:
+    fields = task_fields(sub.goal, sub.context, sub.constraints, sub.metadata)
+    for i, criterion in enumerate(sub.acceptance_criteria):
+        fields[f"acceptance_criteria.{i}"] = criterion
+    return fields
+
+
+def accept(rt: Runtime, sub: Submission) -> Accepted:
+    """Store the task (committed before the caller enqueues anything) or raise Blocked."""
+    fingerprint = sub.fingerprint()
+    if sub.idempotency_key:
+        replay = _replay(rt, sub, fingerprint)
+        if replay:
+            return replay
+    report = scan_fields(fields_for_scan(sub), policy_of(rt))
+    public = report.public()
+    if public["action"] == "block" and rt.settings.submit_gate:
+        metrics.REFLEX_BLOCKED.labels(stage="submit").inc()
+        with session_scope(rt.settings) as session:
+            audit.record(session, tenant=sub.tenant, actor=sub.actor, action="task.blocked",
+                         request_id=sub.request_id, details=_finding_types(public))
+        raise Blocked("the task was rejected by the reflex layer: "
+                      + "; ".join(public.get("reasons") or []), details=public)
+    stored = _redacted(sub, report.redacted)
+    task = Task(
+        id=uuid.uuid4(), tenant=sub.tenant, goal=stored.goal, context=stored.context,
+        constraints=stored.constraints, acceptance_criteria=stored.acceptance_criteria,
+        budget=sub.budget, priority=sub.priority, task_metadata=stored.metadata,
+        status=TaskStatus.PENDING, submit_reflex=public, request_id=sub.request_id,
+        idempotency_key=sub.idempotency_key, request_hash=fingerprint,
+    )
+    try:
+        with session_scope(rt.settings) as session:
+            session.add(task)
+            session.flush()
+            audit.record(session, tenant=sub.tenant, actor=sub.actor, action="task.submit",
+                         task_id=task.id, request_id=sub.request_id,
+                         details={"priority": sub.priority, **_finding_types(public)})
+    except IntegrityError:
+        # Two requests raced with the same Idempotency-Key: the first insert won; answer as it.
+        replay = _replay(rt, sub, fingerprint) if sub.idempotency_key else None
+        if replay is None:
+            raise
+        return replay
+    metrics.TASKS_SUBMITTED.labels(priority=sub.priority).inc()
+    metrics.TASK_STATUS.labels(status=TaskStatus.PENDING).inc()
+    return Accepted(str(task.id), TaskStatus.PENDING, True, public)
+
+
+def _replay(rt: Runtime, sub: Submission, fingerprint: str) -> Accepted | None:
+    with session_scope(rt.settings) as session:
+        found = session.execute(
+            select(Task.id, Task.status, Task.request_hash, Task.created_at, Task.submit_reflex)
+            .where(Task.tenant == sub.tenant, Task.idempotency_key == sub.idempotency_key)
+        ).first()
+    if found is None:
+        return None
+    if found.created_at < repo.now() - IDEMPOTENCY_WINDOW:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used more than 24 hours ago; use a new key",
+            details={"task_id": str(found.id)})
+    if found.request_hash != fingerprint:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was already used with a different request body",
+            details={"task_id": str(found.id)})
+    return Accepted(str(found.id), str(found.status), False, found.submit_reflex or {})
+
+
+def _finding_types(public: dict) -> dict:
+    """Which kinds of findings, never where or what: enough for an audit trail."""
+    kinds: dict[str, int] = {}
+    for match in public.get("matches", []):
+        key = f"{match['family']}:{match['type']}"
+        kinds[key] = kinds.get(key, 0) + 1
+    return {"findings": kinds, "action": public.get("action")}
+
+
+def _redacted(sub: Submission, redacted: dict[str, str]) -> Submission:
+    """The submission as it may be stored: every string with PII replaced by its marker."""
+    out = copy.deepcopy(sub)
+    out.goal = redacted.get("goal", sub.goal)
+    out.context = redacted.get("context", sub.context)
+    out.constraints, _ = pii.redact_json(sub.constraints)
+    out.metadata, _ = pii.redact_json(sub.metadata)
+    out.acceptance_criteria, _ = pii.redact_json(sub.acceptance_criteria)
+    return out

@@ -1,0 +1,80 @@
+"""Celery configuration, built from the same OCTOLLM_* settings as every other entry point.
+
+``from_settings(settings)`` returns the configuration: the worker/beat/Flower app
+(workers/celery_app.py) and the API's producer-only app (api/) both use it, so they can never
+disagree on queues, routes or serializers. Reliability choices and the failure each one guards
+against are commented where they are set.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from kombu import Exchange, Queue
+
+from app.config import Settings
+from workers.queues import PRIORITY_SEP, PRIORITY_STEPS, QUEUES
+
+EXCHANGE = Exchange("octollm", type="direct")
+
+
+def from_settings(settings: Settings) -> dict:
+    return {
+        "broker_url": settings.effective_broker_url,
+        "result_backend": settings.effective_result_backend,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            # An unacked message goes to another worker after this long: it must exceed the
+            # longest step's hard time limit, or a slow but healthy step would run twice.
+            "visibility_timeout": settings.visibility_timeout,
+            "priority_steps": list(PRIORITY_STEPS),
+            "sep": PRIORITY_SEP,
+            "queue_order_strategy": "priority",
+        },
+        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
+        # JSON only: a pickle payload from a compromised producer would be code execution.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        # Acknowledge after the task finished and requeue if its process dies, so a worker crash
+        # never loses a step; steps are idempotent (app/steps.py) so a redelivery is safe.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # The broker redelivers unacked messages after a connection loss: stop the running copies.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_track_started": True,
+        # Errbacks on every chord member too: whichever step fails, orchestration.fail runs.
+        "task_allow_error_cb_on_chord_header": True,
+        "result_expires": timedelta(seconds=settings.result_expires_seconds),
+        # A misspelt queue must fail loudly instead of silently creating a queue nobody consumes.
+        "task_create_missing_queues": False,
+        "task_default_queue": "orchestrator",
+        "task_default_exchange": EXCHANGE.name,
+        "task_default_routing_key": "orchestrator",
+        "task_queues": tuple(Queue(q.name, EXCHANGE, routing_key=q.name) for q in QUEUES),
+        "task_routes": {task: {"queue": q.name, "routing_key": q.name}
+                        for q in QUEUES for task in q.tasks},
+        "task_annotations": {task: {"soft_time_limit": q.soft_time_limit,
+                                    "time_limit": q.time_limit}
+                             for q in QUEUES for task in q.tasks},
+        # Events for Flower: sent/received/started/succeeded of every message.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "beat_schedule": beat_schedule(settings),
+        "beat_schedule_filename": str(settings.var_path / "celerybeat-schedule"),
+    }
+
+
+def beat_schedule(settings: Settings) -> dict:
+    every = settings.reconcile_interval_seconds
+    return {
+        "redispatch-stalled": {"task": "octollm.maintenance.redispatch_stalled", "schedule": every},
+        "fail-overdue": {"task": "octollm.maintenance.fail_overdue", "schedule": every},
+        "reindex-episodes": {"task": "octollm.maintenance.reindex_episodes",
+                             "schedule": every * 10},
+        "purge-expired": {"task": "octollm.maintenance.purge_expired", "schedule": 3600.0},
+    }

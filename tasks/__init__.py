@@ -1,0 +1,1 @@
+"""Celery task definitions: thin wrappers that load ids, call app/*, and persist the outcome."""

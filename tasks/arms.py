@@ -1,0 +1,62 @@
+"""One task per arm, each on its own queue. All of them run ``app.steps.execute``."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from celery.exceptions import Ignore
+
+from app import metrics, steps
+from app.capability import CapabilityDenied
+from tasks.base import ARM, TRANSIENT
+from workers.queues import spec
+
+log = logging.getLogger(__name__)
+# A duplicate of a step that another live attempt is running waits this long between looks.
+BUSY_RETRY_SECONDS = 2
+
+
+def run_step(task, task_id: str, step_id: str, capability: str | None) -> str:
+    arm = task.name.rsplit(".", 1)[-1]
+    try:
+        # Refuse before touching the step: a forged or stale message must not claim, run or
+        # fail anything. The legitimate pipeline is re-dispatched with fresh tokens if needed.
+        steps.check_capability(task.rt, capability, task_id, step_id, arm)
+    except CapabilityDenied as exc:
+        log.warning("refused %s step %s: %s", arm, step_id, exc.message)
+        metrics.STEPS.labels(arm=arm, outcome="refused").inc()
+        raise Ignore() from None
+    try:
+        lease = max(task.request.time_limit or 0, spec(f"arm.{arm}").time_limit) + 15
+        outcome = steps.execute(task.rt, task_id, step_id, claimant=task.request.id,
+                                lease_seconds=lease)
+    except TRANSIENT as exc:
+        # Give the claim back first, or the retry would look like a dead attempt of itself.
+        try:
+            steps.release(task.rt.settings, task_id, step_id)
+        except TRANSIENT:
+            pass  # the lease runs out on its own
+        metrics.STEPS.labels(arm=task.name.rsplit(".", 1)[-1], outcome="retried").inc()
+        raise task.retry(exc=exc)
+    if outcome.action == "inactive":
+        raise Ignore()
+    if outcome.action == "busy":
+        raise task.retry(countdown=BUSY_RETRY_SECONDS, max_retries=None)
+    return outcome.action
+
+
+def _arm_task(arm: str):
+    def body(self, task_id: str, step_id: str, capability: str | None = None) -> str:
+        return run_step(self, task_id, step_id, capability)
+
+    body.__name__ = body.__qualname__ = arm
+    body.__doc__ = f"Run one {arm} step of a task's plan."
+    return shared_task(name=f"octollm.arm.{arm}", **ARM)(body)
+
+
+retriever = _arm_task("retriever")
+coder = _arm_task("coder")
+executor = _arm_task("executor")
+judge = _arm_task("judge")
+guardian = _arm_task("guardian")

@@ -1,0 +1,73 @@
+"""The base class and option presets every OctoLLM task shares.
+
+A task whose body fails for good records the failure in PostgreSQL itself (``on_failure`` runs in
+the worker that saw the exception), so the task row says *which* step failed and why even before
+the pipeline's link_error callback (orchestration.fail) arrives as a safety net.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app import orchestration
+from app.errors import ErrorCode, OctoError
+from app.runtime import Runtime, get_runtime
+
+log = logging.getLogger(__name__)
+
+# Failures of the infrastructure rather than of the work: worth retrying with backoff.
+TRANSIENT = (OperationalError, DBAPIError, RedisConnectionError, ConnectionError, TimeoutError)
+
+
+class OctoTask(Task):
+    abstract = True
+    # Every pipeline task's first positional argument is the task id (data passes by reference).
+    autoretry_for = TRANSIENT
+    retry_backoff = 1
+    retry_backoff_max = 30
+    retry_jitter = True
+    max_retries = 8
+    # Whether a final failure of this task fails the OctoLLM task named by its first argument;
+    # off for side jobs (indexing, search, maintenance) whose failure must not fail a task.
+    fails_pipeline = True
+
+    @property
+    def rt(self) -> Runtime:
+        return get_runtime()
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: D401 - Celery hook
+        octo_id = _octo_task_id(args, kwargs)
+        if octo_id is None or not self.fails_pipeline:
+            return
+        code, message = describe(exc)
+        try:
+            orchestration.fail(self.rt, octo_id, code, f"{self.name}: {message}")
+        except Exception:  # noqa: BLE001 - the link_error callback and reconciliation still follow
+            log.exception("could not record failure of %s", self.name)
+
+
+def describe(exc: BaseException) -> tuple[str, str]:
+    """The stable error code and a message safe to store (no tracebacks, no payloads)."""
+    if isinstance(exc, OctoError):
+        return exc.code, exc.message
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return ErrorCode.TASK_TIMEOUT, "step exceeded its time limit"
+    return ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _octo_task_id(args, kwargs) -> str | None:
+    if kwargs and "task_id" in kwargs:
+        return str(kwargs["task_id"])
+    return str(args[0]) if args else None
+
+
+# Shared presets: pipeline bookkeeping is cheap and retried fast; arm steps are long and their
+# retries also give the step claim back (tasks/arms.py).
+PIPELINE = {"base": OctoTask, "bind": True, "ignore_result": False}
+SIDE_JOB = {**PIPELINE, "fails_pipeline": False}
+ARM = {"base": OctoTask, "bind": True, "acks_late": True, "reject_on_worker_lost": True}

@@ -1,0 +1,110 @@
+"""The only place canvases are built.
+
+start(t)    = orchestration.start, which replaces itself with the pipeline (one small message is
+              all a producer sends: the API and reconciliation stay cheap and never subscribe to
+              chord results)
+pipeline(t) = chord([reflex.pii, reflex.injection, reflex.policy, memory.search], reflex.verdict)
+              | planner.plan | orchestration.dispatch
+dispatch replaces itself with the arm stage built from the stored plan:
+arm stage   = level 0 | level 1 | ... | guardian | orchestration.finalize | memory.index
+level       = chord(steps, orchestration.collect)   (a lone step: step | collect, no chord)
+step        = arm.<arm>                              (retriever: memory.retrieve | arm.retriever)
+errors      : link_error -> orchestration.fail(t)
+
+Messages carry only ids. Signatures are built by task name from the given Celery app, so the API
+can send a pipeline without importing the task modules (and their dependencies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from celery import Celery, chain, chord
+from celery.canvas import Signature
+
+from app.orchestration import StageStep
+from workers.queues import PRIORITIES
+
+REFLEX_CHECKS = ("octollm.reflex.pii", "octollm.reflex.injection", "octollm.reflex.policy")
+
+
+def _sig(app: Celery, name: str, *args, priority: int, **options) -> Signature:
+    return app.signature(name, args=args, immutable=True, priority=priority, **options)
+
+
+def priority_of(priority: str | None) -> int:
+    return PRIORITIES.get(priority or "medium", PRIORITIES["medium"])
+
+
+def build_start(app: Celery, task_id: str, priority: str | None = "medium") -> Signature:
+    """What a producer sends for a stored task: one message that becomes the whole pipeline."""
+    start = _sig(app, "octollm.orchestration.start", str(task_id), priority=priority_of(priority))
+    start.link_error(_sig(app, "octollm.orchestration.fail", str(task_id),
+                          priority=priority_of(priority)))
+    return start
+
+
+def build_pipeline(app: Celery, task_id: str, priority: str | None = "medium") -> Signature:
+    p = priority_of(priority)
+    t = str(task_id)
+    header = [_sig(app, name, t, priority=p) for name in REFLEX_CHECKS]
+    # Past episodes are looked up while the checks run; the planner reads them from the task row.
+    header.append(_sig(app, "octollm.memory.search", t, priority=p))
+    verdict = app.signature("octollm.reflex.verdict", args=(t,), priority=p)
+    pipeline = chain(
+        chord(header, verdict),
+        _sig(app, "octollm.planner.plan", t, priority=p),
+        _sig(app, "octollm.orchestration.dispatch", t, priority=p),
+    )
+    pipeline.link_error(_sig(app, "octollm.orchestration.fail", t, priority=p))
+    return pipeline
+
+
+def step_message_id(task_id: str, step_id: str, dispatch: int) -> str:
+    """Arm messages get known ids, so a cancel or a timeout can revoke the queued ones.
+
+    The dispatch number keeps a re-dispatched copy distinct: a step claim tells a redelivery of
+    the same message (same id) from a second pipeline racing the first (another id).
+    """
+    return f"{task_id}.{step_id}.{dispatch}"
+
+
+def revoke_steps(app: Celery, rt, task_id: str) -> int:
+    """Revoke every message any dispatch of the task sent for a step that has not finished."""
+    from app import orchestration
+
+    ids = orchestration.open_step_message_ids(rt, task_id, step_message_id)
+    if ids:
+        app.control.revoke(ids)
+    return len(ids)
+
+
+def build_arm_stage(app: Celery, task_id: str, stage: Sequence[Sequence[StageStep]],
+                    priority: str | None = "medium", *, dispatch: int = 0,
+                    soft_time_limit: float | None = None) -> Signature:
+    """One chord per dependency level, then finalize and memory indexing."""
+    p = priority_of(priority)
+    t = str(task_id)
+    limits = {}
+    if soft_time_limit:
+        # The task's own time budget caps every step; the hard limit leaves room to clean up.
+        limits = {"soft_time_limit": soft_time_limit, "time_limit": soft_time_limit + 15}
+    links: list[Signature] = []
+    for level, steps in enumerate(stage):
+        members = [_step(app, t, s, p, {**limits, "task_id": step_message_id(t, s.step_id, dispatch)})
+                   for s in steps]
+        collect = _sig(app, "octollm.orchestration.collect", t, level, priority=p)
+        links.append(chord(members, collect) if len(members) > 1 else chain(members[0], collect))
+    links.append(_sig(app, "octollm.orchestration.finalize", t, priority=p))
+    links.append(_sig(app, "octollm.memory.index", t, priority=p))
+    return chain(*links)
+
+
+def _step(app: Celery, task_id: str, step: StageStep, p: int, options: dict) -> Signature:
+    run = app.signature(f"octollm.arm.{step.arm}", args=(task_id, step.step_id),
+                        kwargs={"capability": step.capability}, immutable=True, priority=p,
+                        **options)
+    if step.arm == "retriever":
+        # Only the memory worker opens Qdrant: it fetches the hits into the step's inputs first.
+        return chain(_sig(app, "octollm.memory.retrieve", task_id, step.step_id, priority=p), run)
+    return run

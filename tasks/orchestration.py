@@ -1,0 +1,57 @@
+"""Bookkeeping tasks on the orchestrator queue: dispatch, collect, finalize, fail."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from celery.exceptions import Ignore
+
+from app import orchestration
+from app.orchestration import TaskInactive
+from tasks.base import PIPELINE
+from tasks.canvas import build_arm_stage, build_pipeline
+
+
+@shared_task(name="octollm.orchestration.start", **PIPELINE)
+def start(self, task_id: str):
+    """Replace this message with the task's pipeline (reflex chord, plan, dispatch)."""
+    try:
+        priority = orchestration.priority_of_active(self.rt, task_id)
+    except TaskInactive:
+        raise Ignore() from None
+    return self.replace(build_pipeline(self.app, task_id, priority))
+
+
+@shared_task(name="octollm.orchestration.dispatch", **PIPELINE)
+def dispatch(self, task_id: str):
+    """Create the step rows of the stored plan and replace this task with the arm stage."""
+    try:
+        stage = orchestration.prepare_stage(self.rt, task_id)
+    except TaskInactive:
+        raise Ignore() from None
+    return self.replace(build_arm_stage(self.app, task_id, stage.levels, stage.priority,
+                                        dispatch=stage.dispatch,
+                                        soft_time_limit=stage.max_time_seconds))
+
+
+@shared_task(name="octollm.orchestration.collect", **PIPELINE)
+def collect(self, task_id: str, level: int) -> int:
+    try:
+        orchestration.collect(self.rt, task_id, level)
+    except TaskInactive:
+        raise Ignore() from None
+    return level
+
+
+@shared_task(name="octollm.orchestration.finalize", **PIPELINE)
+def finalize(self, task_id: str) -> str:
+    try:
+        return orchestration.finalize(self.rt, task_id)
+    except TaskInactive:
+        raise Ignore() from None
+
+
+@shared_task(name="octollm.orchestration.fail", **PIPELINE)
+def fail(self, task_id: str) -> bool:
+    """link_error safety net: the failing task normally recorded its own error already."""
+    return orchestration.fail(self.rt, task_id, "INTERNAL_ERROR",
+                              "a pipeline task failed without recording why")

@@ -1,0 +1,18 @@
+"""The planner task: turn the goal into a plan (or keep the stored one on a re-dispatch)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from celery.exceptions import Ignore
+
+from app import orchestration
+from app.orchestration import TaskInactive
+from tasks.base import PIPELINE
+
+
+@shared_task(name="octollm.planner.plan", **PIPELINE)
+def plan(self, task_id: str) -> str:
+    try:
+        return orchestration.plan(self.rt, task_id)["source"]
+    except TaskInactive:
+        raise Ignore() from None

@@ -1,0 +1,79 @@
+"""Beat jobs on the maintenance queue. Each is single-flight across beats and workers.
+
+The Redis lock has an expiry, so a job whose worker died mid-run frees the lock by itself; a
+second beat (or a beat restarted mid-interval) that fires the same job meanwhile simply skips.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from celery import shared_task
+
+from app import metrics, reconcile
+from tasks.base import OctoTask
+from tasks.canvas import build_start, revoke_steps
+
+log = logging.getLogger(__name__)
+LOCK_KEY = "octollm:lock:maintenance:{}"
+OPTIONS = {"base": OctoTask, "bind": True, "ignore_result": True, "max_retries": 0,
+           "fails_pipeline": False}
+
+
+def single_flight(task, job: str, body: Callable[[], dict[str, int]]) -> dict[str, int] | None:
+    lock = task.rt.redis.lock(LOCK_KEY.format(job), timeout=task.rt.settings.visibility_timeout // 4,
+                              blocking=False)
+    if not lock.acquire():
+        log.info("maintenance job %s already running elsewhere; skipped", job)
+        return None
+    started = time.monotonic()
+    try:
+        counts = body()
+    finally:
+        try:
+            lock.release()
+        except Exception:  # noqa: BLE001 - an expired lock is released already
+            pass
+    for action, n in counts.items():
+        if n:
+            metrics.RECONCILE.labels(job=job, action=action).inc(n)
+    log.info("maintenance job %s done", job,
+             extra={"job": job, "counts": counts, "seconds": round(time.monotonic() - started, 3)})
+    return counts
+
+
+@shared_task(name="octollm.maintenance.redispatch_stalled", **OPTIONS)
+def redispatch_stalled(self):
+    def send(task_id: str, priority: str) -> None:
+        build_start(self.app, task_id, priority).apply_async()
+
+    return single_flight(self, "redispatch_stalled",
+                         lambda: reconcile.redispatch_stalled(self.rt, send))
+
+
+@shared_task(name="octollm.maintenance.fail_overdue", **OPTIONS)
+def fail_overdue(self):
+    def revoke(task_id: str) -> None:
+        revoke_steps(self.app, self.rt, task_id)
+
+    return single_flight(self, "fail_overdue", lambda: reconcile.fail_overdue(self.rt, revoke))
+
+
+@shared_task(name="octollm.maintenance.reindex_episodes", **OPTIONS)
+def reindex_episodes(self):
+    def body() -> dict[str, int]:
+        todo = reconcile.unindexed_tasks(self.rt)
+        for task_id in todo:
+            self.app.signature("octollm.memory.index", args=(task_id,)).apply_async()
+        # Qdrant may also have been wiped after indexing: the memory queue checks and repairs.
+        self.app.signature("octollm.memory.sync").apply_async()
+        return {"reindex_sent": len(todo)}
+
+    return single_flight(self, "reindex_episodes", body)
+
+
+@shared_task(name="octollm.maintenance.purge_expired", **OPTIONS)
+def purge_expired(self):
+    return single_flight(self, "purge_expired", lambda: reconcile.purge_expired(self.rt))

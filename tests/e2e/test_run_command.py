@@ -1,0 +1,94 @@
+"""`octollm run` (what `make run` starts) on embedded services, driven like a newcomer would."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from workers.embedded import free_port, port_open
+
+pytestmark = pytest.mark.integration
+
+
+def _read_until(process: subprocess.Popen, marker: str, log: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if marker in text:
+            return text
+        if process.poll() is not None:
+            raise AssertionError(f"octollm run exited {process.returncode}:\n{text[-5000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"no {marker!r} after {timeout}s:\n{log.read_text()[-5000:]}")
+
+
+def test_run_brings_up_everything_on_embedded_services_and_stops_cleanly(tmp_path):
+    api_port, flower_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOLLM_")}
+    env.update(OCTOLLM_API_PORT=str(api_port), OCTOLLM_FLOWER_PORT=str(flower_port),
+               OCTOLLM_VAR_DIR=str(tmp_path / "var"), OCTOLLM_LOG_LEVEL="WARNING")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "workers.cli", "run"], cwd=tmp_path,
+                                   env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        banner = _read_until(process, "Ctrl-C stops everything", log, timeout=240)
+        key = re.search(r"API key\s+(octo_\S+)", banner).group(1)
+        password = re.search(r"password (\S+)\)", banner).group(1)
+        api = f"http://127.0.0.1:{api_port}"
+        assert f"curl -s -X POST {api}/submit" in banner
+
+        headers = {"X-API-Key": key}
+        accepted = requests.post(f"{api}/submit", headers=headers, timeout=10,
+                                 json={"goal": "Run `echo hello from octollm run`",
+                                       "acceptance_criteria": ["must include: hello"]})
+        assert accepted.status_code == 202, accepted.text
+        task_id = accepted.json()["task_id"]
+        deadline = time.monotonic() + 90
+        body = {}
+        while time.monotonic() < deadline:
+            body = requests.get(f"{api}/tasks/{task_id}", headers=headers, timeout=10).json()
+            if body["status"] in ("completed", "failed"):
+                break
+            time.sleep(0.5)
+        assert body["status"] == "completed", body
+        assert "hello from octollm run" in body["result"]["output"]
+        assert requests.post(f"{api}/submit", json={"goal": "x"}, timeout=10).status_code == 401
+
+        flower = f"http://127.0.0.1:{flower_port}"
+        assert requests.get(f"{flower}/api/workers", timeout=10).status_code == 401
+        workers = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            answer = requests.get(f"{flower}/api/workers?refresh=1", auth=("admin", password),
+                                  timeout=20)
+            workers = answer.json() if answer.status_code == 200 else {}
+            if len(workers) >= 10:
+                break
+            time.sleep(1)
+        queues = {q["name"] for info in workers.values() for q in info.get("active_queues", [])}
+        from workers.queues import QUEUES
+
+        assert queues == {q.name for q in QUEUES}
+
+        metrics = requests.get(f"{api}/metrics", timeout=10).text
+        assert 'orchestrator_task_status_total{status="completed"}' in metrics
+        assert "octollm_steps_total" in metrics  # counted in worker processes
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    assert code == 0, log.read_text()[-3000:]
+    assert not port_open("127.0.0.1", api_port) and not port_open("127.0.0.1", flower_port)
+    assert (tmp_path / "var" / "pg").is_dir() and (tmp_path / "var" / "qdrant").is_dir()

@@ -1,0 +1,111 @@
+"""The API's contract for bad input, lookups and service endpoints (no workers needed)."""
+
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ERROR_KEYS = {"error", "message", "details", "request_id"}
+
+
+def _error(response, status: int) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == ERROR_KEYS
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    return body
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({}, "goal"),
+    ({"goal": ""}, "goal"),
+    ({"goal": "   \n\t "}, "goal"),
+    ({"goal": "x" * 10_001}, "goal"),
+    ({"goal": 42}, "goal"),
+    ({"goal": "ok", "context": "c" * 50_001}, "context"),
+    ({"goal": "ok", "priority": "urgent"}, "priority"),
+    ({"goal": "ok", "budget": {"max_tokens": 0}}, "budget.max_tokens"),
+    ({"goal": "ok", "budget": {"max_tokens": 100_001}}, "budget.max_tokens"),
+    ({"goal": "ok", "budget": {"max_tokens": "100"}}, "budget.max_tokens"),
+    ({"goal": "ok", "budget": {"max_time_seconds": 3601}}, "budget.max_time_seconds"),
+    ({"goal": "ok", "budget": {"max_cost_usd": -1}}, "budget.max_cost_usd"),
+    ({"goal": "ok", "budget": {"max_cost_usd": 101}}, "budget.max_cost_usd"),
+    ({"goal": "ok", "budget": {"surprise": 1}}, "budget.surprise"),
+    ({"goal": "ok", "acceptance_criteria": "not a list"}, "acceptance_criteria"),
+    ({"goal": "ok", "constraints": ["a"]}, "constraints"),
+    ({"goal": "ok", "unknown_field": 1}, "unknown_field"),
+])
+def test_invalid_submissions_are_400_naming_the_field(client, payload, field):
+    body = _error(client.post("/submit", json=payload), 400)
+    assert body["error"] == "VALIDATION_ERROR"
+    assert field in body["details"]["fields"], body
+    assert field in body["message"]
+
+
+def test_malformed_json_is_400(client):
+    body = _error(client.post("/submit", data='{"goal": "x",', content_type="application/json"), 400)
+    assert "json" in body["message"].lower()
+
+
+def test_non_json_body_is_415(client):
+    _error(client.post("/submit", data="goal=x", content_type="application/x-www-form-urlencoded"),
+           415)
+
+
+def test_body_over_the_limit_is_413(client, settings):
+    big = {"goal": "x", "context": "y" * (settings.max_body_bytes + 10)}
+    body = _error(client.post("/submit", json=big), 413)
+    assert body["error"] == "PAYLOAD_TOO_LARGE"
+
+
+@pytest.mark.parametrize("task_id", [str(uuid.uuid4()), "not-a-uuid", "1234"])
+def test_unknown_or_malformed_task_id_is_404(client, task_id):
+    assert _error(client.get(f"/tasks/{task_id}"), 404)["error"] == "NOT_FOUND"
+
+
+def test_request_id_is_echoed_or_generated(client):
+    given = client.get("/health", headers={"X-Request-ID": "trace-abc.123"})
+    assert given.headers["X-Request-ID"] == "trace-abc.123"
+    generated = client.get("/health", headers={"X-Request-ID": "bad id with spaces; \"quotes\""})
+    assert len(generated.headers["X-Request-ID"]) == 32
+
+
+def test_unknown_route_and_method_use_the_error_format(client):
+    assert _error(client.get("/nope"), 404)["error"] == "NOT_FOUND"
+    assert _error(client.delete("/submit"), 405)["error"] == "METHOD_NOT_ALLOWED"
+
+
+def test_health_root_and_security_headers(client):
+    health = client.get("/health")
+    assert health.status_code == 200 and health.get_json()["status"] == "healthy"
+    root = client.get("/").get_json()
+    assert root["endpoints"]["submit"] == "POST /submit"
+    for header in ("X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy"):
+        assert header in health.headers
+
+
+def test_ready_checks_database_and_broker(client):
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.get_json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_ready_names_the_failing_check(settings):
+    from api import create_app
+
+    broken = create_app(settings.replace(database_url="postgresql://nobody@127.0.0.1:1/none"))
+    body = _error(broken.test_client().get("/ready"), 503)
+    assert body["details"]["failing"] == ["database"]
+    assert body["details"]["checks"]["broker"] == "ok"
+    assert "database" in body["message"]
+
+
+def test_metrics_expose_the_seed_names(client):
+    client.get("/health")
+    text = client.get("/metrics").get_data(as_text=True)
+    for name in ("orchestrator_tasks_submitted_total", "orchestrator_task_status_total",
+                 "orchestrator_task_processing_seconds", "orchestrator_http_request_duration_seconds",
+                 "octollm_queue_depth"):
+        assert name in text
+    assert 'octollm_queue_depth{queue="arm.coder"}' in text

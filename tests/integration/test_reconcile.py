@@ -1,0 +1,117 @@
+"""Reconciliation jobs: resume stalled pipelines, give up on loops, re-index, purge, single-flight."""
+
+import logging
+import time
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import select, update
+
+from app import orchestration, reconcile, repo, steps
+from app.db import session_scope
+from app.models import Task, TaskResult, TaskStep
+from app.runtime import Runtime
+from app.submission import Submission, accept
+from tasks.canvas import build_start
+from tasks.reconcile import LOCK_KEY, single_flight
+
+pytestmark = pytest.mark.integration
+
+
+def _age(settings, task_id: str, **fields) -> None:
+    with session_scope(settings) as session:
+        session.execute(update(Task).where(Task.id == task_id).values(**fields))
+
+
+def test_stalled_processing_task_resumes_without_rerunning_finished_steps(
+        runtime, api_app, client, worker_set, wait_for):
+    task_id = accept(runtime, Submission(goal="Run `echo resumed after a lost message`")).task_id
+    orchestration.begin(runtime, task_id)
+    orchestration.plan(runtime, task_id)
+    orchestration.prepare_stage(runtime, task_id)
+    with session_scope(runtime.settings) as session:
+        executor = session.scalars(select(TaskStep.step_id).where(
+            TaskStep.task_id == task_id, TaskStep.arm == "executor")).one()
+    steps.execute(runtime, task_id, executor, "lost-message", lease_seconds=60)
+    # The rest of the pipeline's messages were lost (a flushed broker): nothing moves any more.
+    _age(runtime.settings, task_id, progress_at=repo.now() - timedelta(minutes=10))
+
+    producer = api_app.extensions["octollm_celery"]
+    counts = reconcile.redispatch_stalled(
+        Runtime(runtime.settings.replace(stuck_after_seconds=60)),
+        lambda tid, prio: build_start(producer, tid, prio).apply_async())
+    assert counts["redispatched"] >= 1
+    body = wait_for(client, task_id)
+    assert body["status"] == "completed", body
+    run = next(s for s in body["steps"] if s["arm"] == "executor")
+    assert run["attempts"] == 1
+    markers = list(Path(runtime.settings.env["OCTOLLM_EXECUTOR_MARKER_DIR"]).glob(f"{task_id}.*"))
+    assert len(markers) == 1, "the executor ran its command again"
+
+
+def test_a_task_that_never_progresses_is_failed_after_max_dispatches(runtime):
+    task_id = accept(runtime, Submission(goal="Run `echo nobody listens`")).task_id
+    impatient = Runtime(runtime.settings.replace(stuck_after_seconds=1, max_dispatches=2))
+    sent: list[str] = []
+    for _ in range(3):
+        _age(runtime.settings, task_id, progress_at=repo.now() - timedelta(minutes=5))
+        reconcile.redispatch_stalled(impatient, lambda tid, prio: sent.append(tid))
+    assert sent.count(task_id) == 2
+    with session_scope(runtime.settings) as session:
+        task = session.get(Task, task_id)
+        assert (task.status, task.error_code) == ("failed", "POISON_MESSAGE")
+
+
+def test_reindex_job_puts_missing_episodes_back(runtime, api_app, client, worker_set, wait_for):
+    task_id = client.post("/submit", json={"goal": "Run `echo index me again`"}).get_json()["task_id"]
+    assert wait_for(client, task_id)["status"] == "completed"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the pipeline's own memory.index ran
+        with session_scope(runtime.settings) as session:
+            if session.get(Task, task_id).indexed_at is not None:
+                break
+        time.sleep(0.2)
+    _age(runtime.settings, task_id, indexed_at=None, finished_at=repo.now() - timedelta(minutes=5))
+    assert task_id in reconcile.unindexed_tasks(runtime)
+    producer = api_app.extensions["octollm_celery"]
+    producer.signature("octollm.maintenance.reindex_episodes").apply_async()
+    deadline = time.monotonic() + 30
+    indexed = None
+    while time.monotonic() < deadline and indexed is None:
+        with session_scope(runtime.settings) as session:
+            indexed = session.get(Task, task_id).indexed_at
+        time.sleep(0.2)
+    assert indexed is not None
+    assert task_id not in reconcile.unindexed_tasks(runtime)
+
+
+def test_purge_deletes_results_and_steps_past_retention(runtime):
+    task_id = accept(runtime, Submission(goal="Run `echo old news`")).task_id
+    orchestration.begin(runtime, task_id)
+    orchestration.plan(runtime, task_id)
+    orchestration.prepare_stage(runtime, task_id)
+    orchestration.fail(runtime, task_id, "ARM_ERROR", "long ago")
+    _age(runtime.settings, task_id, finished_at=repo.now() - timedelta(days=400))
+    counts = reconcile.purge_expired(runtime)
+    assert counts["results_deleted"] >= 1 and counts["steps_deleted"] >= 3
+    with session_scope(runtime.settings) as session:
+        assert session.scalars(select(TaskStep).where(TaskStep.task_id == task_id)).all() == []
+        assert session.scalars(select(TaskResult).where(TaskResult.task_id == task_id)).all() == []
+        assert session.get(Task, task_id).status == "failed"  # the task row itself stays
+    assert reconcile.purge_expired(runtime) == {"results_deleted": 0, "steps_deleted": 0}
+
+
+def test_jobs_are_single_flight_and_log_their_counts(runtime, caplog):
+    fake_task = SimpleNamespace(rt=runtime)
+    held = runtime.redis.lock(LOCK_KEY.format("demo"), timeout=30)
+    assert held.acquire(blocking=False)
+    try:
+        assert single_flight(fake_task, "demo", lambda: {"did": 1}) is None
+    finally:
+        held.release()
+    with caplog.at_level(logging.INFO, logger="tasks.reconcile"):
+        assert single_flight(fake_task, "demo", lambda: {"did": 2}) == {"did": 2}
+    record = next(r for r in caplog.records if "maintenance job demo done" in r.getMessage())
+    assert record.counts == {"did": 2} and record.job == "demo"

@@ -1,0 +1,105 @@
+"""A step runs its arm once per task, however often its message is delivered."""
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from app import orchestration, steps
+from app.db import session_scope
+from app.errors import OctoError
+from app.lifecycle import StepStatus, TaskStatus
+from app.models import TaskStep
+from app.submission import Submission, accept
+
+pytestmark = pytest.mark.integration
+
+
+def _markers(settings, task_id: str) -> list[Path]:
+    marker_dir = Path(settings.env["OCTOLLM_EXECUTOR_MARKER_DIR"])
+    return sorted(marker_dir.glob(f"{task_id}.*")) if marker_dir.exists() else []
+
+
+def _prepared_task(runtime, goal: str) -> str:
+    task_id = accept(runtime, Submission(goal=goal)).task_id
+    orchestration.begin(runtime, task_id)
+    orchestration.plan(runtime, task_id)
+    orchestration.prepare_stage(runtime, task_id)
+    return task_id
+
+
+def _step(settings, task_id: str, arm: str) -> TaskStep:
+    with session_scope(settings) as session:
+        return session.scalars(select(TaskStep).where(TaskStep.task_id == task_id,
+                                                      TaskStep.arm == arm)).one()
+
+
+def test_redelivered_step_returns_stored_output_without_running_again(runtime):
+    task_id = _prepared_task(runtime, "Run `echo once only`")
+    step = _step(runtime.settings, task_id, "executor")
+
+    first = steps.execute(runtime, task_id, step.step_id, "msg-1", lease_seconds=60)
+    stored = _step(runtime.settings, task_id, "executor")
+    again = steps.execute(runtime, task_id, step.step_id, "msg-1", lease_seconds=60)
+    other = steps.execute(runtime, task_id, step.step_id, "msg-2", lease_seconds=60)
+
+    assert first.action == "run" and "once only" in first.output["stdout"]
+    assert again.action == other.action == "done"
+    assert again.output == other.output == stored.output
+    after = _step(runtime.settings, task_id, "executor")
+    assert (after.finished_at, after.attempts) == (stored.finished_at, 1)
+    assert len(_markers(runtime.settings, task_id)) == 1
+
+
+def test_interrupted_side_effect_step_is_not_repeated(runtime):
+    """A redelivery after the worker died mid-step: the executor may have acted, so it stops."""
+    task_id = _prepared_task(runtime, "Run `echo maybe twice`")
+    step = _step(runtime.settings, task_id, "executor")
+    with session_scope(runtime.settings) as session:  # the state a killed attempt leaves behind
+        session.execute(update(TaskStep).where(TaskStep.id == step.id).values(
+            status=StepStatus.RUNNING, claimed_by="msg-dead", attempts=1))
+
+    with pytest.raises(OctoError) as caught:
+        steps.execute(runtime, task_id, step.step_id, "msg-dead", lease_seconds=60)
+    assert caught.value.code == "STEP_INTERRUPTED"
+    assert _markers(runtime.settings, task_id) == []
+
+
+def test_interrupted_pure_step_runs_again_until_it_is_poison(runtime):
+    task_id = _prepared_task(runtime, "Review this code:\n```python\ndef f(:\n    pass\n```")
+    coder = _step(runtime.settings, task_id, "coder")
+
+    def die_mid_step(attempts: int) -> None:
+        with session_scope(runtime.settings) as session:
+            session.execute(update(TaskStep).where(TaskStep.id == coder.id).values(
+                status=StepStatus.RUNNING, claimed_by="msg-x", attempts=attempts))
+
+    die_mid_step(1)
+    rerun = steps.execute(runtime, task_id, coder.step_id, "msg-x", lease_seconds=60)
+    assert rerun.action == "run" and rerun.attempt == 2
+
+    die_mid_step(runtime.settings.step_max_attempts)
+    with session_scope(runtime.settings) as session:
+        session.execute(update(TaskStep).where(TaskStep.id == coder.id).values(
+            status=StepStatus.RUNNING))
+    with pytest.raises(OctoError) as caught:
+        steps.execute(runtime, task_id, coder.step_id, "msg-x", lease_seconds=60)
+    assert caught.value.code == "POISON_MESSAGE"
+
+
+def test_live_claim_of_another_message_makes_a_duplicate_wait(runtime):
+    task_id = _prepared_task(runtime, "Run `echo busy`")
+    step = _step(runtime.settings, task_id, "executor")
+    with session_scope(runtime.settings) as session:
+        session.execute(update(TaskStep).where(TaskStep.id == step.id).values(
+            status=StepStatus.RUNNING, claimed_by="msg-live", claimed_at=orchestration.repo.now(),
+            attempts=1))
+    assert steps.execute(runtime, task_id, step.step_id, "msg-dup", lease_seconds=60).action == "busy"
+
+
+def test_steps_of_a_cancelled_task_do_not_run(runtime):
+    task_id = _prepared_task(runtime, "Run `echo never`")
+    orchestration.change_status(runtime, task_id, TaskStatus.CANCELLED)
+    step = _step(runtime.settings, task_id, "executor")
+    assert steps.execute(runtime, task_id, step.step_id, "m", lease_seconds=60).action == "inactive"
+    assert _markers(runtime.settings, task_id) == []

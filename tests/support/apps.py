@@ -1,0 +1,42 @@
+"""Ways to build the API for a test: with authentication on, with a dead broker, over real HTTP."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from celery import Celery
+from werkzeug.serving import make_server
+
+from app import auth
+from app.config import Settings
+from app.db import session_scope
+
+
+def dead_broker(settings: Settings) -> Celery:
+    """A producer whose broker refuses connections: submitted tasks stay pending."""
+    from api import make_producer
+
+    return make_producer(settings.replace(broker_url="redis://127.0.0.1:1/0",
+                                          result_backend=settings.effective_result_backend))
+
+
+def make_key(settings: Settings, tenant: str, scopes=auth.DEFAULT_SCOPES) -> str:
+    with session_scope(settings) as session:
+        key, _ = auth.create_key(session, tenant, scopes, f"test key for {tenant}")
+    return key
+
+
+@contextmanager
+def serve(flask_app) -> Iterator[str]:
+    """Serve the app on 127.0.0.1 over real HTTP in a thread; yields its base URL."""
+    server = make_server("127.0.0.1", 0, flask_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)

@@ -1,0 +1,89 @@
+from celery import Celery
+from celery.canvas import _chain, chord
+
+import celeryconfig
+from app.config import Settings
+from app.orchestration import StageStep
+from tasks.canvas import build_arm_stage, build_pipeline, build_start, step_message_id
+from workers.queues import PRIORITIES
+
+T = "0b6b1f9e-8f7e-4e07-9d1c-3f7f2f1e2a10"
+
+
+def _app() -> Celery:
+    app = Celery("canvas-test", set_as_current=False)
+    app.conf.update(celeryconfig.from_settings(Settings.from_env({"OCTOLLM_REDIS_URL": "redis://x/0"})))
+    return app
+
+
+def _order(sig) -> list:
+    """Execution order: Celery folds what follows a chord into its body, so unfold it again."""
+    if isinstance(sig, chord):
+        return [{"parallel": [_order(s) for s in sig.tasks]}, *_order(sig.body)]
+    if isinstance(sig, _chain):
+        return [item for s in sig.tasks for item in _order(s)]
+    return [sig.task]
+
+
+def _leaves(sig) -> list:
+    if isinstance(sig, chord):
+        return [leaf for s in sig.tasks for leaf in _leaves(s)] + _leaves(sig.body)
+    if isinstance(sig, _chain):
+        return [leaf for s in sig.tasks for leaf in _leaves(s)]
+    return [sig]
+
+
+def test_pipeline_is_reflex_chord_then_plan_then_dispatch():
+    pipeline = build_pipeline(_app(), T, "high")
+    assert _order(pipeline) == [
+        {"parallel": [["octollm.reflex.pii"], ["octollm.reflex.injection"],
+                      ["octollm.reflex.policy"], ["octollm.memory.search"]]},
+        "octollm.reflex.verdict",
+        "octollm.planner.plan",
+        "octollm.orchestration.dispatch",
+    ]
+    leaves = _leaves(pipeline)
+    verdict = next(s for s in leaves if s.task == "octollm.reflex.verdict")
+    assert verdict.args == (T,) and not verdict.immutable  # receives the header results
+    assert all(s.args == (T,) and s.immutable for s in leaves if s is not verdict)
+    assert all(s.options["priority"] == PRIORITIES["high"] for s in leaves)
+    errbacks = pipeline.options["link_error"]
+    assert [e["task"] for e in errbacks] == ["octollm.orchestration.fail"]
+    assert errbacks[0]["args"] == (T,) and errbacks[0]["immutable"]
+
+
+def test_arm_stage_has_one_chord_per_multi_step_level_and_ends_with_finalize_and_index():
+    stage = [[StageStep("find", "retriever")],
+             [StageStep("code", "coder"), StageStep("run", "executor")],
+             [StageStep("check", "judge")],
+             [StageStep("guardian", "guardian")]]
+    sig = build_arm_stage(_app(), T, stage, "low", dispatch=2, soft_time_limit=40)
+    assert _order(sig) == [
+        "octollm.memory.retrieve", "octollm.arm.retriever", "octollm.orchestration.collect",
+        {"parallel": [["octollm.arm.coder"], ["octollm.arm.executor"]]},
+        "octollm.orchestration.collect",
+        "octollm.arm.judge", "octollm.orchestration.collect",
+        "octollm.arm.guardian", "octollm.orchestration.collect",
+        "octollm.orchestration.finalize",
+        "octollm.memory.index",
+    ]
+    leaves = _leaves(sig)
+    coder = next(s for s in leaves if s.task == "octollm.arm.coder")
+    assert coder.args == (T, "code")
+    assert coder.options["task_id"] == step_message_id(T, "code", 2) == f"{T}.code.2"
+    assert coder.options["soft_time_limit"] == 40 and coder.options["time_limit"] == 55
+    assert all(s.options["priority"] == PRIORITIES["low"] for s in leaves)
+    collects = [s for s in leaves if s.task == "octollm.orchestration.collect"]
+    assert [c.args[1] for c in collects] == [0, 1, 2, 3]
+
+
+def test_priorities_order_critical_first_for_redis():
+    # Redis pops the lowest number first.
+    assert PRIORITIES["critical"] < PRIORITIES["high"] < PRIORITIES["medium"] < PRIORITIES["low"]
+
+
+def test_producers_send_one_start_message_that_fails_the_task_on_error():
+    start = build_start(_app(), T, "critical")
+    assert (start.task, start.args, start.immutable) == ("octollm.orchestration.start", (T,), True)
+    assert start.options["priority"] == PRIORITIES["critical"]
+    assert [e["task"] for e in start.options["link_error"]] == ["octollm.orchestration.fail"]

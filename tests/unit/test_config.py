@@ -1,0 +1,51 @@
+import pytest
+
+from app.config import ConfigError, Settings
+
+
+def test_reads_prefixed_variables_and_coerces_types():
+    s = Settings.from_env({"OCTOLLM_ENVIRONMENT": "production", "OCTOLLM_SECRET_KEY": "k" * 32,
+                           "OCTOLLM_DB_POOL_SIZE": "12", "OCTOLLM_LOG_JSON": "false",
+                           "OCTOLLM_REUSE_THRESHOLD": "0.9", "UNRELATED": "x"})
+    assert (s.environment, s.db_pool_size, s.log_json, s.reuse_threshold) == (
+        "production", 12, False, 0.9)
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"OCTOLLM_DATABASE_URL": "mysql://u@h/db"}, "OCTOLLM_DATABASE_URL"),
+    ({"OCTOLLM_REDIS_URL": "http://localhost:6379"}, "OCTOLLM_REDIS_URL"),
+    ({"OCTOLLM_QDRANT_URL": "ftp://q"}, "OCTOLLM_QDRANT_URL"),
+    ({"OCTOLLM_ENVIRONMENT": "staging"}, "OCTOLLM_ENVIRONMENT"),
+    ({"OCTOLLM_DB_POOL_SIZE": "0"}, "OCTOLLM_DB_POOL_SIZE"),
+    ({"OCTOLLM_DB_POOL_SIZE": "500"}, "OCTOLLM_DB_POOL_SIZE"),
+    ({"OCTOLLM_DB_POOL_SIZE": "many"}, "OCTOLLM_DB_POOL_SIZE"),
+    ({"OCTOLLM_API_PORT": "70000"}, "OCTOLLM_API_PORT"),
+    ({"OCTOLLM_LOG_JSON": "perhaps"}, "OCTOLLM_LOG_JSON"),
+    ({"OCTOLLM_ENVIRONMENT": "production"}, "OCTOLLM_SECRET_KEY"),
+    ({"OCTOLLM_ENVIRONMENT": "production", "OCTOLLM_SECRET_KEY": "s",
+      "OCTOLLM_AUTH_DISABLED": "1"}, "OCTOLLM_AUTH_DISABLED"),
+])
+def test_invalid_values_fail_at_start_naming_the_variable(env, variable):
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(env)
+
+
+def test_secrets_are_masked_when_printed():
+    s = Settings.from_env({
+        "OCTOLLM_DATABASE_URL": "postgresql://app:hunter2pw@db:5432/octo",
+        "OCTOLLM_REDIS_URL": "redis://:redispass99@cache:6379/0",
+        "OCTOLLM_FLOWER_PASSWORD": "flowerpw77", "OCTOLLM_SECRET_KEY": "topsecretkey",
+        "OCTOLLM_QDRANT_API_KEY": "qdrantkey55",
+    })
+    shown = repr(s) + str(s)
+    for secret in ("hunter2pw", "redispass99", "flowerpw77", "topsecretkey", "qdrantkey55"):
+        assert secret not in shown
+    assert "postgresql://app:***@db:5432/octo" in shown
+    assert s.database_url.endswith("hunter2pw@db:5432/octo")  # the value itself is intact
+
+
+def test_broker_and_backend_default_to_redis_url():
+    s = Settings.from_env({"OCTOLLM_REDIS_URL": "redis://r:6379/3"})
+    assert s.effective_broker_url == s.effective_result_backend == "redis://r:6379/3"
+    with pytest.raises(ConfigError, match="OCTOLLM_REDIS_URL"):
+        _ = Settings.from_env({}).effective_broker_url

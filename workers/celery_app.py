@@ -1,0 +1,24 @@
+"""The Celery app. Worker, beat and Flower all start with ``-A workers.celery_app``."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+import celeryconfig
+from app.config import Settings
+
+TASK_MODULES = ["tasks.reflex", "tasks.planner", "tasks.orchestration", "tasks.arms",
+                "tasks.memory", "tasks.reconcile"]
+
+
+def make_celery(settings: Settings) -> Celery:
+    from workers import signals
+
+    celery = Celery("octollm", set_as_current=True)
+    celery.conf.update(celeryconfig.from_settings(settings))
+    celery.conf.include = TASK_MODULES
+    signals.connect(celery, settings)
+    return celery
+
+
+app = make_celery(Settings.from_env())

