@@ -1,0 +1,374 @@
+"""The deployment files agree with the code: one worker per queue, real commands, known metrics.
+
+Nothing here can run a container (no Docker engine, no cluster), so the files are parsed and
+checked against the single sources of truth: workers/queues.py for the topology, the `octollm`
+argument parser for every command, app/config.py for every OCTOLLM_* variable and app/metrics.py
+for every metric an alert reads. Adding a queue without its compose service, Deployment and
+ScaledObject, or misspelling a command, a variable or a metric, fails a test here.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.metrics import MetricWrapperBase
+
+from app import metrics
+from app.config import Settings
+from workers import cli
+from workers.queues import ARM_QUEUES, QUEUES, redis_lists
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+SUBCOMMANDS = {"api", "worker", "beat", "flower", "migrate"}
+DATASTORES = {"postgres", "redis", "qdrant"}
+# OCTOLLM_* variables read outside Settings, by the arms' own Config.from_mapping().
+ARM_PREFIXES = ("OCTOLLM_LLM_", "OCTOLLM_EXECUTOR_", "OCTOLLM_CODER_", "OCTOLLM_REFLEX_")
+
+
+def parse_octollm(argv: list[str]):
+    """Parse with the real CLI parser; argparse's exit becomes a test failure naming the argv."""
+    try:
+        return cli._parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"`octollm {' '.join(argv)}` is not a valid octollm command line")
+
+
+def check_env_names(names) -> None:
+    known = {"OCTOLLM_" + f.name.upper() for f in dataclasses.fields(Settings)}
+    for name in names:
+        if name.startswith("OCTOLLM_"):
+            assert name in known or name.startswith(ARM_PREFIXES), f"unknown variable {name}"
+
+
+# --- docker-compose.yml --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+
+
+def command_of(service: dict) -> list[str]:
+    command = service.get("command", [])
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def app_services(compose: dict) -> dict[str, dict]:
+    return {name: s for name, s in compose.items() if "build" in s}
+
+
+def interpolate(value: str) -> str:
+    """Compose's ${VAR:-default} / ${VAR:?error} / ${VAR} with an empty environment."""
+    def one(match: re.Match) -> str:
+        op, arg = match.group(2), match.group(3) or ""
+        return arg if op == ":-" else ("set-by-operator" if op == ":?" else "")
+    return re.sub(r"\$\{(\w+)(:[-?])?([^}]*)\}", one, str(value))
+
+
+def test_every_queue_has_exactly_one_worker_service_running_that_queue(compose):
+    workers = {name: parse_octollm(command_of(s)) for name, s in app_services(compose).items()
+               if command_of(s)[:1] == ["worker"]}
+    assert set(workers) == {q.service for q in QUEUES}
+    for q in QUEUES:
+        assert command_of(compose[q.service]) == ["worker", "--queue", q.name]
+        assert workers[q.service].queue == q.name
+    assert sorted(args.queue for args in workers.values()) == sorted(q.name for q in QUEUES)
+
+
+def test_every_app_service_runs_a_real_octollm_subcommand_from_one_image(compose):
+    apps = app_services(compose)
+    used = [parse_octollm(command_of(s)).command for s in apps.values()]
+    assert set(used) == SUBCOMMANDS
+    for single in SUBCOMMANDS - {"worker"}:
+        assert used.count(single) == 1, f"exactly one `{single}` service"
+    assert len({s["image"] for s in apps.values()}) == 1
+    assert all(s["build"]["dockerfile"] == "deploy/Dockerfile" for s in apps.values())
+
+
+def test_workers_can_be_scaled_and_stop_gracefully(compose):
+    for q in QUEUES:
+        service = compose[q.service]
+        assert "container_name" not in service and "ports" not in service, q.service
+        grace = int(str(service["stop_grace_period"]).rstrip("s"))
+        assert grace > q.time_limit, f"{q.service} would be killed mid-task on stop"
+
+
+def test_depends_on_waits_for_healthy_datastores_and_the_migration(compose):
+    for name, service in app_services(compose).items():
+        depends = service["depends_on"]
+        for dependency, condition in depends.items():
+            expected = ("service_completed_successfully" if dependency == "migrate"
+                        else "service_healthy")
+            assert dependency in DATASTORES | {"migrate"}, f"{name} depends on {dependency}"
+            assert condition == {"condition": expected}, f"{name} -> {dependency}"
+        if name == "migrate":
+            assert set(depends) == {"postgres"}
+        else:
+            assert {"redis", "migrate"} <= set(depends), name
+    for name in ("api", "beat", *(q.service for q in QUEUES)):
+        assert set(compose[name]["depends_on"]) == DATASTORES | {"migrate"}, name
+
+
+def test_healthchecks(compose):
+    for name in (*DATASTORES, "api", "flower"):
+        check = compose[name]["healthcheck"]
+        assert check.get("test") and not check.get("disable"), name
+    assert "/health" in " ".join(compose["api"]["healthcheck"]["test"])
+    for q in QUEUES:
+        test = " ".join(compose[q.service]["healthcheck"]["test"])
+        assert "inspect ping" in test and f"-d {q.name}@$$HOSTNAME" in test, q.service
+
+
+def test_worker_node_name_is_what_the_probes_ping():
+    # Compose and Kubernetes ping `<queue>@<hostname>`; Celery expands %h to the hostname.
+    for q in QUEUES:
+        argv = cli.worker_argv(q.name)
+        assert argv[argv.index("-n") + 1] == f"{q.name}@%h"
+
+
+def test_one_environment_points_at_the_compose_services_and_validates(compose):
+    for name, service in app_services(compose).items():
+        env = {key: interpolate(value) for key, value in service["environment"].items()}
+        check_env_names(env)
+        assert "@postgres:5432/" in env["OCTOLLM_DATABASE_URL"], name
+        assert env["OCTOLLM_REDIS_URL"].startswith("redis://redis:6379/"), name
+        assert env["OCTOLLM_QDRANT_URL"] == "http://qdrant:6333", name
+        assert env["OCTOLLM_API_HOST"] == "0.0.0.0", name
+        Settings.from_env(env)
+    flower_password = compose["flower"]["environment"]["OCTOLLM_FLOWER_PASSWORD"]
+    assert flower_password.startswith("${OCTOLLM_FLOWER_PASSWORD:?"), "must be required"
+
+
+# --- deploy/Dockerfile and .dockerignore ---------------------------------------------------------
+
+def test_dockerfile_installs_pinned_without_extras_and_runs_octollm_as_non_root():
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
+    assert re.search(r"pip install -c constraints\.txt \.$", text, re.M)
+    assert "[test" not in text and "[bench" not in text
+    users = re.findall(r"^USER (\S+)$", text, re.M)
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    assert re.search(r"^ENV PROMETHEUS_MULTIPROC_DIR=/\S+$", text, re.M)
+    assert re.search(r"^HEALTHCHECK .*\n?.*/health", text, re.M)
+    assert 'ENTRYPOINT ["octollm"]' in text and 'CMD ["api"]' in text
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    assert "octollm = workers.cli:main" in setup["options.entry_points"]["console_scripts"]
+
+
+def test_dockerignore_lets_through_everything_setup_cfg_installs():
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    packages = {line.split(".")[0] for line in
+                setup["options.packages.find"]["include"].split() if line}
+    modules = {m + ".py" for m in setup["options"]["py_modules"].split()}
+    needed = packages | modules | {"setup.cfg", "pyproject.toml", "constraints.txt", "README.md"}
+    allowed = {line[1:].rstrip("/") for line in
+               (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")}
+    assert needed <= allowed, f"missing from the build context: {sorted(needed - allowed)}"
+
+
+# --- deploy/k8s ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def manifests() -> list[dict]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        docs += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return docs
+
+
+def objects(manifests, kind: str) -> dict[str, dict]:
+    found = [doc for doc in manifests if doc["kind"] == kind]
+    by_name = {doc["metadata"]["name"]: doc for doc in found}
+    assert len(by_name) == len(found), f"duplicate {kind} names"
+    return by_name
+
+
+def pod_spec(workload: dict) -> dict:
+    return workload["spec"]["template"]["spec"]
+
+
+def main_container(workload: dict) -> dict:
+    return pod_spec(workload)["containers"][0]
+
+
+def test_kustomization_lists_every_manifest_and_names_the_image(manifests):
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == files
+    images = {c["image"] for doc in manifests if doc["kind"] in ("Deployment", "Job")
+              for c in pod_spec(doc)["containers"] + pod_spec(doc).get("initContainers", [])}
+    assert len(images) == 1, f"one image everywhere, found {images}"
+    assert [i["name"] for i in kustomization["images"]] == [images.pop().split(":")[0]]
+    for doc in manifests:
+        if doc["kind"] not in ("Namespace", "Kustomization"):
+            assert doc["metadata"]["namespace"] == "octollm", doc["metadata"]["name"]
+
+
+def test_every_container_runs_a_real_octollm_subcommand(manifests):
+    used = set()
+    for doc in manifests:
+        if doc["kind"] not in ("Deployment", "Job"):
+            continue
+        for container in pod_spec(doc)["containers"]:
+            command = container["command"] + container.get("args", [])
+            if container["name"] == "metrics":  # the worker pods' exporter sidecar
+                assert command[:2] == ["python", "-c"]
+                continue
+            assert command[0] == "octollm", doc["metadata"]["name"]
+            used.add(parse_octollm(command[1:]).command)
+    assert used == SUBCOMMANDS
+
+
+def test_one_worker_deployment_per_queue(manifests):
+    deployments = objects(manifests, "Deployment")
+    workers = {name: d for name, d in deployments.items()
+               if main_container(d)["command"][1:2] == ["worker"]}
+    assert set(workers) == {q.service for q in QUEUES}
+    for q in QUEUES:
+        worker = workers[q.service]
+        container = main_container(worker)
+        assert container["command"] == ["octollm", "worker", "--queue", q.name]
+        assert parse_octollm(container["command"][1:]).queue == q.name
+        probe = " ".join(container["livenessProbe"]["exec"]["command"])
+        assert "inspect ping" in probe and f'-d "{q.name}@$(cat /etc/hostname)"' in probe
+        assert pod_spec(worker)["terminationGracePeriodSeconds"] > q.time_limit
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+        if q.max_replicas == 1:
+            assert worker["spec"]["replicas"] == 1, q.service
+        else:
+            assert "replicas" not in worker["spec"], f"{q.service}: KEDA owns the count"
+    memory = workers[next(q.service for q in QUEUES if q.name == "memory")]
+    assert memory["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_beat_is_a_single_replica_that_never_overlaps(manifests):
+    beat = objects(manifests, "Deployment")["beat"]
+    assert main_container(beat)["command"] == ["octollm", "beat"]
+    assert beat["spec"]["replicas"] == 1
+    assert beat["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_scaled_objects_follow_the_queues(manifests):
+    scaled = objects(manifests, "ScaledObject")
+    deployments = objects(manifests, "Deployment")
+    autoscaled = {q.name for q in QUEUES if q.max_replicas > 1}
+    assert set(ARM_QUEUES) <= autoscaled
+    assert set(scaled) == {q.service for q in QUEUES if q.name in autoscaled}
+    for q in QUEUES:
+        if q.name not in autoscaled:
+            continue
+        spec = scaled[q.service]["spec"]
+        assert spec["scaleTargetRef"]["name"] == q.service in deployments
+        assert spec["maxReplicaCount"] == q.max_replicas
+        assert 1 <= spec["minReplicaCount"] <= q.max_replicas
+        triggers = spec["triggers"]
+        assert {t["type"] for t in triggers} == {"redis"}
+        # One trigger per priority list: kombu spreads a queue over `q`, `q:3`, `q:6`, `q:9`.
+        assert sorted(t["metadata"]["listName"] for t in triggers) == sorted(redis_lists(q.name))
+        assert all(int(t["metadata"]["listLength"]) >= 1 for t in triggers)
+
+
+def test_api_has_an_hpa_and_services_select_real_pods(manifests):
+    deployments = objects(manifests, "Deployment")
+    assert main_container(deployments["api"])["command"] == ["octollm", "api"]
+    (hpa,) = objects(manifests, "HorizontalPodAutoscaler").values()
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": "api"}
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    assert "replicas" not in deployments["api"]["spec"], "the HPA owns the count"
+    for name, service in objects(manifests, "Service").items():
+        labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= labels.items(), name
+    (job,) = objects(manifests, "Job").values()
+    assert main_container(job)["command"] == ["octollm", "migrate"]
+
+
+def test_config_and_secret_hold_a_valid_environment(manifests):
+    config = objects(manifests, "ConfigMap")["octollm-config"]["data"]
+    secret = objects(manifests, "Secret")["octollm-secrets"]["stringData"]
+    check_env_names({**config, **secret})
+    assert "CHANGE-ME" in secret["OCTOLLM_DATABASE_URL"], "placeholders stay marked"
+    Settings.from_env({**config, **secret})
+    for doc in manifests:
+        if doc["kind"] in ("Deployment", "Job"):
+            for container in pod_spec(doc)["containers"]:
+                if container["name"] == "metrics":
+                    continue
+                refs = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
+                assert refs == {"octollm-config", "octollm-secrets"}, doc["metadata"]["name"]
+
+
+# --- deploy/prometheus/rules.yml -----------------------------------------------------------------
+
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",),
+            "summary": ("", "_sum", "_count")}
+PROMQL_WORDS = {"and", "or", "unless", "bool", "offset"}
+
+
+def exported_metric_names() -> set[str]:
+    """Every series name app/metrics.py exposes, as Prometheus sees it."""
+    families = [family for value in vars(metrics).values()
+                if isinstance(value, MetricWrapperBase) for family in value.describe()]
+    families += list(metrics.QueueDepthCollector(dict).collect())
+    return {family.name + suffix for family in families for suffix in SUFFIXES[family.type]}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (strings, labels and durations removed)."""
+    expr = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)
+    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expr)
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    names = re.findall(r"(?<![\w.:])([a-zA-Z_:][\w:]*)(?![\w:]|\s*\()", expr)
+    return {name for name in names if name not in PROMQL_WORDS}
+
+
+def test_metric_name_extraction():
+    expr = ('sum by (arm) (rate(octolm_steps_total{outcome="failed", x=~"a(b)"}[5m])) / 1e-9 '
+            'unless on (arm) histogram_quantile(0.9, sum by (le) (rate(x_bucket[1m]))) > 0.5')
+    assert metric_names(expr) == {"octolm_steps_total", "x_bucket"}
+
+
+@pytest.fixture(scope="module")
+def alert_rules() -> list[dict]:
+    groups = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yml").read_text())["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert rules and all("alert" in rule for rule in rules)
+    return rules
+
+
+def test_every_alert_is_complete_and_points_at_a_runbook(alert_rules):
+    assert len({rule["alert"] for rule in alert_rules}) == len(alert_rules)
+    for rule in alert_rules:
+        assert rule.get("expr", "").strip(), rule["alert"]
+        assert re.fullmatch(r"\d+[smh]", str(rule.get("for", ""))), f"{rule['alert']}: for"
+        assert rule.get("labels", {}).get("severity") in ("warning", "critical"), rule["alert"]
+        annotations = rule.get("annotations", {})
+        assert annotations.get("summary") and annotations.get("description"), rule["alert"]
+        assert re.fullmatch(r"docs/operations\.md#[a-z0-9-]+",
+                            annotations.get("runbook_url", "")), rule["alert"]
+
+
+def test_alerts_read_only_metrics_the_app_exports(alert_rules):
+    exported = exported_metric_names()
+    assert {"octollm_queue_depth", "orchestrator_task_status_total", "octollm_steps_total",
+            "orchestrator_task_processing_seconds_bucket", "octollm_reconcile_actions_total",
+            "orchestrator_http_request_duration_seconds_count"} <= exported
+    used = set()
+    for rule in alert_rules:
+        names = metric_names(rule["expr"])
+        assert names, f"{rule['alert']} reads no metric"
+        assert names <= exported, f"{rule['alert']} reads unknown {sorted(names - exported)}"
+        used |= names
+    for family in ("octollm_queue_depth", "orchestrator_task_status_total", "octollm_steps_total",
+                   "orchestrator_task_processing_seconds_bucket",
+                   "octollm_reconcile_actions_total"):
+        assert family in used, f"no alert on {family}"
+    assert any(n.startswith("orchestrator_http_request_duration_seconds") for n in used)
