@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import ConfigError, Settings
@@ -18,6 +18,15 @@ from app.config import ConfigError, Settings
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _factories: dict[str, sessionmaker] = {}
+
+
+def driver_url(url: str) -> str:
+    """The URL with the psycopg2 driver made explicit: plain postgresql:// (and postgres://, as
+    Heroku-style providers write it) would otherwise pick a driver that is not installed."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed.render_as_string(hide_password=False)
 
 
 def get_engine(settings: Settings) -> Engine:
@@ -28,7 +37,7 @@ def get_engine(settings: Settings) -> Engine:
         engine = _engines.get(url)
         if engine is None:
             engine = create_engine(
-                url,
+                driver_url(url),
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_max_overflow,
                 pool_pre_ping=True,  # a restarted PostgreSQL leaves dead pooled connections

@@ -4,6 +4,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from app.config import Settings
+from app.db import driver_url
 from app.models import Base
 
 config = context.config
@@ -11,7 +12,7 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url
+    return driver_url(config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url)
 
 
 def run_offline() -> None:
