@@ -76,6 +76,8 @@ class Settings:
     result_expires_seconds: int = 86400
     reconcile_interval_seconds: float = 30.0
     step_max_attempts: int = 3
+    # A running step's claim lives this long unless its worker renews it (every third of it).
+    step_lease_seconds: int = 30
     stuck_after_seconds: int = 120
     max_dispatches: int = 5
     result_retention_days: int = 30
@@ -126,6 +128,7 @@ class Settings:
         _check_range("OCTOLLM_WORKER_METRICS_PORT", self.worker_metrics_port, 0, 65535)
         _check_range("OCTOLLM_MAX_BODY_BYTES", self.max_body_bytes, 1024, 64 * 1024 * 1024)
         _check_range("OCTOLLM_STEP_MAX_ATTEMPTS", self.step_max_attempts, 1, 20)
+        _check_range("OCTOLLM_STEP_LEASE_SECONDS", self.step_lease_seconds, 3, 3600)
         _check_range("OCTOLLM_STUCK_AFTER_SECONDS", self.stuck_after_seconds, 1, 7 * 86400)
         _check_range("OCTOLLM_MAX_DISPATCHES", self.max_dispatches, 1, 100)
         _check_range("OCTOLLM_VISIBILITY_TIMEOUT", self.visibility_timeout, 60, 7 * 86400)

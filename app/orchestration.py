@@ -44,7 +44,9 @@ def change_status(rt: Runtime, task_id: str, target: str, *, error_code: str | N
         moved = repo.transition(session, task_id, target, error_code=error_code,
                                 error_message=error_message)
         if moved and is_terminal(target):
-            repo.cancel_open_steps(session, task_id)
+            reason = ({"code": error_code, "message": f"task ended: {error_message or error_code}"}
+                      if error_code else None)
+            repo.cancel_open_steps(session, task_id, reason)
     if moved:
         metrics.TASK_STATUS.labels(status=str(target)).inc()
         extra = {"error_code": error_code} if error_code else {}
@@ -220,6 +222,30 @@ def fail(rt: Runtime, task_id: str, code: str, message: str) -> bool:
             repo.save_result(session, task_id, result=None, error=f"{code}: {message[:2000]}",
                              processing_time_ms=_elapsed_ms(task) if task else None)
     return moved
+
+
+def pipeline_error(rt: Runtime, task_id: str) -> str:
+    """link_error: some task of the pipeline failed for good.
+
+    The failing task normally recorded why itself (on_failure), and then this does nothing. If a
+    step failed but the task was not ended (the database was down at that moment), the task
+    ends now with the step's error. With nothing recorded at all, the failure was in the
+    plumbing (chord state lost with a Redis restart, a broker hiccup): the task is left live, so
+    reconciliation re-dispatches it, and gives up with POISON_MESSAGE if that keeps happening.
+    """
+    with session_scope(rt.settings) as session:
+        task = repo.get_task(session, task_id)
+        if task is None or is_terminal(task.status):
+            return "already_recorded"
+        failed = [s.error for s in repo.steps_of(session, task_id)
+                  if s.status == StepStatus.FAILED and s.error]
+    if failed:
+        fail(rt, task_id, failed[0].get("code") or ErrorCode.ARM_ERROR,
+             failed[0].get("message") or "a step failed")
+        return "failed"
+    log.warning("pipeline error without a recorded cause; left for reconciliation",
+                extra={"task_id": str(task_id)})
+    return "left_for_reconciliation"
 
 
 def _arm_of(plan: dict, step_id: str) -> str:

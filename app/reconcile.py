@@ -24,18 +24,31 @@ log = logging.getLogger(__name__)
 BATCH = 200
 
 
-def redispatch_stalled(rt: Runtime, send: Callable[[str, str], None]) -> dict[str, int]:
+# With messages waiting in the queues, a task without progress is more likely queued behind
+# them than lost; it gets this many times the usual patience before it is re-sent.
+BACKLOG_PATIENCE = 10
+
+
+def redispatch_stalled(rt: Runtime, send: Callable[[str, str], None],
+                       backlog: Callable[[], int] = lambda: 0) -> dict[str, int]:
     """Re-send the pipeline of live tasks with no progress for a while.
 
     Covers a lost message, a flushed or restarted broker and an API that died between commit
     and enqueue. The pipeline resumes: the plan is kept and completed steps return their stored
-    output. A task re-sent ``max_dispatches`` times without finishing is failed instead of looping.
+    output. While the broker holds a backlog (a stopped worker, a burst) stalled tasks are given
+    BACKLOG_PATIENCE times longer, so a slow queue is not flooded with duplicates. A task re-sent
+    ``max_dispatches`` times without finishing is failed instead of looping.
     """
     s = rt.settings
-    counts = {"redispatched": 0, "gave_up": 0}
+    counts = {"redispatched": 0, "gave_up": 0, "deferred_for_backlog": 0}
+    waiting = backlog()
+    patience = s.stuck_after_seconds * (BACKLOG_PATIENCE if waiting else 1)
     with session_scope(s) as session:
-        stalled = repo.stalled_tasks(session, timedelta(seconds=s.stuck_after_seconds), BATCH)
+        stalled = repo.stalled_tasks(session, timedelta(seconds=patience), BATCH)
         todo = [(str(t.id), str(t.priority), t.dispatch_count or 0) for t in stalled]
+        if waiting:
+            counts["deferred_for_backlog"] = len(repo.stalled_tasks(
+                session, timedelta(seconds=s.stuck_after_seconds), BATCH)) - len(todo)
     for task_id, priority, dispatches in todo:
         if dispatches >= s.max_dispatches:
             if orchestration.fail(rt, task_id, ErrorCode.POISON_MESSAGE,

@@ -103,12 +103,14 @@ def completed_outputs(session: Session, task_id) -> dict[str, dict]:
 
 
 def complete_step(session: Session, task_id, step_id: str, output: dict) -> bool:
-    """Store a step's output once; False when another attempt already completed it."""
+    """Store a step's output once; False when it is no longer open (completed by another attempt,
+    or cancelled/failed meanwhile: a late output does not overwrite that)."""
     result = session.execute(
         update(TaskStep)
         .where(TaskStep.task_id == as_uuid(task_id), TaskStep.step_id == step_id,
-               TaskStep.status != StepStatus.COMPLETED)
-        .values(status=StepStatus.COMPLETED, output=output, error=None, finished_at=func.now())
+               TaskStep.status.in_([StepStatus.PENDING, StepStatus.RUNNING]))
+        .values(status=StepStatus.COMPLETED, output=output, error=None, finished_at=func.now(),
+                lease_expires_at=None)
     )
     touch_progress(session, task_id)
     return result.rowcount == 1
@@ -118,17 +120,21 @@ def fail_step(session: Session, task_id, step_id: str, error: dict) -> None:
     session.execute(
         update(TaskStep)
         .where(TaskStep.task_id == as_uuid(task_id), TaskStep.step_id == step_id,
-               TaskStep.status != StepStatus.COMPLETED)
-        .values(status=StepStatus.FAILED, error=error, finished_at=func.now())
+               TaskStep.status.in_([StepStatus.PENDING, StepStatus.RUNNING]))
+        .values(status=StepStatus.FAILED, error=error, finished_at=func.now(),
+                lease_expires_at=None)
     )
 
 
-def cancel_open_steps(session: Session, task_id) -> None:
+def cancel_open_steps(session: Session, task_id, reason: dict | None = None) -> None:
+    """Cancel the steps that had not finished when the task ended; ``reason`` is their error
+    (the task's own, e.g. TASK_TIMEOUT), so a step shows why it stopped."""
     session.execute(
         update(TaskStep)
         .where(TaskStep.task_id == as_uuid(task_id),
                TaskStep.status.in_([StepStatus.PENDING, StepStatus.RUNNING]))
-        .values(status=StepStatus.CANCELLED, finished_at=func.now())
+        .values(status=StepStatus.CANCELLED, finished_at=func.now(), error=reason,
+                lease_expires_at=None)
     )
 
 
@@ -178,7 +184,7 @@ def reset_steps_for_retry(session: Session, task_id, arms_to_rerun: set[str]) ->
     return session.execute(
         update(TaskStep).where(TaskStep.task_id == as_uuid(task_id), rerun)
         .values(status=StepStatus.PENDING, error=None, output=None, claimed_by=None,
-                claimed_at=None, finished_at=None)
+                claimed_at=None, lease_expires_at=None, finished_at=None)
     ).rowcount
 
 

@@ -4,11 +4,14 @@ A Celery message can arrive twice (acks_late redelivery after a worker died, a r
 reconciliation racing the original pipeline). The step row decides what happens:
 
 * completed            -> return the stored output; the arm does not run again;
-* running, live claim  -> another attempt holds it: this duplicate waits and tries again;
-* running, dead claim  -> a redelivery of the same message or an expired lease: the previous
-  attempt died mid-step. Pure arms run again; a side-effecting arm (executor) is not re-run
-  (STEP_INTERRUPTED), because its effect may already have happened; after `max_attempts`
-  deaths the step is a poison message (POISON_MESSAGE).
+* running, live claim  -> an attempt holds it (another message, or this one delivered again
+  while the first copy still runs): this duplicate waits and tries again;
+* running, dead claim  -> the lease expired: the previous attempt died mid-step. A claim is a
+  lease (``step_lease_seconds``) that the running attempt's heartbeat renews, so a killed
+  worker's claim dies within one lease, however long the step's time limit. Pure arms run
+  again; a side-effecting arm (executor) is not re-run (STEP_INTERRUPTED), because its effect
+  may already have happened; after `max_attempts` deaths the step is a poison message
+  (POISON_MESSAGE).
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 
 from app import events, metrics, repo
 from app.arms.base import ArmContext
@@ -29,6 +33,7 @@ from app.db import session_scope
 from app.errors import ErrorCode, OctoError
 from app.lifecycle import StepStatus, TaskStatus
 from app.llm import Usage
+from app.models import Task, TaskStep
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +47,9 @@ class Claim:
     attempt: int = 0
 
 
-def claim(settings: Settings, task_id: str, step_id: str, claimant: str, *,
-          lease_seconds: int) -> tuple[Claim, ArmContext | None]:
+def claim(settings: Settings, task_id: str, step_id: str,
+          claimant: str) -> tuple[Claim, ArmContext | None]:
+    lease_seconds = settings.step_lease_seconds
     with session_scope(settings) as session:
         task = repo.get_task(session, task_id)
         step = repo.get_step(session, task_id, step_id, lock=True)
@@ -56,8 +62,9 @@ def claim(settings: Settings, task_id: str, step_id: str, claimant: str, *,
                 StepStatus.PENDING, StepStatus.RUNNING):
             return Claim("inactive"), None
         if step.status == StepStatus.RUNNING:
-            lease_alive = step.claimed_at and step.claimed_at > repo.now() - timedelta(seconds=lease_seconds)
-            if step.claimed_by != claimant and lease_alive:
+            # A live lease means an attempt is still running, even when it is this very message
+            # (a redelivery after a broker connection loss): wait for it to end or to die.
+            if step.lease_expires_at is not None and step.lease_expires_at > repo.now():
                 return Claim("busy"), None
             if step.attempts >= settings.step_max_attempts:
                 raise OctoError(
@@ -73,19 +80,20 @@ def claim(settings: Settings, task_id: str, step_id: str, claimant: str, *,
         step.status = StepStatus.RUNNING
         step.claimed_by = claimant
         step.claimed_at = func.now()
+        step.lease_expires_at = func.now() + timedelta(seconds=lease_seconds)
         step.started_at = step.started_at or func.now()
         step.attempts = step.attempts + 1
         ctx = _context(session, task, step)
         return Claim("run", attempt=step.attempts), ctx
 
 
-def execute(rt, task_id: str, step_id: str, claimant: str, *, lease_seconds: int) -> Claim:
+def execute(rt, task_id: str, step_id: str, claimant: str) -> Claim:
     """Claim the step, run its arm, store the output. Arm errors fail the step and propagate.
 
-    ``lease_seconds`` is how long a claim is presumed alive: the step's hard time limit plus a
-    margin, because after that Celery has killed the attempt for sure.
+    While the arm runs a heartbeat renews the claim's lease, so a duplicate of this message waits
+    for it, and a claim whose worker was killed expires within one lease.
     """
-    outcome, ctx = claim(rt.settings, task_id, step_id, claimant, lease_seconds=lease_seconds)
+    outcome, ctx = claim(rt.settings, task_id, step_id, claimant)
     if outcome.action != "run":
         return outcome
     events.publish(rt.redis, task_id, "step", step_id=step_id, arm=ctx.arm, status="running",
@@ -94,6 +102,8 @@ def execute(rt, task_id: str, step_id: str, claimant: str, *, lease_seconds: int
     base_tokens, base_cost = ctx.usage.tokens, ctx.usage.cost_usd
     ctx = dataclasses.replace(ctx, llm=rt.llm)
     started = time.monotonic()
+    heartbeat = Heartbeat(rt.settings, task_id, step_id, claimant)
+    heartbeat.start()
     try:
         output = run_arm(ctx)
     except OctoError as exc:
@@ -103,16 +113,60 @@ def execute(rt, task_id: str, step_id: str, claimant: str, *, lease_seconds: int
                        error_code=exc.code)
         raise
     finally:
+        heartbeat.stop()
         metrics.STEP_DURATION.labels(arm=ctx.arm).observe(time.monotonic() - started)
     step_usage = None
     if ctx.usage.calls:
         step_usage = {"tokens": ctx.usage.tokens - base_tokens,
                       "cost_usd": ctx.usage.cost_usd - base_cost, "calls": ctx.usage.calls}
     stored = store(rt.settings, task_id, step_id, output, step_usage)
+    if stored is None:  # cancelled or failed while the arm ran: the late output is dropped
+        return Claim("inactive")
     metrics.STEPS.labels(arm=ctx.arm, outcome="succeeded").inc()
     events.publish(rt.redis, task_id, "step", step_id=step_id, arm=ctx.arm, status="completed",
                    summary=stored.get("summary", ""), mode=stored.get("mode"))
     return dataclasses.replace(outcome, output=stored)
+
+
+class Heartbeat(threading.Thread):
+    """Renews a running claim's lease every third of it, and marks the task as progressing.
+
+    A renewal that fails (database briefly away) is skipped; the lease has two more chances
+    before it lapses. The thread is a daemon, so a worker that dies takes it along.
+    """
+
+    def __init__(self, settings: Settings, task_id: str, step_id: str, claimant: str):
+        super().__init__(name=f"lease-{step_id}", daemon=True)
+        self.settings, self.task_id, self.step_id, self.claimant = (
+            settings, task_id, step_id, claimant)
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        lease = self.settings.step_lease_seconds
+        while not self._stopped.wait(lease / 3):
+            try:
+                renew(self.settings, self.task_id, self.step_id, self.claimant)
+            except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the step
+                log.warning("lease renewal for step %s failed: %s", self.step_id, exc)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def renew(settings: Settings, task_id: str, step_id: str, claimant: str) -> bool:
+    """Extend a running claim held by ``claimant``; False when it is no longer theirs."""
+    lease = timedelta(seconds=settings.step_lease_seconds)
+    with session_scope(settings) as session:
+        renewed = session.execute(
+            update(TaskStep)
+            .where(TaskStep.task_id == repo.as_uuid(task_id), TaskStep.step_id == step_id,
+                   TaskStep.status == StepStatus.RUNNING, TaskStep.claimed_by == claimant)
+            .values(lease_expires_at=func.now() + lease)
+        ).rowcount
+        if renewed:
+            session.execute(update(Task).where(Task.id == repo.as_uuid(task_id))
+                            .values(progress_at=func.now()))
+        return bool(renewed)
 
 
 def check_capability(rt, token: str | None, task_id: str, step_id: str, arm: str) -> dict:
@@ -139,10 +193,13 @@ def release(settings: Settings, task_id: str, step_id: str) -> None:
         if step is not None and step.status == StepStatus.RUNNING:
             step.status = StepStatus.PENDING
             step.claimed_by = None
+            step.lease_expires_at = None
 
 
-def store(settings: Settings, task_id: str, step_id: str, output: dict, usage: dict | None) -> dict:
-    """Persist the output once and return what is stored (the first writer's output wins).
+def store(settings: Settings, task_id: str, step_id: str, output: dict,
+          usage: dict | None) -> dict | None:
+    """Persist the output once and return what is stored (the first writer's output wins);
+    None when the step was cancelled or failed meanwhile and nothing is stored.
 
     The safety guardian's redaction runs on every output here, before anything is written, so no
     step can store PII or a secret in clear whatever its arm produced.
@@ -158,7 +215,7 @@ def store(settings: Settings, task_id: str, step_id: str, output: dict, usage: d
             task.usage = with_step_usage(task.usage or {}, step_id, usage)
         if not repo.complete_step(session, task_id, step_id, output):
             stored = repo.get_step(session, task_id, step_id)
-            return stored.output or {}
+            return (stored.output or {}) if stored.status == StepStatus.COMPLETED else None
     return output
 
 

@@ -9,8 +9,7 @@ from celery.exceptions import Ignore
 
 from app import metrics, steps
 from app.capability import CapabilityDenied
-from tasks.base import ARM, TRANSIENT
-from workers.queues import spec
+from tasks.base import ARM, TRANSIENT, retry_countdown
 
 log = logging.getLogger(__name__)
 # A duplicate of a step that another live attempt is running waits this long between looks.
@@ -28,9 +27,7 @@ def run_step(task, task_id: str, step_id: str, capability: str | None) -> str:
         metrics.STEPS.labels(arm=arm, outcome="refused").inc()
         raise Ignore() from None
     try:
-        lease = max(task.request.time_limit or 0, spec(f"arm.{arm}").time_limit) + 15
-        outcome = steps.execute(task.rt, task_id, step_id, claimant=task.request.id,
-                                lease_seconds=lease)
+        outcome = steps.execute(task.rt, task_id, step_id, claimant=task.request.id)
     except TRANSIENT as exc:
         # Give the claim back first, or the retry would look like a dead attempt of itself.
         try:
@@ -38,11 +35,12 @@ def run_step(task, task_id: str, step_id: str, capability: str | None) -> str:
         except TRANSIENT:
             pass  # the lease runs out on its own
         metrics.STEPS.labels(arm=task.name.rsplit(".", 1)[-1], outcome="retried").inc()
-        raise task.retry(exc=exc)
+        raise task.retry(exc=exc, countdown=retry_countdown(task.request.retries))
     if outcome.action == "inactive":
         raise Ignore()
     if outcome.action == "busy":
-        raise task.retry(countdown=BUSY_RETRY_SECONDS, max_retries=None)
+        # Wait for the holder however many looks it takes: its heartbeat lease bounds the wait.
+        raise task.retry(countdown=BUSY_RETRY_SECONDS, max_retries=task.request.retries + 1)
     return outcome.action
 
 

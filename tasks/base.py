@@ -8,6 +8,7 @@ the pipeline's link_error callback (orchestration.fail) arrives as a safety net.
 from __future__ import annotations
 
 import logging
+import random
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -46,7 +47,7 @@ class OctoTask(Task):
             return
         code, message = describe(exc)
         try:
-            orchestration.fail(self.rt, octo_id, code, f"{self.name}: {message}")
+            orchestration.fail(self.rt, octo_id, code, f"{where(self.name, args)}: {message}")
         except Exception:  # noqa: BLE001 - the link_error callback and reconciliation still follow
             log.exception("could not record failure of %s", self.name)
 
@@ -58,6 +59,19 @@ def describe(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, SoftTimeLimitExceeded):
         return ErrorCode.TASK_TIMEOUT, "step exceeded its time limit"
     return ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:500]
+
+
+def where(task_name: str, args) -> str:
+    """Where a failure happened, in the user's terms: ``step run (executor)`` or ``plan``."""
+    area, _, name = task_name.rpartition(".")
+    if area.endswith(".arm") and len(args) > 1:
+        return f"step {args[1]} ({name})"
+    return name
+
+
+def retry_countdown(retries: int) -> float:
+    """Exponential backoff with jitter for explicit retries (1, 2, 4 ... 30 s)."""
+    return min(30.0, 2.0 ** retries) * random.uniform(0.5, 1.0)
 
 
 def _octo_task_id(args, kwargs) -> str | None:

@@ -101,9 +101,10 @@ def build_arm_stage(app: Celery, task_id: str, stage: Sequence[Sequence[StageSte
 
 
 def _step(app: Celery, task_id: str, step: StageStep, p: int, options: dict) -> Signature:
+    # kwargsrepr keeps the capability token out of Flower, worker logs and task events.
     run = app.signature(f"octollm.arm.{step.arm}", args=(task_id, step.step_id),
                         kwargs={"capability": step.capability}, immutable=True, priority=p,
-                        **options)
+                        kwargsrepr="{'capability': '<redacted>'}", **options)
     if step.arm == "retriever":
         # Only the memory worker opens Qdrant: it fetches the hits into the step's inputs first.
         return chain(_sig(app, "octollm.memory.retrieve", task_id, step.step_id, priority=p), run)

@@ -51,7 +51,6 @@ def finalize(self, task_id: str) -> str:
 
 
 @shared_task(name="octollm.orchestration.fail", **PIPELINE)
-def fail(self, task_id: str) -> bool:
-    """link_error safety net: the failing task normally recorded its own error already."""
-    return orchestration.fail(self.rt, task_id, "INTERNAL_ERROR",
-                              "a pipeline task failed without recording why")
+def fail(self, task_id: str) -> str:
+    """link_error: make sure a failed pipeline ends with its error, or is left to reconciliation."""
+    return orchestration.pipeline_error(self.rt, task_id)

@@ -15,6 +15,7 @@ from celery import shared_task
 from app import metrics, reconcile
 from tasks.base import OctoTask
 from tasks.canvas import build_start, revoke_steps
+from workers.queues import queue_depths
 
 log = logging.getLogger(__name__)
 LOCK_KEY = "octollm:lock:maintenance:{}"
@@ -49,8 +50,14 @@ def redispatch_stalled(self):
     def send(task_id: str, priority: str) -> None:
         build_start(self.app, task_id, priority).apply_async()
 
+    def backlog() -> int:
+        try:
+            return sum(queue_depths(self.rt.broker).values())
+        except Exception:  # noqa: BLE001 - an unreadable broker is treated as empty
+            return 0
+
     return single_flight(self, "redispatch_stalled",
-                         lambda: reconcile.redispatch_stalled(self.rt, send))
+                         lambda: reconcile.redispatch_stalled(self.rt, send, backlog))
 
 
 @shared_task(name="octollm.maintenance.fail_overdue", **OPTIONS)

@@ -84,3 +84,13 @@ def spec(name: str) -> QueueSpec:
 def redis_lists(queue: str) -> list[str]:
     """The Redis list keys holding a queue's messages, one per priority step."""
     return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+
+def queue_depths(client) -> dict[str, int]:
+    """Messages waiting per queue (all priority lists), read from the broker's Redis."""
+    pipe = client.pipeline(transaction=False)
+    for queue in QUEUES:
+        for key in redis_lists(queue.name):
+            pipe.llen(key)
+    counts = iter(pipe.execute())
+    return {q.name: sum(next(counts) for _ in redis_lists(q.name)) for q in QUEUES}

@@ -96,7 +96,7 @@ def test_retry_runs_failed_steps_and_reuses_completed_ones(runtime, client, work
     orchestration.prepare_stage(runtime, task_id)
     arms = {s["arm"]: s["id"] for s in plan["steps"]}
     assert {"retriever", "judge"} <= set(arms), plan
-    steps.execute(runtime, task_id, arms["retriever"], "first-run", lease_seconds=60)
+    steps.execute(runtime, task_id, arms["retriever"], "first-run")
     with session_scope(runtime.settings) as session:
         session.execute(update(TaskStep).where(TaskStep.task_id == task_id,
                                                TaskStep.step_id == arms["judge"])

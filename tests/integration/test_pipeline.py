@@ -84,6 +84,8 @@ def test_failing_arm_ends_failed_with_its_error(client, worker_set, wait_for):
     assert executor["status"] == "failed"
     assert executor["error"]["code"] == body["error"]["code"] != "INTERNAL_ERROR"
     assert "rm" in body["error"]["message"]
+    # The message names the step and its arm, not Celery's task name.
+    assert body["error"]["message"].startswith(f"step {executor['step_id']} (executor): ")
 
 
 def test_pii_in_context_is_never_stored_in_clear(client, worker_set, wait_for, settings):

@@ -34,7 +34,7 @@ def test_stalled_processing_task_resumes_without_rerunning_finished_steps(
     with session_scope(runtime.settings) as session:
         executor = session.scalars(select(TaskStep.step_id).where(
             TaskStep.task_id == task_id, TaskStep.arm == "executor")).one()
-    steps.execute(runtime, task_id, executor, "lost-message", lease_seconds=60)
+    steps.execute(runtime, task_id, executor, "lost-message")
     # The rest of the pipeline's messages were lost (a flushed broker): nothing moves any more.
     _age(runtime.settings, task_id, progress_at=repo.now() - timedelta(minutes=10))
 
@@ -115,3 +115,17 @@ def test_jobs_are_single_flight_and_log_their_counts(runtime, caplog):
         assert single_flight(fake_task, "demo", lambda: {"did": 2}) == {"did": 2}
     record = next(r for r in caplog.records if "maintenance job demo done" in r.getMessage())
     assert record.counts == {"did": 2} and record.job == "demo"
+
+
+def test_a_backlog_makes_reconciliation_patient(runtime):
+    """Tasks queued behind a backlog are not flooded with duplicates; lost ones still go out."""
+    task_id = accept(runtime, Submission(goal="Run `echo queued behind others`")).task_id
+    s = runtime.settings.replace(stuck_after_seconds=10)
+    _age(runtime.settings, task_id, progress_at=repo.now() - timedelta(seconds=30))
+    sent: list[str] = []
+    counts = reconcile.redispatch_stalled(Runtime(s), lambda tid, p: sent.append(tid),
+                                          backlog=lambda: 250)
+    assert task_id not in sent and counts["deferred_for_backlog"] >= 1
+    _age(runtime.settings, task_id, progress_at=repo.now() - timedelta(seconds=10 * 10 + 5))
+    reconcile.redispatch_stalled(Runtime(s), lambda tid, p: sent.append(tid), backlog=lambda: 250)
+    assert task_id in sent

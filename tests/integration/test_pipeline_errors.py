@@ -1,0 +1,68 @@
+"""What link_error does when a pipeline task fails for good."""
+
+import pytest
+from sqlalchemy import select, update
+
+from app import orchestration, steps
+from app.db import session_scope
+from app.models import Task, TaskStep
+from app.submission import Submission, accept
+
+pytestmark = pytest.mark.integration
+
+
+def _planned(runtime, goal: str) -> str:
+    task_id = accept(runtime, Submission(goal=goal)).task_id
+    orchestration.begin(runtime, task_id)
+    orchestration.plan(runtime, task_id)
+    orchestration.prepare_stage(runtime, task_id)
+    return task_id
+
+
+def test_a_failed_step_the_task_never_heard_of_ends_the_task_with_its_error(runtime):
+    task_id = _planned(runtime, "Run `echo the database blinked`")
+    with session_scope(runtime.settings) as session:  # on_failure wrote the step, then PG went away
+        session.execute(update(TaskStep).where(TaskStep.task_id == task_id,
+                                               TaskStep.arm == "executor")
+                        .values(status="failed", error={"code": "COMMAND_REFUSED",
+                                                        "message": "not allowed"}))
+    assert orchestration.pipeline_error(runtime, task_id) == "failed"
+    with session_scope(runtime.settings) as session:
+        task = session.get(Task, task_id)
+        assert (task.status, task.error_code) == ("failed", "COMMAND_REFUSED")
+    assert orchestration.pipeline_error(runtime, task_id) == "already_recorded"
+
+
+def test_a_failure_with_no_recorded_cause_leaves_the_task_to_reconciliation(runtime):
+    task_id = _planned(runtime, "Run `echo chord state lost`")
+    assert orchestration.pipeline_error(runtime, task_id) == "left_for_reconciliation"
+    with session_scope(runtime.settings) as session:
+        assert session.get(Task, task_id).status == "processing"
+
+
+def _steps(runtime, task_id: str) -> dict[str, TaskStep]:
+    with session_scope(runtime.settings) as session:
+        rows = session.scalars(select(TaskStep).where(TaskStep.task_id == task_id)).all()
+        return {row.step_id: row for row in rows}
+
+
+def test_steps_stopped_by_a_timeout_say_why(runtime):
+    task_id = _planned(runtime, "Run `echo too slow`")
+    assert orchestration.fail(runtime, task_id, "TASK_TIMEOUT", "deadline of 5 s passed")
+    stopped = _steps(runtime, task_id)
+    assert {s.status for s in stopped.values()} == {"cancelled"}
+    assert {s.error["code"] for s in stopped.values()} == {"TASK_TIMEOUT"}
+    assert all("deadline of 5 s passed" in s.error["message"] for s in stopped.values())
+
+
+def test_a_step_cancelled_while_its_arm_ran_stays_cancelled(runtime):
+    task_id = _planned(runtime, "Run `echo late output`")
+    executor = next(s for s in _steps(runtime, task_id).values() if s.arm == "executor")
+    outcome, _ = steps.claim(runtime.settings, task_id, executor.step_id, "attempt-1")
+    assert outcome.action == "run"
+    orchestration.change_status(runtime, task_id, "cancelled")  # the user cancels mid-step
+
+    assert steps.store(runtime.settings, task_id, executor.step_id, {"stdout": "late"}, None) is None
+    after = _steps(runtime, task_id)[executor.step_id]
+    assert (after.status, after.output, after.error) == ("cancelled", None, None)
+
