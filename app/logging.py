@@ -11,7 +11,7 @@ import contextvars
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from pythonjsonlogger.json import JsonFormatter
@@ -26,7 +26,9 @@ _SECRETS = re.compile(
     r"(?P<scheme>\b[a-z][a-z0-9+.-]*://[^:/\s@]*:)(?P<password>[^@\s/]+)(?=@)"
     r"|(?P<bearer>\bBearer\s+)[A-Za-z0-9._~+/=-]{8,}"
     r"|\bocto_[A-Za-z0-9]{6,}_[A-Za-z0-9_-]{16,}"
-    r"|\bsk-[A-Za-z0-9_-]{12,}",
+    r"|\bsk-[A-Za-z0-9_-]{12,}"
+    # A JWT, e.g. a step's capability token in the arguments Celery logs with its task lines.
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+",
     re.IGNORECASE,
 )
 
@@ -72,11 +74,20 @@ class ContextFilter(logging.Filter):
                 setattr(record, name, var.get())
         if isinstance(record.msg, str):
             record.msg = mask_secrets(record.msg)
-        if record.args:
-            record.args = tuple(mask_secrets(a) if isinstance(a, str) else a
-                                for a in (record.args if isinstance(record.args, tuple)
-                                          else (record.args,)))
+        if isinstance(record.args, Mapping):
+            # logger.info("%(name)s ...", {...}): Celery's own task lines pass one mapping, which
+            # must stay a mapping or the line fails to format.
+            record.args = _masked(record.args)
+        elif record.args:
+            record.args = tuple(mask_secrets(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(getattr(record, "data", None), Mapping):
+            # Celery also attaches that mapping (with the task's arguments) as the field `data`.
+            record.data = _masked(record.data)
         return True
+
+
+def _masked(values: Mapping) -> dict:
+    return {k: mask_secrets(v) if isinstance(v, str) else v for k, v in values.items()}
 
 
 def configure(level: str = "INFO", *, json_format: bool = True, component: str = "octollm") -> None:

@@ -11,6 +11,8 @@ from app import logging as octolog
 from app.config import Settings
 
 REQUEST_ID_HEADER = "octollm_request_id"
+# The first message of every pipeline, sent by the API and by reconciliation.
+ENTRY_TASK = "octollm.orchestration.start"
 _connected = False
 _tokens: dict[str, dict] = {}
 
@@ -48,8 +50,8 @@ def connect(celery, settings: Settings) -> None:
 
     @signals.before_task_publish.connect(weak=False)
     def _propagate_request_id(headers=None, **_):
-        # Whatever a task (or an API request) sends carries the request id it is working for,
-        # so one id follows a submission through every queue.
+        # Whatever a task sends carries the request id it is working for, so one id follows a
+        # submission through every queue (the entry message gets it in _bind, see below).
         request_id = octolog.current("request_id")
         if headers is not None and request_id and REQUEST_ID_HEADER not in headers:
             headers[REQUEST_ID_HEADER] = request_id
@@ -61,9 +63,13 @@ def connect(celery, settings: Settings) -> None:
         octo_args = list(args or ())
         if octo_args and isinstance(octo_args[0], list):  # chord callbacks get results first
             octo_args = octo_args[1:]
+        octo_task_id = (kwargs or {}).get("task_id") or (octo_args[0] if octo_args else None)
+        request_id = getattr(request, REQUEST_ID_HEADER, None)
+        if request_id is None and task.name == ENTRY_TASK and octo_task_id:
+            request_id = _stored_request_id(settings, octo_task_id)
         _tokens[task_id] = octolog.bind(
-            request_id=getattr(request, REQUEST_ID_HEADER, None),
-            task_id=(kwargs or {}).get("task_id") or (octo_args[0] if octo_args else None),
+            request_id=request_id,
+            task_id=octo_task_id,
             step_id=octo_args[1] if len(octo_args) > 1 and task.name.startswith("octollm.arm.")
             else None,
             queue=delivery.get("routing_key"),
@@ -74,3 +80,22 @@ def connect(celery, settings: Settings) -> None:
         tokens = _tokens.pop(task_id, None)
         if tokens:
             octolog.unbind(tokens)
+
+
+def _stored_request_id(settings: Settings, task_id: str) -> str | None:
+    """The request id a task was submitted with, for an entry message that came without one.
+
+    The API's producer app and reconciliation send ``orchestration.start`` without these hooks,
+    so the id is read from the task row once; every message the pipeline sends after that
+    carries the header (``_propagate_request_id``).
+    """
+    from sqlalchemy import select
+
+    from app import repo
+    from app.models import Task
+
+    try:
+        with db.session_scope(settings) as session:
+            return session.scalar(select(Task.request_id).where(Task.id == repo.as_uuid(task_id)))
+    except Exception:  # noqa: BLE001 - log context is best effort; the task reports DB errors
+        return None

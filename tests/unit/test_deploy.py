@@ -4,7 +4,9 @@ Nothing here can run a container (no Docker engine, no cluster), so the files ar
 checked against the single sources of truth: workers/queues.py for the topology, the `octollm`
 argument parser for every command, app/config.py for every OCTOLLM_* variable and app/metrics.py
 for every metric an alert reads. Adding a queue without its compose service, Deployment and
-ScaledObject, or misspelling a command, a variable or a metric, fails a test here.
+ScaledObject, or misspelling a command, a variable or a metric, fails a test here. So does a
+variable missing from (or with a wrong default in) docs/operations.md, or a runbook link that
+points at no section of it.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from workers.queues import ARM_QUEUES, QUEUES, redis_lists
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
+OPERATIONS = ROOT / "docs" / "operations.md"
 SUBCOMMANDS = {"api", "worker", "beat", "flower", "migrate"}
 DATASTORES = {"postgres", "redis", "qdrant"}
 # OCTOLLM_* variables read outside Settings, by the arms' own Config.from_mapping().
-ARM_PREFIXES = ("OCTOLLM_LLM_", "OCTOLLM_EXECUTOR_", "OCTOLLM_CODER_", "OCTOLLM_REFLEX_")
+ARM_PREFIXES = ("OCTOLLM_LLM_", "OCTOLLM_EXECUTOR_", "OCTOLLM_CODER_", "OCTOLLM_JUDGE_",
+                "OCTOLLM_REFLEX_")
 
 
 def parse_octollm(argv: list[str]):
@@ -132,6 +136,33 @@ def test_worker_node_name_is_what_the_probes_ping():
         assert argv[argv.index("-n") + 1] == f"{q.name}@%h"
 
 
+def test_every_worker_serves_its_metrics_inside_the_network_only(compose):
+    for name, service in app_services(compose).items():
+        env = {key: interpolate(value) for key, value in service["environment"].items()}
+        settings = Settings.from_env(env)
+        if name not in {q.service for q in QUEUES}:
+            assert settings.worker_metrics_port == 0, f"{name} is not a worker"
+            continue
+        # workers/signals.py serves on OCTOLLM_API_HOST: every interface of the container.
+        assert settings.worker_metrics_port > 0 and settings.api_host == "0.0.0.0", name
+        # Prefork children write their samples there; it must start empty, hence the tmpfs.
+        assert env["PROMETHEUS_MULTIPROC_DIR"] in service["tmpfs"], name
+        assert "ports" not in service and "expose" not in service, f"{name}: scaled services"
+
+
+def test_flower_gets_its_password_from_the_environment_only(compose):
+    flower = compose["flower"]
+    assert command_of(flower) == ["flower"], "options, the password above all, come from env"
+    for name, service in app_services(compose).items():
+        # Flower reads every FLOWER_* variable as an option; `octollm flower` sets the one it needs.
+        assert not [k for k in service["environment"] if k.startswith("FLOWER_")], name
+        if name != "flower":
+            assert "OCTOLLM_FLOWER_PASSWORD" not in service["environment"], name
+    settings = Settings.from_env({"OCTOLLM_FLOWER_USER": "ops", "OCTOLLM_FLOWER_PASSWORD": "pw-9"})
+    assert not [a for a in cli.flower_argv(settings) if "pw-9" in a or "basic" in a.lower()]
+    assert cli.flower_env(settings, "pw-9", {})["FLOWER_BASIC_AUTH"] == "ops:pw-9"
+
+
 def test_one_environment_points_at_the_compose_services_and_validates(compose):
     for name, service in app_services(compose).items():
         env = {key: interpolate(value) for key, value in service["environment"].items()}
@@ -217,11 +248,10 @@ def test_every_container_runs_a_real_octollm_subcommand(manifests):
     for doc in manifests:
         if doc["kind"] not in ("Deployment", "Job"):
             continue
-        for container in pod_spec(doc)["containers"]:
+        containers = pod_spec(doc)["containers"]
+        assert len(containers) == 1, f"{doc['metadata']['name']}: one process per pod, no sidecar"
+        for container in containers:
             command = container["command"] + container.get("args", [])
-            if container["name"] == "metrics":  # the worker pods' exporter sidecar
-                assert command[:2] == ["python", "-c"]
-                continue
             assert command[0] == "octollm", doc["metadata"]["name"]
             used.add(parse_octollm(command[1:]).command)
     assert used == SUBCOMMANDS
@@ -247,6 +277,68 @@ def test_one_worker_deployment_per_queue(manifests):
             assert "replicas" not in worker["spec"], f"{q.service}: KEDA owns the count"
     memory = workers[next(q.service for q in QUEUES if q.name == "memory")]
     assert memory["spec"]["strategy"]["type"] == "Recreate"
+
+
+def container_env(container: dict) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container.get("env", [])}
+
+
+def scrape_target(workload: dict) -> tuple[int, str]:
+    annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
+    assert annotations.get("prometheus.io/scrape") == "true", workload["metadata"]["name"]
+    return int(annotations["prometheus.io/port"]), annotations["prometheus.io/path"]
+
+
+def test_every_worker_pod_serves_its_own_metrics(manifests):
+    config = objects(manifests, "ConfigMap")["octollm-config"]["data"]
+    secret = objects(manifests, "Secret")["octollm-secrets"]["stringData"]
+    deployments = objects(manifests, "Deployment")
+    for q in QUEUES:
+        worker = deployments[q.service]
+        container = main_container(worker)
+        env = container_env(container)
+        check_env_names(env)
+        # What the worker process itself sees: it serves /metrics from its main process
+        # (workers/signals.py) on the pod IP, merged from every prefork child.
+        settings = Settings.from_env({**config, **secret, **env})
+        assert settings.api_host == "0.0.0.0", q.service
+        port = settings.worker_metrics_port
+        assert port > 0, f"{q.service}: OCTOLLM_WORKER_METRICS_PORT is not set"
+        assert scrape_target(worker) == (port, "/metrics"), q.service
+        assert {"name": "metrics", "containerPort": port} in container["ports"], q.service
+        # The multiprocess directory is a fresh emptyDir mounted where the variable points.
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volume = mounts.get(env.get("PROMETHEUS_MULTIPROC_DIR"))
+        assert volume, f"{q.service}: PROMETHEUS_MULTIPROC_DIR is not a mounted volume"
+        volumes = {v["name"]: v for v in pod_spec(worker)["volumes"]}
+        assert "emptyDir" in volumes[volume], q.service
+
+
+def test_the_api_serves_its_own_metrics_and_no_worker_port(manifests):
+    api = objects(manifests, "Deployment")["api"]
+    container = main_container(api)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert scrape_target(api) == (ports["http"], "/metrics")
+    assert "OCTOLLM_WORKER_METRICS_PORT" not in container_env(container)
+    config = objects(manifests, "ConfigMap")["octollm-config"]["data"]
+    secret = objects(manifests, "Secret")["octollm-secrets"]["stringData"]
+    assert "OCTOLLM_WORKER_METRICS_PORT" not in {**config, **secret}, "per worker container only"
+    assert Settings.from_env({**config, **secret}).api_port == ports["http"]
+
+
+def test_flower_reads_its_password_from_the_secret_and_no_service_links(manifests):
+    flower = objects(manifests, "Deployment")["flower"]
+    container = main_container(flower)
+    assert container["command"] == ["octollm", "flower"] and not container.get("args")
+    secret = objects(manifests, "Secret")["octollm-secrets"]["stringData"]
+    assert secret.get("OCTOLLM_FLOWER_PASSWORD"), "`octollm flower` refuses to start without it"
+    config = objects(manifests, "ConfigMap")["octollm-config"]["data"]
+    for name in [*config, *secret, *container_env(container)]:
+        assert not name.startswith("FLOWER_"), f"{name}: Flower reads FLOWER_* as its options"
+    # A Service named `flower` makes Kubernetes inject FLOWER_PORT=tcp://...; Flower parses it as
+    # its port option and exits, unless the pod opts out of service links.
+    if "flower" in objects(manifests, "Service"):
+        assert pod_spec(flower).get("enableServiceLinks") is False
 
 
 def test_beat_is_a_single_replica_that_never_overlaps(manifests):
@@ -300,8 +392,6 @@ def test_config_and_secret_hold_a_valid_environment(manifests):
     for doc in manifests:
         if doc["kind"] in ("Deployment", "Job"):
             for container in pod_spec(doc)["containers"]:
-                if container["name"] == "metrics":
-                    continue
                 refs = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
                 assert refs == {"octollm-config", "octollm-secrets"}, doc["metadata"]["name"]
 
@@ -372,3 +462,85 @@ def test_alerts_read_only_metrics_the_app_exports(alert_rules):
                    "octollm_reconcile_actions_total"):
         assert family in used, f"no alert on {family}"
     assert any(n.startswith("orchestrator_http_request_duration_seconds") for n in used)
+
+
+# --- docs/operations.md --------------------------------------------------------------------------
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#{1,6} +(.+?) *$", markdown, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_runbook_and_section_link_resolves(alert_rules):
+    text = OPERATIONS.read_text()
+    sections = anchors(text)
+    for rule in alert_rules:
+        assert rule["annotations"]["runbook_url"].split("#")[1] in sections, rule["alert"]
+    for link in re.findall(r"\]\(#([\w-]+)\)", text):
+        assert link in sections, f"docs/operations.md links to a missing #{link}"
+    readme = (ROOT / "README.md").read_text()
+    for link in re.findall(r"docs/operations\.md#([\w-]+)", readme):
+        assert link in sections, f"README.md links to a missing docs/operations.md#{link}"
+
+
+def documented_defaults() -> dict[str, str | None]:
+    """The `| `VARIABLE` | `default` | meaning |` rows of the Configuration section; None for a
+    default written as unset or empty."""
+    section = OPERATIONS.read_text().split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for name, default in re.findall(r"^\| `(OCTOLLM_\w+)` \| ([^|]+?) \|", section, re.M):
+        assert name not in rows, f"{name} documented twice"
+        if default in ("unset", "empty"):
+            rows[name] = None
+        else:
+            assert re.fullmatch(r"`[^`]+`", default), f"{name}: default {default!r}"
+            rows[name] = default.strip("`")
+    return rows
+
+
+def test_the_configuration_table_lists_every_variable_with_its_real_default():
+    import inspect
+
+    from app import llm
+    from app.arms import coder, executor, judge
+    from app.reflex import policy
+
+    documented = documented_defaults()
+    expected: set[str] = set()
+
+    for f in dataclasses.fields(Settings):
+        if f.name == "env":
+            continue
+        name = "OCTOLLM_" + f.name.upper()
+        expected.add(name)
+        default = documented.get(name)
+        if default is None:
+            assert f.default in (None, ""), f"{name}: the code's default is {f.default!r}"
+        else:
+            assert getattr(Settings.from_env({name: default}), f.name) == f.default, name
+
+    signature = inspect.signature(llm.LLMClient.__init__).parameters
+    for suffix in ("BASE_URL", "MODEL", "API_KEY"):
+        expected.add(llm_name := "OCTOLLM_LLM_" + suffix)
+        assert documented.get(llm_name) is None, f"{llm_name} has no default"
+    for suffix, (param, kind) in llm._NUMBER_KEYS.items():  # noqa: SLF001 - the variables
+        expected.add(name := "OCTOLLM_LLM_" + suffix)
+        assert documented.get(name) is not None, f"{name}: no default documented"
+        assert kind(documented[name]) == signature[param].default, name
+
+    for config, prefix in ((executor.Config, executor.PREFIX), (coder.Config, coder.PREFIX),
+                           (judge.Config, judge.PREFIX), (policy.Policy, policy.PREFIX)):
+        for f in dataclasses.fields(config):
+            expected.add(name := prefix + f.name.upper())
+            default = documented.get(name)
+            if default is None:
+                assert f.default in ("", (), frozenset()), f"{name}: code default {f.default!r}"
+            else:
+                # Setting the documented default must change nothing.
+                assert config.from_mapping({name: default}) == config(), name
+
+    expected |= {"OCTOLLM_API_URL", "OCTOLLM_API_KEY"}  # the command-line client
+    assert set(documented) == expected, (
+        f"undocumented: {sorted(expected - set(documented))}, "
+        f"unknown: {sorted(set(documented) - expected)}")
