@@ -91,7 +91,9 @@ def plan(rt: Runtime, task_id: str) -> dict:
     usage = Usage(max_tokens=budget.get("max_tokens"), max_cost_usd=budget.get("max_cost_usd"))
     made = make_plan(**request, llm=rt.llm, usage=usage if rt.llm else None,
                      reuse_threshold=rt.settings.reuse_threshold).to_dict()
-    record_plan(rt, task_id, made, usage=usage.to_dict() if usage.calls else None)
+    spent = ({"tokens": usage.tokens, "cost_usd": usage.cost_usd, "calls": usage.calls}
+             if usage.calls else None)
+    record_plan(rt, task_id, made, usage=spent)
     return made
 
 
@@ -237,11 +239,12 @@ def pipeline_error(rt: Runtime, task_id: str) -> str:
         task = repo.get_task(session, task_id)
         if task is None or is_terminal(task.status):
             return "already_recorded"
-        failed = [s.error for s in repo.steps_of(session, task_id)
+        failed = [(s.step_id, s.arm, s.error) for s in repo.steps_of(session, task_id)
                   if s.status == StepStatus.FAILED and s.error]
     if failed:
-        fail(rt, task_id, failed[0].get("code") or ErrorCode.ARM_ERROR,
-             failed[0].get("message") or "a step failed")
+        step_id, arm, error = failed[0]
+        fail(rt, task_id, error.get("code") or ErrorCode.ARM_ERROR,
+             f"step {step_id} ({arm}): {error.get('message') or 'failed'}")
         return "failed"
     log.warning("pipeline error without a recorded cause; left for reconciliation",
                 extra={"task_id": str(task_id)})

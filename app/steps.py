@@ -68,13 +68,13 @@ def claim(settings: Settings, task_id: str, step_id: str,
                 return Claim("busy"), None
             if step.attempts >= settings.step_max_attempts:
                 raise OctoError(
-                    f"step {step_id} was interrupted {step.attempts} times; giving up",
+                    f"interrupted {step.attempts} times; giving up",
                     code=ErrorCode.POISON_MESSAGE,
                 )
             if step.arm in SIDE_EFFECT_ARMS:
                 raise OctoError(
-                    f"step {step_id} ({step.arm}) was interrupted mid-run and is not repeated "
-                    "because its side effect may already have happened; retry the task to run it",
+                    "interrupted mid-run and not repeated, because its side effect may already "
+                    "have happened; retry the task to run it",
                     code=ErrorCode.STEP_INTERRUPTED,
                 )
         step.status = StepStatus.RUNNING
@@ -107,7 +107,8 @@ def execute(rt, task_id: str, step_id: str, claimant: str) -> Claim:
     try:
         output = run_arm(ctx)
     except OctoError as exc:
-        fail(rt.settings, task_id, step_id, exc)
+        # What the arm spent before it failed (a call that broke the budget) is still spent.
+        fail(rt.settings, task_id, step_id, exc, usage=_spent_by_step(ctx, base_tokens, base_cost))
         metrics.STEPS.labels(arm=ctx.arm, outcome="failed").inc()
         events.publish(rt.redis, task_id, "step", step_id=step_id, arm=ctx.arm, status="failed",
                        error_code=exc.code)
@@ -115,11 +116,8 @@ def execute(rt, task_id: str, step_id: str, claimant: str) -> Claim:
     finally:
         heartbeat.stop()
         metrics.STEP_DURATION.labels(arm=ctx.arm).observe(time.monotonic() - started)
-    step_usage = None
-    if ctx.usage.calls:
-        step_usage = {"tokens": ctx.usage.tokens - base_tokens,
-                      "cost_usd": ctx.usage.cost_usd - base_cost, "calls": ctx.usage.calls}
-    stored = store(rt.settings, task_id, step_id, output, step_usage)
+    stored = store(rt.settings, task_id, step_id, output,
+                   _spent_by_step(ctx, base_tokens, base_cost))
     if stored is None:  # cancelled or failed while the arm ran: the late output is dropped
         return Claim("inactive")
     metrics.STEPS.labels(arm=ctx.arm, outcome="succeeded").inc()
@@ -169,6 +167,13 @@ def renew(settings: Settings, task_id: str, step_id: str, claimant: str) -> bool
         return bool(renewed)
 
 
+def _spent_by_step(ctx: ArmContext, base_tokens: int, base_cost: float) -> dict | None:
+    if not ctx.usage.calls:
+        return None
+    return {"tokens": ctx.usage.tokens - base_tokens, "cost_usd": ctx.usage.cost_usd - base_cost,
+            "calls": ctx.usage.calls}
+
+
 def check_capability(rt, token: str | None, task_id: str, step_id: str, arm: str) -> dict:
     """Raise CapabilityDenied unless the token is the orchestrator's, unexpired, for this step."""
     from app import capability
@@ -210,9 +215,7 @@ def store(settings: Settings, task_id: str, step_id: str, output: dict,
     if redactions:
         output = {**output, "redactions": {**output.get("redactions", {}), **redactions}}
     with session_scope(settings) as session:
-        if usage:
-            task = repo.get_task(session, task_id, lock=True)
-            task.usage = with_step_usage(task.usage or {}, step_id, usage)
+        record_usage(session, task_id, step_id, usage)
         if not repo.complete_step(session, task_id, step_id, output):
             stored = repo.get_step(session, task_id, step_id)
             return (stored.output or {}) if stored.status == StepStatus.COMPLETED else None
@@ -235,8 +238,16 @@ def spent(usage: dict | None) -> tuple[int, float]:
     return int(total.get("tokens") or 0), float(total.get("cost_usd") or 0.0)
 
 
-def fail(settings: Settings, task_id: str, step_id: str, error: OctoError) -> None:
+def record_usage(session, task_id: str, step_id: str, usage: dict | None) -> None:
+    if usage:
+        task = repo.get_task(session, task_id, lock=True)
+        task.usage = with_step_usage(task.usage or {}, step_id, usage)
+
+
+def fail(settings: Settings, task_id: str, step_id: str, error: OctoError,
+         usage: dict | None = None) -> None:
     with session_scope(settings) as session:
+        record_usage(session, task_id, step_id, usage)
         repo.fail_step(session, task_id, step_id, error.to_dict())
 
 

@@ -92,7 +92,7 @@ def accept(rt: Runtime, sub: Submission) -> Accepted:
                          request_id=sub.request_id, details=_finding_types(public))
         raise Blocked("the task was rejected by the reflex layer: "
                       + "; ".join(public.get("reasons") or []), details=public)
-    stored = _redacted(sub, report.redacted)
+    stored = _redacted(sub, report.redacted, policy_of(rt).disabled_types)
     task = Task(
         id=uuid.uuid4(), tenant=sub.tenant, goal=stored.goal, context=stored.context,
         constraints=stored.constraints, acceptance_criteria=stored.acceptance_criteria,
@@ -146,12 +146,13 @@ def _finding_types(public: dict) -> dict:
     return {"findings": kinds, "action": public.get("action")}
 
 
-def _redacted(sub: Submission, redacted: dict[str, str]) -> Submission:
-    """The submission as it may be stored: every string with PII replaced by its marker."""
+def _redacted(sub: Submission, redacted: dict[str, str], disabled=frozenset()) -> Submission:
+    """The submission as it may be stored: every string with PII replaced by its marker, except
+    the types the deployment's policy turned off (as for goal and context)."""
     out = copy.deepcopy(sub)
     out.goal = redacted.get("goal", sub.goal)
     out.context = redacted.get("context", sub.context)
-    out.constraints, _ = pii.redact_json(sub.constraints)
-    out.metadata, _ = pii.redact_json(sub.metadata)
-    out.acceptance_criteria, _ = pii.redact_json(sub.acceptance_criteria)
+    out.constraints, _ = pii.redact_json(sub.constraints, disabled)
+    out.metadata, _ = pii.redact_json(sub.metadata, disabled)
+    out.acceptance_criteria, _ = pii.redact_json(sub.acceptance_criteria, disabled)
     return out

@@ -10,20 +10,38 @@ answer had redacted, as types and counts only.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
+from functools import lru_cache
 from typing import Any
 
 from app.arms.base import ArmContext
 from app.reflex import pii
+from app.reflex.policy import Policy
 
 _MARKER = re.compile(r"\[REDACTED:([A-Z0-9_]+)\]")
 
 
-def redact_output(output: dict) -> tuple[dict, dict[str, int]]:
+def _disabled_types(policy: Policy | None) -> frozenset[str]:
+    # The same policy the gate and the reflex chord apply: OCTOLLM_REFLEX_DISABLED_TYPES are
+    # work data (e.g. IP addresses for a network task), neither reported nor redacted anywhere.
+    if policy is None:
+        policy = _env_policy(frozenset((k, v) for k, v in os.environ.items()
+                                       if k.startswith("OCTOLLM_REFLEX_")))
+    return policy.disabled_types
+
+
+@lru_cache(maxsize=8)
+def _env_policy(items: frozenset) -> Policy:
+    return Policy.from_mapping(dict(items))
+
+
+def redact_output(output: dict, policy: Policy | None = None) -> tuple[dict, dict[str, int]]:
     """``output`` with PII and secrets redacted in every string at any depth (keys are kept),
-    and how many of each type were replaced."""
-    return pii.redact_json(output)
+    and how many of each type were replaced. ``policy`` defaults to the process's
+    ``OCTOLLM_REFLEX_*`` settings; its disabled types are left as they are."""
+    return pii.redact_json(output, _disabled_types(policy))
 
 
 def _is_judge(output: Any) -> bool:
@@ -61,7 +79,7 @@ def run(ctx: ArmContext) -> dict:
     # Same assembly as the judge's combined result, so the stored answer is the judged one.
     parts = [_result_text(out).strip("\n") for _, out in sources]
     joined = "\n\n".join(p for p in parts if p.strip())
-    final, fresh = pii.redact(joined)
+    final, fresh = pii.redact(joined, _disabled_types(None))
     # Most redaction happened when each step was stored; the markers in the answer count both.
     in_answer = Counter(m.lower() for m in _MARKER.findall(final))
     per_step = {sid: dict(out["redactions"]) for sid, out in ctx.upstream.items()

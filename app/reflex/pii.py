@@ -12,6 +12,7 @@ from typing import Any
 
 import re
 from collections import Counter
+from collections.abc import Collection
 
 from app.reflex.match import Match
 from app.reflex.pii_rules import RULES, SEVERITY, Hit
@@ -128,20 +129,22 @@ def redact_matches(text: str, matches: list[Match]) -> str:
     return "".join(pieces)
 
 
-def redact(text: str) -> tuple[str, dict[str, int]]:
-    matches = scan(text)
+def redact(text: str, disabled: Collection[str] = ()) -> tuple[str, dict[str, int]]:
+    """``text`` with PII replaced by markers, and counts per type; types in ``disabled`` (the
+    policy's ``OCTOLLM_REFLEX_DISABLED_TYPES``) are left as they are."""
+    matches = [m for m in scan(text) if m.type not in disabled]
     return redact_matches(text, matches), dict(Counter(m.type for m in matches))
 
 
-def redact_json(value: Any) -> tuple[Any, dict[str, int]]:
+def redact_json(value: Any, disabled: Collection[str] = ()) -> tuple[Any, dict[str, int]]:
     """Any JSON value with PII redacted in every string at any depth (keys are kept), and how
     many of each type were replaced. Structure is walked, never flattened, so odd keys (dots,
-    empty strings) are safe."""
+    empty strings) are safe. Types in ``disabled`` are left as they are."""
     counts: Counter = Counter()
 
     def walk(item: Any) -> Any:
         if isinstance(item, str):
-            text, found = redact(item)
+            text, found = redact(item, disabled)
             counts.update(found)
             return text
         if isinstance(item, dict):

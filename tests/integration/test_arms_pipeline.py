@@ -1,0 +1,274 @@
+"""The arms, the planner and memory through the real pipeline: API, worker processes, Qdrant.
+
+The LLM tests drive the same pipeline functions in-process (reflex checks, plan, steps, finalize;
+the worker processes run without an LLM endpoint) against the fake OpenAI-compatible server over
+HTTP, and read the outcome through the API like the others.
+"""
+
+import json
+import time
+
+import pytest
+from sqlalchemy import select
+
+from app import orchestration, screening, steps
+from app.db import session_scope
+from app.errors import OctoError
+from app.models import Task, TaskStep
+from app.runtime import Runtime
+from app.submission import Submission, accept
+from tests.support.fixtures_llm import fake_llm  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+
+def submit(client, **payload) -> str:
+    response = client.post("/submit", json=payload)
+    assert response.status_code == 202, response.get_data(as_text=True)
+    return response.get_json()["task_id"]
+
+
+def step_outputs(settings, task_id: str) -> dict[str, dict]:
+    with session_scope(settings) as session:
+        return {s.step_id: s.output or {} for s in
+                session.scalars(select(TaskStep).where(TaskStep.task_id == task_id))}
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+# -- coder ---------------------------------------------------------------------------------------
+
+def test_code_review_reports_the_syntax_error_with_its_line(client, worker_set, wait_for,
+                                                            settings):
+    context = ("Here is my module:\n```python\nimport os\n\ndef add(a, b)\n"
+               "    return a + b\n```")
+    task_id = submit(client, goal="Review this code", context=context)
+    body = wait_for(client, task_id)
+
+    assert body["status"] == "completed", body
+    assert body["plan"]["task_kind"] == "code_review"
+    assert [s["arm"] for s in body["plan"]["steps"]] == ["coder", "judge"]
+    output = body["result"]["output"]
+    # Line 3 of the code block, which is line 5 of the context the user sent.
+    assert "Syntax error at line 3 (line 5 of the text it came from), column 14: expected ':'" \
+        in output, output
+    assert "def add(a, b)" in output
+    coder = next(s for s in body["steps"] if s["arm"] == "coder")
+    assert coder["summary"] == "syntax error at line 3: expected ':'"
+    stored = step_outputs(settings, task_id)[coder["step_id"]]
+    [analysis] = stored["analysis"]
+    assert analysis["syntax_error"]["line"] == 3
+    assert analysis["syntax_error"]["source_line"] == 5
+    assert body["result"]["mode"] == "offline"
+
+
+# -- retriever and knowledge ---------------------------------------------------------------------
+
+def test_ingested_knowledge_answers_a_question_with_its_source(client, worker_set, wait_for,
+                                                               settings):
+    source = "manuals/kestrel-9.md"
+    text = ("Kestrel-9 field manual.\n\n"
+            "The Kestrel-9 survey drone carries a maximum payload of 4.2 kilograms. "
+            "Its battery lasts 38 minutes in cold weather. Store it folded in the grey case.")
+    response = client.post("/knowledge", json={"text": text, "title": "Kestrel-9 manual",
+                                               "source": source})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    document_id = response.get_json()["document_id"]
+
+    def indexed():
+        doc = client.get(f"/knowledge/{document_id}").get_json()
+        return doc if doc["status"] == "indexed" else None
+
+    doc = wait_until(indexed, 60, f"document {document_id} indexed")
+    assert doc["chunk_count"] >= 1
+
+    task_id = submit(client, goal="What is the maximum payload of the Kestrel-9 drone?",
+                     acceptance_criteria=["must include: 4.2 kilograms"])
+    body = wait_for(client, task_id)
+
+    assert body["status"] == "completed", body
+    assert body["plan"]["task_kind"] == "question"
+    output = body["result"]["output"]
+    assert "The Kestrel-9 survey drone carries a maximum payload of 4.2 kilograms. [1]" in output
+    assert f"Sources:\n[1] {source}" in output
+    assert body["result"]["judge"]["verdict"] == "passed"
+    retriever = next(s for s in body["plan"]["steps"] if s["arm"] == "retriever")
+    found = step_outputs(settings, task_id)[retriever["id"]]
+    assert found["found"] is True
+    best = found["snippets"][0]
+    assert (best["source"], best["collection"]) == (source, "knowledge")
+    assert "4.2 kilograms" in best["text"]
+
+
+# -- planner: plan reuse -------------------------------------------------------------------------
+
+def test_a_similar_task_reuses_the_plan_of_one_that_passed(client, worker_set, wait_for,
+                                                           settings):
+    first = submit(client, goal="Run `echo alpha` to prime the zebra-quokka plan cache",
+                   acceptance_criteria=["must include: alpha"])
+    body = wait_for(client, first)
+    assert body["status"] == "completed", body
+    assert body["plan"]["source"] == "rule"
+    assert body["result"]["judge"]["passed"] is True
+
+    def episode_indexed():
+        with session_scope(settings) as session:
+            return session.get(Task, first).indexed_at is not None
+
+    wait_until(episode_indexed, 60, f"episode of {first} indexed")
+
+    second = submit(client, goal="Run `echo beta` to prime the zebra-quokka plan cache",
+                    acceptance_criteria=["must include: beta"])
+    reused = wait_for(client, second)
+
+    assert reused["status"] == "completed", reused
+    plan = reused["plan"]
+    assert plan["source"] == "reused", plan
+    assert plan["reused_from"] == first
+    assert plan["similarity"] >= settings.reuse_threshold
+    # The shape is reused, the inputs are the new task's: it ran the new command.
+    [run] = [s for s in plan["steps"] if s["arm"] == "executor"]
+    assert run["inputs"]["command"] == "echo beta"
+    assert reused["result"]["output"].strip() == "beta"
+    assert reused["result"]["plan_source"] == "reused"
+
+
+def test_a_similar_task_does_not_reuse_a_plan_whose_judge_failed(client, worker_set, wait_for,
+                                                                 settings):
+    first = submit(client, goal="Run `echo gamma` for the walrus-heron nightly check",
+                   acceptance_criteria=["format: json"])
+    body = wait_for(client, first)
+    assert body["status"] == "failed" and body["error"]["code"] == "VALIDATION_FAILED"
+    wait_until(lambda: _indexed(settings, first), 60, f"episode of {first} indexed")
+
+    second = submit(client, goal="Run `echo delta` for the walrus-heron nightly check")
+    plan = wait_for(client, second)["plan"]
+    assert plan["source"] == "rule", plan
+    assert plan["reused_from"] is None
+    assert first not in json.dumps(plan)  # not even considered: only passing episodes are hints
+
+
+def _indexed(settings, task_id: str) -> bool:
+    with session_scope(settings) as session:
+        return session.get(Task, task_id).indexed_at is not None
+
+
+# -- the LLM path (in-process pipeline, fake OpenAI-compatible server over HTTP) -----------------
+
+GOAL = "Write a Python function add(a, b) that returns the sum of a and b"
+LLM_PLAN = {
+    "task_kind": "code_generation",
+    "steps": [
+        {"id": "write", "arm": "coder", "action": "generate", "inputs": {"language": "python"},
+         "depends_on": [], "acceptance_criteria": ["returns python code that parses"]},
+        {"id": "check", "arm": "judge", "action": "validate",
+         "inputs": {"task_kind": "code_generation"}, "depends_on": ["write"],
+         "acceptance_criteria": []},
+    ],
+}
+CODE_ANSWER = ("```python\ndef add(a, b):\n    return a + b\n```\n"
+               "Adds the two arguments and returns the result.")
+
+
+@pytest.fixture
+def llm_runtime(runtime, fake_llm):  # noqa: F811 - the fixture imported above
+    env = {**runtime.settings.env, "OCTOLLM_LLM_BASE_URL": fake_llm.base_url,
+           "OCTOLLM_LLM_MODEL": "fake-model", "OCTOLLM_LLM_MAX_RETRIES": "0"}
+    rt = Runtime(runtime.settings.replace(env=env))
+    yield rt
+    rt.close()
+
+
+def run_pipeline(rt: Runtime, task_id: str) -> None:
+    """What the workers do for one task, in order, in this process (no retriever hits: the
+    memory worker owns the embedded Qdrant folder). A failing step ends the task as the
+    pipeline's link_error does."""
+    results = [screening.check(rt, task_id, family) for family in screening.FAMILIES]
+    assert screening.verdict(rt, task_id, results) == "allow"
+    orchestration.plan(rt, task_id)
+    stage = orchestration.prepare_stage(rt, task_id)
+    for level, members in enumerate(stage.levels):
+        for member in members:
+            try:
+                steps.execute(rt, task_id, member.step_id, f"{task_id}.{member.step_id}.0")
+            except OctoError:
+                orchestration.pipeline_error(rt, task_id)
+                return
+        orchestration.collect(rt, task_id, level)
+    orchestration.finalize(rt, task_id)
+
+
+def test_plan_and_code_come_from_the_llm(llm_runtime, fake_llm, client):  # noqa: F811
+    fake_llm.answer(json.dumps(LLM_PLAN), prompt_tokens=100, completion_tokens=50)
+    fake_llm.answer(CODE_ANSWER, prompt_tokens=80, completion_tokens=40)
+    task_id = accept(llm_runtime, Submission(
+        goal=GOAL, acceptance_criteria=["format: python", "must include: def add"])).task_id
+    run_pipeline(llm_runtime, task_id)
+    body = client.get(f"/tasks/{task_id}").get_json()
+
+    assert body["status"] == "completed", body
+    assert body["plan"]["source"] == "llm"
+    assert [s["id"] for s in body["plan"]["steps"]] == ["write", "check"]
+    assert body["result"]["mode"] == "llm"
+    assert body["result"]["output"].strip() == "def add(a, b):\n    return a + b"
+    assert body["result"]["judge"]["verdict"] == "passed"
+    write = step_outputs(llm_runtime.settings, task_id)["write"]
+    assert (write["mode"], write["model"]) == ("llm", "fake-model")
+    assert write["explanation"] == "Adds the two arguments and returns the result."
+    # Two calls (the judge checked both criteria by rule), both paid for by the task.
+    planning, coding = fake_llm.requests
+    assert "You plan tasks" in planning.body["messages"][0]["content"]
+    assert GOAL in coding.body["messages"][1]["content"]
+    assert body["usage"]["total"] == {"tokens": 270, "cost_usd": 0.0, "calls": 2}
+
+
+def test_an_llm_answer_past_the_token_budget_ends_the_task(llm_runtime, fake_llm,  # noqa: F811
+                                                          client):
+    fake_llm.answer(json.dumps(LLM_PLAN), prompt_tokens=200, completion_tokens=100)
+    fake_llm.answer(CODE_ANSWER, prompt_tokens=150, completion_tokens=4000)
+    task_id = accept(llm_runtime, Submission(goal=GOAL, budget={"max_tokens": 3000})).task_id
+    run_pipeline(llm_runtime, task_id)
+    body = client.get(f"/tasks/{task_id}").get_json()
+
+    assert body["status"] == "failed", body
+    assert body["error"]["code"] == "BUDGET_EXCEEDED"
+    assert "4450 > 3000" in body["error"]["message"]
+    assert body["plan"]["source"] == "llm"
+    write = next(s for s in body["steps"] if s["step_id"] == "write")
+    assert write["status"] == "failed" and write["error"]["code"] == "BUDGET_EXCEEDED"
+    # The coder asked the server for no more than what was left of the budget.
+    _, coding = fake_llm.requests
+    assert coding.body["max_tokens"] <= 3000 - 300
+
+
+def test_a_budget_too_small_for_any_call_ends_the_task_without_calling(
+        llm_runtime, fake_llm, client):  # noqa: F811
+    task_id = accept(llm_runtime, Submission(goal=GOAL, budget={"max_tokens": 20})).task_id
+    run_pipeline(llm_runtime, task_id)
+    body = client.get(f"/tasks/{task_id}").get_json()
+
+    assert body["status"] == "failed", body
+    assert body["error"]["code"] == "BUDGET_EXCEEDED"
+    # Planning falls back to the rules for free; the coder cannot do without the LLM.
+    assert body["plan"]["source"] == "rule"
+    assert "budget too small for LLM planning" in body["plan"]["fallback_reason"]
+    assert fake_llm.requests == []
+
+
+def test_tokens_of_the_call_that_broke_the_budget_are_accounted(llm_runtime, fake_llm,  # noqa: F811
+                                                                client):
+    fake_llm.answer(json.dumps(LLM_PLAN), prompt_tokens=200, completion_tokens=100)
+    fake_llm.answer(CODE_ANSWER, prompt_tokens=150, completion_tokens=4000)
+    task_id = accept(llm_runtime, Submission(goal=GOAL, budget={"max_tokens": 3000})).task_id
+    run_pipeline(llm_runtime, task_id)
+    body = client.get(f"/tasks/{task_id}").get_json()
+    assert body["error"]["code"] == "BUDGET_EXCEEDED"
+    assert body["usage"]["total"]["tokens"] == 4450
