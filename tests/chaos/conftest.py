@@ -1,0 +1,213 @@
+"""A stack the chaos tests may break: its own Redis server, database, workers and beat.
+
+Nothing here is shared with the rest of the suite, so killing Redis or refusing database
+connections cannot disturb other tests or other runs on the machine. Reconciliation runs for real
+(celery beat every few seconds), because recovering from these faults is its job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from app.config import Settings
+from app.db import session_scope
+from app.models import Task, TaskResult, TaskStep
+from tests.support.workers import WorkerSet
+from workers.embedded import EmbeddedRedis, free_port, start_redis
+from workers.stack import migrate
+
+TERMINAL = ("completed", "failed", "cancelled")
+BATCH = 200
+
+
+@dataclass
+class ChaosStack:
+    env: dict[str, str]
+    settings: Settings
+    workdir: Path
+    admin: dict
+    db_name: str
+    redis_port: int
+    redis: EmbeddedRedis
+    workers: WorkerSet
+    beat: subprocess.Popen | None = None
+    api: object = None
+    report: list = field(default_factory=list)
+
+    # -- faults -------------------------------------------------------------------------------
+    def restart_redis(self, down_seconds: float = 2.0) -> None:
+        self.redis.process.kill()
+        self.redis.process.wait(timeout=10)
+        time.sleep(down_seconds)
+        self.redis = start_redis(self.workdir / "redis", port=self.redis_port)
+
+    def flush_broker(self) -> None:
+        import redis
+
+        with redis.Redis(port=self.redis_port) as client:
+            client.flushdb()
+
+    def refuse_database(self, seconds: float) -> None:
+        """New connections refused and existing ones terminated, repeatedly, for ``seconds``."""
+        conn = psycopg2.connect(**self.admin)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{self.db_name}" ALLOW_CONNECTIONS false')
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = %s AND pid <> pg_backend_pid()", (self.db_name,))
+                time.sleep(0.5)
+            cur.execute(f'ALTER DATABASE "{self.db_name}" ALLOW_CONNECTIONS true')
+        conn.close()
+
+    # -- work -----------------------------------------------------------------------------------
+    def submit(self, n: int, label: str) -> list[str]:
+        client = self.api.test_client()
+        ids = []
+        for i in range(n):
+            response = client.post("/submit", json={"goal": f"Run `echo {label} {i}`"})
+            assert response.status_code == 202, response.get_data(as_text=True)
+            ids.append(response.get_json()["task_id"])
+        return ids
+
+    def statuses(self, ids: list[str]) -> Counter:
+        for attempt in range(60):  # the database may be the thing that is down
+            try:
+                with session_scope(self.settings) as session:
+                    rows = session.execute(select(Task.status).where(Task.id.in_(ids))).scalars().all()
+                return Counter(str(s) for s in rows)
+            except OperationalError:
+                time.sleep(0.5)
+        raise AssertionError("the chaos database stayed unreachable")
+
+    def wait_terminal(self, ids: list[str], timeout: float) -> float:
+        """Seconds until every task is terminal; fails with the counts if the bound passes."""
+        started = time.monotonic()
+        while True:
+            counts = self.statuses(ids)
+            if sum(counts[s] for s in TERMINAL) == len(ids):
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"not every task is terminal after {timeout}s: {dict(counts)}"
+                                     f"\n{self.workers.logs()[-6000:]}")
+            time.sleep(0.5)
+
+    def wait_progress(self, ids: list[str], done: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(self.statuses(ids)[s] for s in TERMINAL) < done:
+            assert time.monotonic() < deadline, "the batch made no progress before the fault"
+            time.sleep(0.2)
+
+    def check_exactly_once(self, ids: list[str]) -> dict:
+        """No duplicate results, and no executor step ran its command twice (marker files)."""
+        with session_scope(self.settings) as session:
+            results = session.execute(
+                select(TaskResult.task_id, func.count()).where(TaskResult.task_id.in_(ids))
+                .group_by(TaskResult.task_id)).all()
+            executed = session.execute(
+                select(TaskStep.task_id, TaskStep.step_id).where(
+                    TaskStep.task_id.in_(ids), TaskStep.arm == "executor",
+                    TaskStep.status == "completed")).all()
+        assert all(count == 1 for _, count in results), "a task has two result rows"
+        markers = Counter(tuple(p.name.split(".")[:2])
+                          for p in (self.workdir / "markers").glob("*")
+                          if p.name.split(".")[0] in set(ids))
+        twice = {k: v for k, v in markers.items() if v > 1}
+        assert not twice, f"side effects ran more than once: {twice}"
+        missing = [(str(t), s) for t, s in executed if markers[(str(t), s)] != 1]
+        assert not missing, f"completed executor steps without exactly one run: {missing[:5]}"
+        return {"results": len(results), "executor_runs": sum(markers.values())}
+
+    def failures(self, ids: list[str]) -> dict[str, int]:
+        with session_scope(self.settings) as session:
+            rows = session.execute(select(Task.error_code, Task.error_message).where(
+                Task.id.in_(ids), Task.status == "failed")).all()
+        for code, message in rows:
+            print(f"  failed: {code}: {message[:200]}")
+        return dict(Counter(code for code, _ in rows))
+
+    def record(self, scenario: str, ids: list[str], recovery: float, extra: dict) -> None:
+        counts = self.statuses(ids)
+        line = {"scenario": scenario, "tasks": len(ids), "recovery_s": round(recovery, 1),
+                **{s: counts[s] for s in TERMINAL}, "failed_by_code": self.failures(ids),
+                **extra}
+        self.report.append(line)
+        print(f"\nCHAOS {line}", flush=True)
+
+
+def _start_beat(env: dict[str, str], workdir: Path) -> subprocess.Popen:
+    with open(workdir / "beat.log", "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "workers.cli", "beat"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def chaos(services, tmp_path_factory):
+    from api import create_app
+
+    workdir = tmp_path_factory.mktemp("chaos")
+    url = make_url(services.database_url)
+    admin = {"host": url.host or url.query.get("host"), "port": url.port or 5432,
+             "user": url.username or "postgres", "dbname": "postgres"}
+    db_name = f"octollm_chaos_{uuid.uuid4().hex[:8]}"
+    conn = psycopg2.connect(**admin)
+    conn.autocommit = True
+    conn.cursor().execute(f'CREATE DATABASE "{db_name}"')
+    redis_port = free_port()
+    redis = start_redis(workdir / "redis", port=redis_port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOLLM_")}
+    env.update({
+        "OCTOLLM_ENVIRONMENT": "test",
+        "OCTOLLM_DATABASE_URL": url.set(database=db_name).render_as_string(hide_password=False),
+        "OCTOLLM_REDIS_URL": redis.url,
+        "OCTOLLM_QDRANT_PATH": str(workdir / "qdrant"),
+        "OCTOLLM_VAR_DIR": str(workdir),
+        "OCTOLLM_AUTH_DISABLED": "true",
+        "OCTOLLM_RATE_LIMIT_PER_SECOND": "0",
+        "OCTOLLM_EXECUTOR_MARKER_DIR": str(workdir / "markers"),
+        "OCTOLLM_STUCK_AFTER_SECONDS": "10",
+        "OCTOLLM_RECONCILE_INTERVAL_SECONDS": "3",
+        "OCTOLLM_MAX_DISPATCHES": "10",
+    })
+    settings = Settings.from_env(env)
+    migrate(settings.database_url)
+    workers = WorkerSet(env=env, workdir=workdir)
+    workers.start_all()
+    stack = ChaosStack(env=env, settings=settings, workdir=workdir, admin=admin,
+                       db_name=db_name, redis_port=redis_port, redis=redis, workers=workers)
+    stack.beat = _start_beat(env, workdir)
+    stack.api = create_app(settings)
+    try:
+        yield stack
+    finally:
+        if stack.beat.poll() is None:
+            os.killpg(stack.beat.pid, signal.SIGTERM)
+            stack.beat.wait(timeout=30)
+        workers.stop_all()
+        stack.api.extensions["octollm_celery"].close()
+        stack.api.extensions["octollm"].close()
+        stack.redis.stop()
+        from app.db import dispose_all
+
+        dispose_all()
+        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        conn.close()
+        if stack.report:
+            print("\nCHAOS SUMMARY")
+            for line in stack.report:
+                print(f"  {line}")
