@@ -299,7 +299,8 @@ def benign_records(f: Faker, rng: random.Random) -> list[dict]:
         add(text, "hand:look-alike-words")
     for i in range(40):  # security writing with Faker-made framing
         base = cases.SECURITY_DISCUSSION[i % len(cases.SECURITY_DISCUSSION)]
-        add(f"{f.name()} wrote in the {f.month_name()} newsletter: {base}", "hand+faker-framing")
+        month = date.fromisoformat(_day(f)).strftime("%B")  # not f.month_name(): it ends today
+        add(f"{f.name()} wrote in the {month} newsletter: {base}", "hand+faker-framing")
     return records
 
 
