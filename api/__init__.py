@@ -43,8 +43,12 @@ def create_app(settings: Settings | None = None, *, celery=None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         API_TITLE="OctoLLM Orchestrator", API_VERSION=VERSION, OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
-        JSON_SORT_KEYS=False, PROPAGATE_EXCEPTIONS=False,
+        PROPAGATE_EXCEPTIONS=False,
     )
+    # Flask 3 ignores JSON_SORT_KEYS: the JSON provider decides. Keys are sorted (as documented)
+    # and the output is compact.
+    app.json.sort_keys = True
+    app.json.compact = True
     rt = Runtime(settings)
     app.extensions["octollm"] = rt
     app.extensions["octollm_celery"] = celery or make_producer(settings)
@@ -54,12 +58,26 @@ def create_app(settings: Settings | None = None, *, celery=None) -> Flask:
         app.extensions["octollm_ratelimiter"] = RateLimiter(
             rt.redis, settings.rate_limit_burst, settings.rate_limit_per_second)
 
-    api = OctoApi(app, spec_kwargs={"info": {"description": "Distributed task orchestration."}})
+    from api.openapi import SECURITY_SCHEMES, OctoSpecPlugin
+
+    api = OctoApi(app, spec_kwargs={"info": {"description": "Distributed task orchestration."},
+                                    "extra_plugins": [OctoSpecPlugin()]})
+    for name, scheme in SECURITY_SCHEMES.items():
+        api.spec.components.security_scheme(name, scheme)
     from api import memory, stream, system, tasks  # noqa: F401 - stream adds routes to tasks.blp
 
     api.register_blueprint(system.blp)
     api.register_blueprint(tasks.blp)
     api.register_blueprint(memory.blp)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        # Off unless configured: browsers on other origins may not call the API by default.
+        from flask_cors import CORS
+
+        CORS(app, origins=origins, allow_headers=["Content-Type", "X-API-Key", "Authorization",
+                                                  "Idempotency-Key", "X-Request-ID",
+                                                  "Last-Event-ID"],
+             expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
     app.register_error_handler(Exception, errors.handle)
     app.register_error_handler(HTTPException, errors.handle)
     app.before_request(_before)
@@ -92,9 +110,10 @@ def _before() -> None:
     if request.method in ("POST", "PUT", "PATCH") and request.content_length:
         if not request.is_json:
             raise errors.ApiError(415, "request bodies must be JSON (Content-Type: application/json)")
-    from api import auth
+    from api import auth, parsing
 
     auth.identify()
+    parsing.reject_unknown_query()
 
 
 def _after(response):

@@ -1,5 +1,10 @@
 """Who is calling: API-key authentication, scopes, tenant, and the per-client rate limit.
 
+All of it runs in ``before_request`` (``identify``), in this order: 401 (key), 429 (rate limit),
+403 (scope, declared on the view with ``require``), so a client lacking a scope learns that
+before its body or query is validated. ``OPTIONS`` (CORS preflights, which browsers send without
+credentials, and Flask's automatic ``Allow`` answers) needs no key and serves no data.
+
 Keys arrive as ``X-API-Key`` or ``Authorization: Bearer``. A verified key is cached in-process for
 a short time so a busy client does not cost a database round trip per request; revocation takes
 effect within that time (KEY_CACHE_SECONDS).
@@ -14,6 +19,7 @@ import time
 from functools import wraps
 
 from flask import current_app, g, request
+from flask_smorest import Blueprint
 
 from api.errors import ApiError
 from app import auth, metrics
@@ -59,6 +65,8 @@ def identify() -> None:
     """before_request: set g.principal (None on public endpoints) and apply the rate limit."""
     rt = current_app.extensions["octollm"]
     g.principal = None
+    if request.method == "OPTIONS":
+        return
     if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
         return
     if rt.settings.auth_disabled:
@@ -77,6 +85,16 @@ def identify() -> None:
 
     g.log_tokens.update(octolog.bind(tenant=g.tenant))
     _rate_limit(rt)
+    from api.parsing import current_view_method
+
+    _check_scope(getattr(current_view_method(), "required_scope", None))
+
+
+def _check_scope(scope: str | None) -> None:
+    principal = g.get("principal")
+    if scope and (principal is None or not principal.can(scope)):
+        raise ApiError(403, f"this API key lacks the {scope!r} scope",
+                       details={"required_scope": scope})
 
 
 def _rate_limit(rt) -> None:
@@ -98,17 +116,20 @@ def _rate_limit(rt) -> None:
 
 
 def require(scope: str):
-    """View decorator: the caller's key must carry ``scope`` (or admin)."""
+    """View decorator: the caller's key must carry ``scope`` (or admin).
+
+    The check itself runs in ``identify`` (before any argument parsing): the decorator records
+    the scope on the view (``required_scope``, which flask-smorest's and webargs' wrappers copy
+    outwards) and in the OpenAPI document. The wrapper checks again, for views called otherwise.
+    """
 
     def decorate(view):
         @wraps(view)
         def wrapper(*args, **kwargs):
-            principal = g.get("principal")
-            if principal is None or not principal.can(scope):
-                raise ApiError(403, f"this API key lacks the {scope!r} scope",
-                               details={"required_scope": scope})
+            _check_scope(scope)
             return view(*args, **kwargs)
 
-        return wrapper
+        wrapper.required_scope = scope
+        return Blueprint.doc(**{"x-required-scope": scope})(wrapper)
 
     return decorate

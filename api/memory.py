@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+import re
+
 import marshmallow as ma
 from celery.exceptions import TimeoutError as CeleryTimeout
 from flask import current_app, g
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import validate
 
 from api import errors
-from api.schemas import Strict
+from api.parsing import Blueprint
 from api.auth import require
-from app import repo
+from api.schemas import Strict, not_blank
+from app import metrics, repo
 from app.db import session_scope
+from app.errors import ErrorCode
 from app.models import Document
 from app.reflex import scan_fields
 from app.screening import policy_of
 
 blp = Blueprint("memory", __name__, description="Knowledge and episodic memory")
 SEARCH_TIMEOUT_SECONDS = 10
+# The marker app.reflex.pii puts in place of each redacted value: [REDACTED:<TYPE>].
+_MARKER = re.compile(r"\[REDACTED:([A-Z0-9_]+)\]")
 
 
 class KnowledgeSchema(Strict):
-    text = ma.fields.String(required=True, validate=validate.Length(1, 200_000))
+    text = ma.fields.String(required=True, validate=[validate.Length(1, 200_000), not_blank])
     title = ma.fields.String(load_default="", validate=validate.Length(max=500))
     source = ma.fields.String(load_default="", validate=validate.Length(max=1000))
     metadata = ma.fields.Dict(keys=ma.fields.String(validate=validate.Length(1, 100)),
@@ -68,13 +73,20 @@ class Knowledge(MethodView):
     def post(self, body):
         """Add a document to the tenant's knowledge (stored, then chunked and indexed)."""
         rt = _runtime()
+        # The same gate as POST /submit: the reflex layer's verdict under the deployment's
+        # policy. Block (critical injection, a deny term, PII in a field the policy blocks on)
+        # is a 400 with masked matches; other PII is redacted before the row is written.
         report = scan_fields({"text": body["text"], "title": body["title"]}, policy_of(rt))
+        public = report.public()
+        if public["action"] == "block":
+            metrics.REFLEX_BLOCKED.labels(stage="knowledge").inc()
+            raise errors.ApiError(
+                400, "the document was rejected by the reflex layer: "
+                + "; ".join(public.get("reasons") or []),
+                error=ErrorCode.BLOCKED_BY_REFLEX, details=public)
         text = report.redacted.get("text", body["text"])
         title = report.redacted.get("title", body["title"])
-        redactions: dict[str, int] = {}
-        for match in report.public()["matches"]:
-            if match["family"] == "pii":
-                redactions[match["type"]] = redactions.get(match["type"], 0) + 1
+        redactions = redaction_counts(title, text)
         doc = Document(tenant=g.tenant, title=title, source=body["source"], text=text,
                        doc_metadata=body["metadata"])
         with session_scope(rt.settings) as session:
@@ -91,6 +103,15 @@ class Knowledge(MethodView):
                 "indexed_at": None}
 
 
+def redaction_counts(*texts: str) -> dict[str, int]:
+    """PII redacted from a stored document, by type: the markers in its stored title and text."""
+    counts: dict[str, int] = {}
+    for text in texts:
+        for kind in _MARKER.findall(text or ""):
+            counts[kind.lower()] = counts.get(kind.lower(), 0) + 1
+    return dict(sorted(counts.items()))
+
+
 @blp.route("/knowledge/<document_id>")
 class KnowledgeItem(MethodView):
     @blp.response(200, DocumentSchema)
@@ -104,7 +125,8 @@ class KnowledgeItem(MethodView):
             if doc is None or doc.tenant != g.tenant:
                 raise errors.ApiError(404, f"document {document_id} not found")
             return {"document_id": doc.id, "status": doc.status, "title": doc.title,
-                    "chunk_count": doc.chunk_count, "redactions": {},
+                    "chunk_count": doc.chunk_count,
+                    "redactions": redaction_counts(doc.title, doc.text),
                     "created_at": doc.created_at, "indexed_at": doc.indexed_at}
 
 
@@ -116,16 +138,23 @@ class MemorySearch(MethodView):
     @require("tasks:read")
     def get(self, args):
         """Search the tenant's past episodes or knowledge by meaning."""
-        result = _celery().signature(
-            "octollm.memory.query",
-            args=(g.tenant, args["q"], args["collection"], args["limit"])).apply_async()
+        try:
+            result = _celery().signature(
+                "octollm.memory.query",
+                args=(g.tenant, args["q"], args["collection"], args["limit"])).apply_async(
+                retry=True, retry_policy={"max_retries": 1, "interval_start": 0,
+                                          "interval_step": 0.2})
+        except Exception as exc:  # noqa: BLE001 - the broker refused: unavailable, not a 500
+            raise errors.ApiError(503, f"memory search failed: {type(exc).__name__}",
+                                  headers={"Retry-After": errors.RETRY_AFTER_SECONDS}) from None
         try:
             hits = result.get(timeout=SEARCH_TIMEOUT_SECONDS, propagate=True)
         except CeleryTimeout:
             raise errors.ApiError(503, "the memory worker did not answer in time",
-                                  headers={"Retry-After": 5}) from None
+                                  headers={"Retry-After": errors.RETRY_AFTER_SECONDS}) from None
         except Exception as exc:  # noqa: BLE001 - surfaced as unavailable, not as a 500
-            raise errors.ApiError(503, f"memory search failed: {type(exc).__name__}") from None
+            raise errors.ApiError(503, f"memory search failed: {type(exc).__name__}",
+                                  headers={"Retry-After": errors.RETRY_AFTER_SECONDS}) from None
         finally:
             # Unsubscribe now, while the backend is open, not later from the garbage collector.
             result.backend.remove_pending_result(result)

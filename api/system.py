@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 
 from flask import Response, current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from api import errors, schemas
+from api.parsing import Blueprint
 from app import metrics
 from app.db import get_engine
-from workers.queues import QUEUES, redis_lists
+from workers import queues
 
 blp = Blueprint("system", __name__, description="Service status and metrics")
 
@@ -55,7 +55,8 @@ class Ready(MethodView):
         failing = sorted(name for name, state in checks.items() if state != "ok")
         if failing:
             raise errors.ApiError(503, f"not ready: {', '.join(failing)} unavailable",
-                                  details={"checks": checks, "failing": failing})
+                                  details={"checks": checks, "failing": failing},
+                                  headers={"Retry-After": errors.RETRY_AFTER_SECONDS})
         return {"status": "ready", "checks": checks}
 
 
@@ -70,13 +71,7 @@ class Metrics(MethodView):
 
 
 def queue_depths() -> dict[str, int]:
-    client = runtime().broker
-    pipe = client.pipeline(transaction=False)
-    for queue in QUEUES:
-        for key in redis_lists(queue.name):
-            pipe.llen(key)
-    counts = iter(pipe.execute())
-    return {q.name: sum(next(counts) for _ in redis_lists(q.name)) for q in QUEUES}
+    return queues.queue_depths(runtime().broker)
 
 
 def _check_database() -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 
 from flask import current_app, g, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from api import errors, schemas
+from api.openapi import IDEMPOTENCY_KEY, headers
+from api.parsing import Blueprint
 from api.auth import require
 from app import control, repo
 from app.db import session_scope
@@ -38,6 +39,7 @@ class Submit(MethodView):
     @blp.alt_response(400, schema=errors.ErrorSchema, description="Invalid or blocked input")
     @blp.alt_response(409, schema=errors.ErrorSchema, description="Idempotency-Key reused")
     @blp.alt_response(413, schema=errors.ErrorSchema, description="Body too large")
+    @headers(IDEMPOTENCY_KEY)
     @require("tasks:submit")
     def post(self, body):
         """Submit a task; it is stored before it is queued."""
@@ -158,14 +160,23 @@ def _encode_cursor(task: Task) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple:
+    """(created_at in UTC, task id) from a cursor; 400 for anything we did not issue.
+
+    The instant is converted to UTC: PostgreSQL refuses offsets beyond +-15:59, which
+    ``fromisoformat`` accepts (up to +-23:59), and a naive time would be read in the session's
+    time zone.
+    """
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, task_id = json.loads(base64.urlsafe_b64decode(padded))
-        uid = repo.as_uuid(task_id)
-        if uid is None:
+        uid = repo.as_uuid(task_id) if isinstance(task_id, str) else None
+        if uid is None or not isinstance(created, str):
             raise ValueError(task_id)
-        return datetime.fromisoformat(created), uid
-    except (ValueError, TypeError, json.JSONDecodeError):
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ValueError(created)
+        return when.astimezone(UTC), uid
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise errors.ApiError(400, "invalid cursor; pass next_cursor from the previous page",
                               details={"fields": {"cursor": ["invalid cursor"]}}) from None
 

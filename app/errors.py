@@ -10,7 +10,9 @@ class ErrorCode:
     STEP_INTERRUPTED = "STEP_INTERRUPTED"
     CANCELLED = "CANCELLED"
     ARM_ERROR = "ARM_ERROR"
+    COMMAND_REFUSED = "COMMAND_REFUSED"  # the executor refused the command before running it
     PLAN_ERROR = "PLAN_ERROR"
+    LLM_ERROR = "LLM_ERROR"  # the LLM endpoint failed where the work needs it
     CAPABILITY_DENIED = "CAPABILITY_DENIED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 import redis
@@ -34,10 +35,25 @@ def key(task_id: str) -> str:
     return KEY.format(task_id)
 
 
+def json_default(value: Any) -> Any:
+    """JSON for what ``json`` cannot encode: datetimes as ISO 8601 in UTC, the rest as text."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, default=json_default)
+
+
 def publish(client: redis.Redis | None, task_id: str, type_: str, **data: Any) -> str | None:
     if client is None:
         return None
-    payload = {"type": type_, "data": json.dumps({"task_id": str(task_id), **data}, default=str)}
+    payload = {"type": type_, "data": dumps({"task_id": str(task_id), **data})}
     try:
         pipe = client.pipeline(transaction=False)
         pipe.xadd(key(str(task_id)), payload, maxlen=MAX_EVENTS, approximate=True)

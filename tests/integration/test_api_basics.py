@@ -34,6 +34,8 @@ def _error(response, status: int) -> dict:
     ({"goal": "ok", "budget": {"surprise": 1}}, "budget.surprise"),
     ({"goal": "ok", "acceptance_criteria": "not a list"}, "acceptance_criteria"),
     ({"goal": "ok", "constraints": ["a"]}, "constraints"),
+    ({"goal": "ok", "constraints": {"": "a"}}, "constraints"),
+    ({"goal": "ok", "metadata": {"k" * 101: 1}}, "metadata"),
     ({"goal": "ok", "unknown_field": 1}, "unknown_field"),
 ])
 def test_invalid_submissions_are_400_naming_the_field(client, payload, field):
@@ -57,6 +59,8 @@ def test_body_over_the_limit_is_413(client, settings):
     big = {"goal": "x", "context": "y" * (settings.max_body_bytes + 10)}
     body = _error(client.post("/submit", json=big), 413)
     assert body["error"] == "PAYLOAD_TOO_LARGE"
+    assert body["details"]["limit_bytes"] == settings.max_body_bytes
+    assert f"the limit is {settings.max_body_bytes} bytes" in body["message"]
 
 
 @pytest.mark.parametrize("task_id", [str(uuid.uuid4()), "not-a-uuid", "1234"])
@@ -73,7 +77,9 @@ def test_request_id_is_echoed_or_generated(client):
 
 def test_unknown_route_and_method_use_the_error_format(client):
     assert _error(client.get("/nope"), 404)["error"] == "NOT_FOUND"
-    assert _error(client.delete("/submit"), 405)["error"] == "METHOD_NOT_ALLOWED"
+    not_allowed = client.delete("/submit")
+    assert _error(not_allowed, 405)["error"] == "METHOD_NOT_ALLOWED"
+    assert not_allowed.headers["Allow"] == "OPTIONS, POST"
 
 
 def test_health_root_and_security_headers(client):
@@ -95,7 +101,9 @@ def test_ready_names_the_failing_check(settings):
     from api import create_app
 
     broken = create_app(settings.replace(database_url="postgresql://nobody@127.0.0.1:1/none"))
-    body = _error(broken.test_client().get("/ready"), 503)
+    response = broken.test_client().get("/ready")
+    body = _error(response, 503)
+    assert response.headers["Retry-After"] == "5"
     assert body["details"]["failing"] == ["database"]
     assert body["details"]["checks"]["broker"] == "ok"
     assert "database" in body["message"]
@@ -109,3 +117,43 @@ def test_metrics_expose_the_seed_names(client):
                  "octollm_queue_depth"):
         assert name in text
     assert 'octollm_queue_depth{queue="arm.coder"}' in text
+
+
+def test_cors_is_off_unless_origins_are_configured(client, settings):
+    from api import create_app
+
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "Content-Type, X-API-Key"}
+    assert "Access-Control-Allow-Origin" not in client.options("/submit", headers=preflight).headers
+    allowed = create_app(settings.replace(cors_origins="https://app.example")).test_client()
+    answer = allowed.options("/submit", headers=preflight)
+    assert answer.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "X-API-Key" in answer.headers["Access-Control-Allow-Headers"]
+    other = allowed.options("/submit", headers={**preflight, "Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_database_outage_is_503_with_retry_after_and_no_internals(settings):
+    from api import create_app
+
+    broken = create_app(settings.replace(database_url="postgresql://nobody@127.0.0.1:1/none"))
+    response = broken.test_client().get("/tasks")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    body = response.get_json()
+    assert body["error"] == "SERVICE_UNAVAILABLE" and set(body) == ERROR_KEYS
+    text = response.get_data(as_text=True)
+    assert "Traceback" not in text and "psycopg2" not in text and "127.0.0.1:1" not in text
+
+
+def test_secrets_are_masked_in_log_lines(caplog):
+    import logging
+
+    from app.logging import ContextFilter
+
+    record = logging.LogRecord("t", logging.WARNING, __file__, 1,
+                               "connect to postgresql://app:s3cretpw@db/x with Bearer abcdefgh12345 "
+                               "and key %s", ("octo_AbCdEf1234_abcdefghijklmnopqrstuv",), None)
+    ContextFilter().filter(record)
+    line = record.getMessage()
+    for secret in ("s3cretpw", "abcdefgh12345", "abcdefghijklmnopqrstuv"):
+        assert secret not in line

@@ -66,6 +66,21 @@ def test_key_without_the_scope_is_403(secured, keys):
     assert c.post("/knowledge", json={"text": "x"}, headers=h(keys["reader"])).status_code == 403
 
 
+def test_missing_scope_is_403_even_when_the_input_is_invalid(secured, keys):
+    c = secured.test_client()
+    reader = h(keys["reader"])
+    for response, scope in (
+            (c.post("/submit", json={"goal": "", "colour": "red"}, headers=reader), "tasks:submit"),
+            (c.post("/submit", data="{", content_type="application/json", headers=reader),
+             "tasks:submit"),
+            (c.post("/knowledge", json={}, headers=reader), "knowledge:write"),
+            (c.post("/tasks/not-a-uuid/retry?now=1", headers=reader), "tasks:submit")):
+        assert response.status_code == 403, response.get_data(as_text=True)
+        assert response.get_json()["details"] == {"required_scope": scope}
+    # With the scope, the same bodies are validated.
+    assert c.post("/submit", json={"goal": ""}, headers=h(keys["alice"])).status_code == 400
+
+
 def test_other_tenants_tasks_are_invisible_on_every_endpoint(secured, keys):
     c = secured.test_client()
     created = c.post("/submit", json={"goal": "Run `echo alice only`"}, headers=h(keys["alice"]))

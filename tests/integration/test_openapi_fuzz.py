@@ -73,3 +73,53 @@ def test_document_describes_every_endpoint_and_the_error_format(client):
     assert {"202", "400", "409", "413"} <= set(submit)
     error = document["components"]["schemas"]["Error"]["properties"]
     assert set(error) == {"error", "message", "details", "request_id"}
+
+
+PUBLIC = {("get", "/"), ("get", "/health"), ("get", "/ready"), ("get", "/metrics")}
+
+
+def _operations_of(document):
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method != "parameters":
+                yield method, path, operation
+
+
+def test_document_lists_only_answers_the_api_sends(client):
+    document = client.get("/openapi.json").get_json()
+    for method, path, operation in _operations_of(document):
+        responses = operation["responses"]
+        assert "422" not in responses, (method, path)  # validation failures are 400
+        assert "400" in responses, (method, path)  # unknown query parameters, at least
+        if method == "post":
+            assert "415" in responses, (method, path)
+        if "requestBody" in operation:
+            assert "413" in responses, (method, path)
+        if "503" in responses:
+            assert "Retry-After" in responses["503"]["headers"], (method, path)
+
+
+def test_document_describes_authentication_and_headers(client):
+    document = client.get("/openapi.json").get_json()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["ApiKeyAuth"] == {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                                     "description": schemes["ApiKeyAuth"]["description"]}
+    assert schemes["BearerAuth"]["type"] == "http" and schemes["BearerAuth"]["scheme"] == "bearer"
+    for method, path, operation in _operations_of(document):
+        headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
+        assert "X-Request-ID" in headers, (method, path)
+        if (method, path) in PUBLIC:
+            assert "security" not in operation, (method, path)
+            continue
+        assert operation["security"] == [{"ApiKeyAuth": []}, {"BearerAuth": []}], (method, path)
+        assert {"401", "403", "429", "503"} <= set(operation["responses"]), (method, path)
+        assert operation["x-required-scope"] in operation["responses"]["403"]["description"]
+        assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
+        assert "Retry-After" in operation["responses"]["429"]["headers"]
+    submit = document["paths"]["/submit"]["post"]
+    assert any(p["name"] == "Idempotency-Key" and p["in"] == "header"
+               and p["schema"]["maxLength"] == 200 for p in submit["parameters"])
+    events = document["paths"]["/tasks/{task_id}/events"]["get"]
+    names = {(p["in"], p["name"]) for p in events["parameters"]}
+    assert {("header", "Last-Event-ID"), ("query", "last_event_id")} <= names
+    assert document["paths"]["/ready"]["get"]["responses"]["503"]["headers"]["Retry-After"]

@@ -1,0 +1,93 @@
+"""What the OpenAPI document adds to the schemas: security, common headers, every error answer.
+
+The views say what is particular to them (``api.auth.require`` marks the scope, ``headers``
+documents request headers such as ``Idempotency-Key``); ``OctoSpecPlugin`` adds what follows from
+that to each operation: the security requirement (``X-API-Key`` or bearer), the ``X-Request-ID``
+header, and the error answers the API actually sends (400, 401, 403, 413, 415, 429, 503). No
+operation lists 422: validation failures are 400.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+
+from apispec import BasePlugin
+from flask_smorest import Blueprint as _SmorestBlueprint
+
+SECURITY_SCHEMES = {
+    "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                   "description": "An API key, octo_<prefix>_<secret>"},
+    "BearerAuth": {"type": "http", "scheme": "bearer",
+                   "description": "The same API key sent as Authorization: Bearer <key>"},
+}
+SECURITY = [{"ApiKeyAuth": []}, {"BearerAuth": []}]
+REQUEST_ID = {
+    "in": "header", "name": "X-Request-ID", "required": False,
+    "description": "Your id for this request, echoed in the X-Request-ID response header and in "
+                   "request_id of errors; anything else is replaced by a generated id",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+}
+IDEMPOTENCY_KEY = {
+    "in": "header", "name": "Idempotency-Key", "required": False,
+    "description": "Makes the submission safe to repeat for 24 hours: the same key with the "
+                   "same body returns the original task; with another body it is 409",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+}
+LAST_EVENT_ID = {
+    "in": "header", "name": "Last-Event-ID", "required": False,
+    "description": "Resume after this event id (<milliseconds>-<sequence>), as EventSource does",
+    "schema": {"type": "string", "pattern": "^[0-9]+(-[0-9]+)?$"},
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again",
+                                "schema": {"type": "integer", "minimum": 1}}}
+_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+
+def _error(description: str, headers: dict | None = None) -> dict:
+    answer = {"description": description,
+              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    if headers:
+        answer["headers"] = deepcopy(headers)
+    return answer
+
+
+def headers(*parameters: dict):
+    """View decorator: document request header parameters of the operation."""
+    return _SmorestBlueprint.doc(**{"x-octollm-headers": [deepcopy(p) for p in parameters]})
+
+
+class OctoSpecPlugin(BasePlugin):
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        for method, operation in (operations or {}).items():
+            if method not in _METHODS:
+                continue
+            responses = {str(code): answer
+                         for code, answer in (operation.get("responses") or {}).items()}
+            responses.pop("422", None)
+            extra = operation.pop("x-octollm-headers", [])
+            operation["parameters"] = [*operation.get("parameters", []), *extra,
+                                       deepcopy(REQUEST_ID)]
+            responses.setdefault("400", _error(
+                "Invalid input (VALIDATION_ERROR): details.fields names each bad field or "
+                "unknown query parameter"))
+            scope = operation.get("x-required-scope")
+            if scope:
+                operation["security"] = deepcopy(SECURITY)
+                responses.setdefault("401", _error(
+                    "No API key, or an unknown or revoked one (UNAUTHORIZED)",
+                    {"WWW-Authenticate": {"schema": {"type": "string"}}}))
+                responses.setdefault("403", _error(
+                    f"The API key lacks the {scope!r} scope (FORBIDDEN)"))
+                responses.setdefault("429", _error("Rate limit exceeded (RATE_LIMITED)",
+                                                   _RETRY_AFTER))
+                responses.setdefault("503", _error(
+                    "PostgreSQL or Redis is unreachable (SERVICE_UNAVAILABLE)", _RETRY_AFTER))
+            if method == "post":
+                responses.setdefault("415", _error(
+                    "A body whose Content-Type is not application/json (UNSUPPORTED_MEDIA_TYPE)"))
+            if "requestBody" in operation:
+                responses.setdefault("413", _error(
+                    "The body is larger than OCTOLLM_MAX_BODY_BYTES (PAYLOAD_TOO_LARGE)"))
+            if isinstance(responses.get("503"), dict):
+                responses["503"].setdefault("headers", deepcopy(_RETRY_AFTER))
+            operation["responses"] = dict(sorted(responses.items()))
