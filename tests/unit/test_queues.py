@@ -29,6 +29,9 @@ def test_reliability_settings():
         q = next(q for q in QUEUES if q.name == queue_for(task))
         assert limits == {"soft_time_limit": q.soft_time_limit, "time_limit": q.time_limit}
         assert q.soft_time_limit < q.time_limit
+    # Flower sees a task only through events: "sent" from producers, the rest from workers.
+    assert conf["worker_send_task_events"] is True
+    assert conf["task_send_sent_event"] is True
 
 
 def test_task_names_are_stable_and_namespaced():
