@@ -15,7 +15,6 @@ import pytest
 
 from tests.chaos.conftest import BATCH
 
-pytestmark = pytest.mark.integration
 slow = pytest.mark.slow
 SMOKE_BATCH = 40
 RECOVERY_CODES = {"STEP_INTERRUPTED", "POISON_MESSAGE"}
@@ -23,6 +22,11 @@ RECOVERY_CODES = {"STEP_INTERRUPTED", "POISON_MESSAGE"}
 # Generous bounds: the slowest recovery path is a task whose messages were all lost, which waits
 # for reconciliation (stuck_after_seconds, then its re-dispatch) to resume it.
 BOUND_SECONDS = 420
+# pytest-timeout (300 s in setup.cfg) must never cut a scenario short of its bound: on top of it
+# come the module fixture's start (workers ready within 90 s), the submissions, the wait for
+# progress before the fault (up to 120 s), the fault itself and stopping the workers.
+SCENARIO_TIMEOUT = BOUND_SECONDS + 480
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(SCENARIO_TIMEOUT)]
 
 
 def _run(chaos, scenario: str, inject, batch: int = BATCH) -> None:
