@@ -1,16 +1,26 @@
-"""Process and task lifecycle hooks: logging, fork safety, request-id propagation, metrics."""
+"""Process and task lifecycle hooks: logging, fork safety, request-id propagation, metrics,
+and the memory worker's Qdrant collections."""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from celery import signals
 
 from app import db, metrics
 from app import logging as octolog
 from app.config import Settings
+from app.errors import OctoError
 
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "octollm_request_id"
+MEMORY_QUEUE = "memory"
 # The first message of every pipeline, sent by the API and by reconciliation.
 ENTRY_TASK = "octollm.orchestration.start"
 _connected = False
@@ -38,6 +48,14 @@ def connect(celery, settings: Settings) -> None:
         # serves them all, so a scrape sees every child, including ones that have exited.
         if settings.worker_metrics_port:
             metrics.serve(settings.worker_metrics_port, settings.api_host)
+
+    @signals.worker_ready.connect(weak=False)
+    def _open_memory(sender=None, **_):
+        # sender is the worker's consumer; consume_from holds the queues named by -Q.
+        if sender is not None:
+            from app.runtime import get_runtime
+
+            open_memory(sender.app.amqp.queues.consume_from, get_runtime())
 
     @signals.worker_process_init.connect(weak=False)
     def _after_fork(**_):
@@ -80,6 +98,32 @@ def connect(celery, settings: Settings) -> None:
         tokens = _tokens.pop(task_id, None)
         if tokens:
             octolog.unbind(tokens)
+
+
+def open_memory(queues: Iterable[str], rt: Runtime) -> list[str] | None:
+    """Create the Qdrant collections when this worker consumes the memory queue.
+
+    Only the memory worker may open Qdrant (an embedded folder admits one process; it runs the
+    solo pool, so the store opened here is the one its tasks use). A failure is logged, not
+    raised: Qdrant may be down at start, the first memory task opens the store again, and
+    reconciliation re-indexes what could not be written meanwhile. Returns the collections
+    created, or None when nothing was opened.
+    """
+    if MEMORY_QUEUE not in queues:
+        return None
+    from app.memory import service  # qdrant-client is loaded by the memory worker only
+
+    try:
+        created = service.open_at_start(rt)
+    except Exception as exc:  # noqa: BLE001 - a worker that cannot reach Qdrant still serves
+        # Our own errors (a collection sized for another embedder) say what to do; a transport
+        # error's text may carry the server URL, so only its type is logged.
+        reason = exc.message if isinstance(exc, OctoError) else type(exc).__name__
+        log.warning("memory store not opened at start (%s); the first memory task retries",
+                    reason)
+        return None
+    log.info("memory collections ready at start; created: %s", ", ".join(created) or "none")
+    return created
 
 
 def _stored_request_id(settings: Settings, task_id: str) -> str | None:

@@ -1,9 +1,10 @@
 """What the memory queue does, between PostgreSQL (source of truth) and Qdrant (rebuildable).
 
 Runs only in the memory worker: with an embedded Qdrant path, exactly one process may open it,
-so the store is opened once per process, lazily, here. Reads tolerate Qdrant being down (the
-pipeline goes on without hints or knowledge, and says so); writes raise so the task retries, and
-reconciliation re-indexes whatever never made it.
+so the store is opened once per process, here: when the memory worker starts, or on first use
+if Qdrant was down then. Reads tolerate Qdrant being down (the pipeline goes on without hints or
+knowledge, and says so); writes raise so the task retries, and reconciliation re-indexes
+whatever never made it.
 """
 
 from __future__ import annotations
@@ -30,13 +31,35 @@ _store: MemoryStore | None = None
 
 
 def store(rt: Runtime) -> MemoryStore:
-    global _store
     with _lock:
         if _store is None:
-            opened = MemoryStore.from_settings(rt.settings)
-            opened.ensure_collections()
-            _store = opened
+            _open(rt)
         return _store
+
+
+def open_at_start(rt: Runtime) -> list[str]:
+    """Open the store and create its missing collections now; the names of those created.
+
+    The memory worker calls this when it starts (workers/signals.py), so the collections and
+    their payload indexes exist before the first task; ``store`` still opens lazily when Qdrant
+    was down at start.
+    """
+    with _lock:
+        return _open(rt) if _store is None else []
+
+
+def _open(rt: Runtime) -> list[str]:
+    global _store
+    opened = MemoryStore.from_settings(rt.settings)
+    try:
+        created = opened.ensure_collections()
+    except BaseException:
+        # An embedded folder stays locked while a client holds it: close it, or every later
+        # attempt in this process would find the folder "already accessed by another instance".
+        opened.close()
+        raise
+    _store = opened
+    return created
 
 
 def close() -> None:

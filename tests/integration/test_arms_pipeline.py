@@ -7,6 +7,7 @@ HTTP, and read the outcome through the API like the others.
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from app import orchestration, screening, steps
 from app.db import session_scope
 from app.errors import OctoError
+from app.memory.store import COLLECTIONS
 from app.models import Task, TaskStep
 from app.runtime import Runtime
 from app.submission import Submission, accept
@@ -108,6 +110,65 @@ def test_ingested_knowledge_answers_a_question_with_its_source(client, worker_se
     assert "4.2 kilograms" in best["text"]
 
 
+def ingest(client, text: str, title: str, source: str) -> str:
+    response = client.post("/knowledge", json={"text": text, "title": title, "source": source})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    document_id = response.get_json()["document_id"]
+
+    def indexed():
+        return client.get(f"/knowledge/{document_id}").get_json()["status"] == "indexed"
+
+    wait_until(indexed, 60, f"document {document_id} indexed")
+    return document_id
+
+
+def test_a_comparison_is_researched_one_search_per_side(client, worker_set, wait_for, settings):
+    ingest(client, "Osprey-4 datasheet.\n\nThe Osprey-4 survey drone has a range of 12 "
+           "kilometres and weighs 1.9 kilograms.", "Osprey-4 datasheet", "sheets/osprey-4.md")
+    ingest(client, "Harrier-7 datasheet.\n\nThe Harrier-7 survey drone has a range of 31 "
+           "kilometres and folds into a backpack.", "Harrier-7 datasheet", "sheets/harrier-7.md")
+
+    task_id = submit(client, goal="Compare the Osprey-4 and the Harrier-7 survey drones")
+    body = wait_for(client, task_id)
+
+    assert body["status"] == "completed", body
+    plan = body["plan"]
+    assert plan["task_kind"] == "research"
+    searches = [s for s in plan["steps"] if s["arm"] == "retriever"]
+    assert [s["inputs"]["query"] for s in searches][1:] == [
+        "the Osprey-4", "the Harrier-7 survey drones"]
+    output = body["result"]["output"]
+    assert "range of 12 kilometres" in output and "range of 31 kilometres" in output, output
+    assert "sheets/osprey-4.md" in output and "sheets/harrier-7.md" in output, output
+    found = step_outputs(settings, task_id)
+    sources = {searches[1]["id"]: "sheets/osprey-4.md", searches[2]["id"]: "sheets/harrier-7.md"}
+    for step_id, source in sources.items():
+        assert found[step_id]["snippets"][0]["source"] == source, found[step_id]
+
+
+# -- coder: data transformation ------------------------------------------------------------------
+
+CITIES_CSV = ("city,country,population\nLyon,France,522250\nPorto,Portugal,231800\n"
+              "Ghent,Belgium,265086\n")
+
+
+def test_csv_in_the_context_is_converted_to_json_with_every_row(client, worker_set, wait_for):
+    task_id = submit(client, goal="Convert this CSV to JSON", context=CITIES_CSV,
+                     acceptance_criteria=["format: json"])
+    body = wait_for(client, task_id)
+
+    assert body["status"] == "completed", body
+    assert body["plan"]["task_kind"] == "data_transformation"
+    assert [s["arm"] for s in body["plan"]["steps"]] == ["coder", "judge"]
+    assert json.loads(body["result"]["output"]) == [
+        {"city": "Lyon", "country": "France", "population": 522250},
+        {"city": "Porto", "country": "Portugal", "population": 231800},
+        {"city": "Ghent", "country": "Belgium", "population": 265086},
+    ]
+    assert body["result"]["judge"]["passed"] is True
+    assert body["result"]["mode"] == "offline"
+
+
 # -- planner: plan reuse -------------------------------------------------------------------------
 
 def test_a_similar_task_reuses_the_plan_of_one_that_passed(client, worker_set, wait_for,
@@ -154,6 +215,15 @@ def test_a_similar_task_does_not_reuse_a_plan_whose_judge_failed(client, worker_
     assert plan["source"] == "rule", plan
     assert plan["reused_from"] is None
     assert first not in json.dumps(plan)  # not even considered: only passing episodes are hints
+
+
+def test_the_memory_worker_created_the_collections_when_it_started(worker_set, settings):
+    log = worker_set.workers["memory"].log()
+    started = log.index("memory collections ready at start")
+    assert started < log.index("ready.", started), log[-2000:]
+    # The embedded folder's catalogue, readable while the worker holds the folder.
+    catalogue = json.loads((Path(settings.qdrant_path) / "meta.json").read_text())
+    assert set(COLLECTIONS) <= set(catalogue["collections"])
 
 
 def _indexed(settings, task_id: str) -> bool:

@@ -1,0 +1,87 @@
+"""The memory worker creates its Qdrant collections when it starts (workers.signals.open_memory).
+
+The queue names come from a real Celery app selecting queues the way ``-Q`` does; the store is an
+embedded Qdrant folder in tmp_path, or a server address where nothing listens.
+"""
+
+import logging
+
+import pytest
+from celery import Celery
+
+import celeryconfig
+from app.config import Settings
+from app.memory import service
+from app.memory.embedders import HashingEmbedder
+from app.memory.store import COLLECTIONS, MemoryStore
+from app.runtime import Runtime
+from workers.queues import BY_NAME
+from workers.signals import MEMORY_QUEUE, open_memory
+
+
+def runtime(**env) -> Runtime:
+    return Runtime(Settings.from_env({"OCTOLLM_REDIS_URL": "redis://127.0.0.1:1/0", **env}))
+
+
+def consumed(*queues: str) -> list[str]:
+    """The queues a worker started with ``-Q <queues>`` consumes from."""
+    settings = Settings.from_env({"OCTOLLM_REDIS_URL": "redis://127.0.0.1:1/0"})
+    celery = Celery("octollm-test", set_as_current=False)
+    celery.conf.update(celeryconfig.from_settings(settings))
+    celery.amqp.queues.select(list(queues))
+    return list(celery.amqp.queues.consume_from)
+
+
+@pytest.fixture(autouse=True)
+def closed_store():
+    yield
+    service.close()
+
+
+def test_the_memory_worker_creates_every_collection_at_start(tmp_path):
+    assert MEMORY_QUEUE in BY_NAME
+    path = tmp_path / "qdrant"
+    rt = runtime(OCTOLLM_QDRANT_PATH=str(path))
+
+    assert open_memory(consumed(MEMORY_QUEUE), rt) == list(COLLECTIONS)
+    # The store stays open for the worker's tasks: a second start creates nothing more.
+    assert service.open_at_start(rt) == []
+    service.close()
+    with MemoryStore.connect(path=str(path)) as reopened:
+        assert all(reopened.client.collection_exists(name) for name in COLLECTIONS)
+        assert reopened.ensure_collections() == []
+
+
+def test_other_workers_never_open_qdrant(tmp_path):
+    path = tmp_path / "qdrant"
+    rt = runtime(OCTOLLM_QDRANT_PATH=str(path))
+
+    assert open_memory(consumed("reflex", "arm.retriever", "orchestrator"), rt) is None
+    assert not path.exists()
+
+
+def test_an_unreachable_qdrant_is_logged_and_the_worker_starts_anyway(caplog):
+    rt = runtime(OCTOLLM_QDRANT_URL="http://127.0.0.1:1")
+
+    with caplog.at_level(logging.WARNING, logger="workers.signals"):
+        assert open_memory(consumed(MEMORY_QUEUE), rt) is None
+    [record] = caplog.records
+    assert record.getMessage().startswith("memory store not opened at start (")
+    assert "127.0.0.1" not in record.getMessage()
+    # Nothing half-open was kept: the next attempt goes to Qdrant again (and fails again).
+    with pytest.raises(Exception):  # noqa: B017 - any transport error will do
+        service.open_at_start(rt)
+
+
+def test_a_mismatched_collection_says_what_to_do_and_leaves_the_folder_unlocked(tmp_path, caplog):
+    path = tmp_path / "qdrant"
+    with MemoryStore.connect(path=str(path), embedder=HashingEmbedder(dim=64)) as old:
+        old.ensure_collections()
+    rt = runtime(OCTOLLM_QDRANT_PATH=str(path))
+
+    with caplog.at_level(logging.WARNING, logger="workers.signals"):
+        assert open_memory(consumed(MEMORY_QUEUE), rt) is None
+    assert "holds 64-dimensional vectors" in caplog.text
+    # The failed open let go of the embedded folder, so the operator's fix can open it.
+    with MemoryStore.connect(path=str(path)) as reopened:
+        assert reopened.client.collection_exists("knowledge")
