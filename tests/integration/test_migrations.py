@@ -51,6 +51,23 @@ def test_upgrade_builds_everything_and_downgrade_removes_it(empty_database):
     step_columns = {c["name"] for c in inspector.get_columns("task_steps")}
     assert {"arm", "status", "attempts", "depends_on", "output", "error", "started_at",
             "finished_at"} <= step_columns
+    # The seed spec's result row: one per task, removed with it.
+    result_columns = {c["name"]: (str(c["type"]), c["nullable"])
+                      for c in inspector.get_columns("task_results")}
+    assert {name: result_columns.get(name) for name in (
+        "id", "task_id", "result", "error", "processing_time_ms", "created_at")} == {
+        "id": ("UUID", False), "task_id": ("UUID", False), "result": ("JSONB", True),
+        "error": ("TEXT", True), "processing_time_ms": ("INTEGER", True),
+        "created_at": ("TIMESTAMP", False)}
+    created_at = next(c for c in inspector.get_columns("task_results")
+                      if c["name"] == "created_at")
+    assert created_at["type"].timezone and "now()" in created_at["default"]
+    assert inspector.get_pk_constraint("task_results")["constrained_columns"] == ["id"]
+    assert ("task_id",) in {tuple(u["column_names"])
+                            for u in inspector.get_unique_constraints("task_results")}
+    [result_fk] = inspector.get_foreign_keys("task_results")
+    assert (result_fk["constrained_columns"], result_fk["referred_table"],
+            result_fk["options"].get("ondelete")) == (["task_id"], "tasks", "CASCADE")
     engine.dispose()
 
     config = Config()
