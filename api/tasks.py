@@ -66,7 +66,10 @@ class Submit(MethodView):
 def send(task_id: str, priority: str) -> bool:
     """Enqueue the pipeline of a committed task; False (and a log line) when the broker refuses."""
     try:
-        build_start(current_app.extensions["octollm_celery"], task_id, priority).apply_async(
+        # The headers give the worker's log lines this request's id and tenant from the first
+        # message on (the API does not run the workers' before_task_publish hook).
+        build_start(current_app.extensions["octollm_celery"], task_id, priority,
+                    request_id=g.request_id, tenant=tenant()).apply_async(
             retry=True, retry_policy={"max_retries": 1, "interval_start": 0,
                                       "interval_step": 0.2})
         return True

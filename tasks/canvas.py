@@ -26,6 +26,10 @@ from app.orchestration import StageStep
 from workers.queues import PRIORITIES
 
 REFLEX_CHECKS = ("octollm.reflex.pii", "octollm.reflex.injection", "octollm.reflex.policy")
+# Message headers carrying the log context of the work: the worker binds them to every log line
+# of the task, and every message a task sends carries them on (workers/signals.py).
+REQUEST_ID_HEADER = "octollm_request_id"
+TENANT_HEADER = "octollm_tenant"
 
 
 def _sig(app: Celery, name: str, *args, priority: int, **options) -> Signature:
@@ -36,9 +40,18 @@ def priority_of(priority: str | None) -> int:
     return PRIORITIES.get(priority or "medium", PRIORITIES["medium"])
 
 
-def build_start(app: Celery, task_id: str, priority: str | None = "medium") -> Signature:
-    """What a producer sends for a stored task: one message that becomes the whole pipeline."""
-    start = _sig(app, "octollm.orchestration.start", str(task_id), priority=priority_of(priority))
+def build_start(app: Celery, task_id: str, priority: str | None = "medium", *,
+                request_id: str | None = None, tenant: str | None = None) -> Signature:
+    """What a producer sends for a stored task: one message that becomes the whole pipeline.
+
+    The request id and tenant ride in its headers (the API has them at hand); without them the
+    worker reads them from the task row.
+    """
+    headers = {header: value for header, value in ((REQUEST_ID_HEADER, request_id),
+                                                   (TENANT_HEADER, tenant)) if value}
+    options = {"headers": headers} if headers else {}
+    start = _sig(app, "octollm.orchestration.start", str(task_id), priority=priority_of(priority),
+                 **options)
     start.link_error(_sig(app, "octollm.orchestration.fail", str(task_id),
                           priority=priority_of(priority)))
     return start

@@ -14,12 +14,14 @@ from app import db, metrics
 from app import logging as octolog
 from app.config import Settings
 from app.errors import OctoError
+from tasks.canvas import REQUEST_ID_HEADER, TENANT_HEADER
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
-REQUEST_ID_HEADER = "octollm_request_id"
+# Log context fields that travel in message headers, by header name.
+CONTEXT_HEADERS = {"request_id": REQUEST_ID_HEADER, "tenant": TENANT_HEADER}
 MEMORY_QUEUE = "memory"
 # The first message of every pipeline, sent by the API and by reconciliation.
 ENTRY_TASK = "octollm.orchestration.start"
@@ -67,12 +69,15 @@ def connect(celery, settings: Settings) -> None:
         metrics.mark_dead(pid or os.getpid())
 
     @signals.before_task_publish.connect(weak=False)
-    def _propagate_request_id(headers=None, **_):
-        # Whatever a task sends carries the request id it is working for, so one id follows a
-        # submission through every queue (the entry message gets it in _bind, see below).
-        request_id = octolog.current("request_id")
-        if headers is not None and request_id and REQUEST_ID_HEADER not in headers:
-            headers[REQUEST_ID_HEADER] = request_id
+    def _propagate_context(headers=None, **_):
+        # Whatever a task sends carries the request id and tenant it is working for, so they
+        # follow a submission through every queue (the entry message: see _bind).
+        if headers is None:
+            return
+        for field, header in CONTEXT_HEADERS.items():
+            value = octolog.current(field)
+            if value and header not in headers:
+                headers[header] = value
 
     @signals.task_prerun.connect(weak=False)
     def _bind(task_id=None, task=None, args=None, kwargs=None, **_):
@@ -82,11 +87,13 @@ def connect(celery, settings: Settings) -> None:
         if octo_args and isinstance(octo_args[0], list):  # chord callbacks get results first
             octo_args = octo_args[1:]
         octo_task_id = (kwargs or {}).get("task_id") or (octo_args[0] if octo_args else None)
-        request_id = getattr(request, REQUEST_ID_HEADER, None)
-        if request_id is None and task.name == ENTRY_TASK and octo_task_id:
-            request_id = _stored_request_id(settings, octo_task_id)
+        context = {field: getattr(request, header, None)
+                   for field, header in CONTEXT_HEADERS.items()}
+        if None in context.values() and task.name == ENTRY_TASK and octo_task_id:
+            stored = _stored_context(settings, octo_task_id)
+            context = {field: value or stored.get(field) for field, value in context.items()}
         _tokens[task_id] = octolog.bind(
-            request_id=request_id,
+            **context,
             task_id=octo_task_id,
             step_id=octo_args[1] if len(octo_args) > 1 and task.name.startswith("octollm.arm.")
             else None,
@@ -126,12 +133,12 @@ def open_memory(queues: Iterable[str], rt: Runtime) -> list[str] | None:
     return created
 
 
-def _stored_request_id(settings: Settings, task_id: str) -> str | None:
-    """The request id a task was submitted with, for an entry message that came without one.
+def _stored_context(settings: Settings, task_id: str) -> dict[str, str | None]:
+    """The request id and tenant of a task, for an entry message that came without them.
 
-    The API's producer app and reconciliation send ``orchestration.start`` without these hooks,
-    so the id is read from the task row once; every message the pipeline sends after that
-    carries the header (``_propagate_request_id``).
+    The API sends them in the headers of ``orchestration.start``; reconciliation (and messages
+    queued by an older API) do not, so they are read from the task row once. Every message the
+    pipeline sends after that carries the headers (``_propagate_context``).
     """
     from sqlalchemy import select
 
@@ -140,6 +147,8 @@ def _stored_request_id(settings: Settings, task_id: str) -> str | None:
 
     try:
         with db.session_scope(settings) as session:
-            return session.scalar(select(Task.request_id).where(Task.id == repo.as_uuid(task_id)))
+            row = session.execute(select(Task.request_id, Task.tenant)
+                                  .where(Task.id == repo.as_uuid(task_id))).first()
     except Exception:  # noqa: BLE001 - log context is best effort; the task reports DB errors
-        return None
+        return {}
+    return {"request_id": row.request_id, "tenant": row.tenant} if row else {}

@@ -1,7 +1,7 @@
-"""Observability: the request id follows a task through every queue, worker metrics survive
-prefork, and a log record is one JSON line with the context fields.
+"""Observability: the request id and tenant follow a task through every queue, worker metrics
+survive prefork, and a log record is one JSON line with the context fields.
 
-The request-id test reads the logs of the real worker processes (one per queue, started by the
+The request-id tests read the logs of the real worker processes (one per queue, started by the
 session fixture). The metrics tests run app.metrics in fresh (spawned) processes sharing one
 PROMETHEUS_MULTIPROC_DIR, as the children of a prefork worker or gunicorn do.
 """
@@ -19,9 +19,15 @@ import uuid
 
 import pytest
 import requests
+from celery import signals
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import logging as octolog
+from app.db import session_scope
+from app.models import Task
+from app.submission import Submission, accept
+from tasks.canvas import REQUEST_ID_HEADER, TENANT_HEADER, build_start
+from tests.support.apps import make_key
 
 pytestmark = pytest.mark.integration
 
@@ -50,29 +56,48 @@ def task_records(worker_set, task_id: str) -> dict[str, list[dict]]:
             for q in PIPELINE_QUEUES}
 
 
-def test_request_id_reaches_every_worker_log_line_of_the_task(client, worker_set, wait_for):
-    request_id = f"obs-{uuid.uuid4().hex}"
-    response = client.post("/submit", json={"goal": "Run `echo observability`"},
-                           headers={"X-Request-ID": request_id})
-    assert response.status_code == 202, response.get_data(as_text=True)
-    assert response.headers["X-Request-ID"] == request_id
-    task_id = response.get_json()["task_id"]
-    assert wait_for(client, task_id)["status"] == "completed"
+@pytest.fixture(scope="module")
+def tenant_api(runtime):
+    """The API with authentication on and a working broker: tasks run under a key's tenant."""
+    from api import create_app
 
-    # memory.index is the pipeline's last hop and may still be running after finalize.
+    app = create_app(runtime.settings.replace(auth_disabled=False))
+    yield app
+    app.extensions["octollm_celery"].close()
+
+
+def finished_records(worker_set, task_id: str) -> dict[str, list[dict]]:
+    """The task's log records per queue, once memory.index (the last hop, which may still be
+    running after finalize) has logged its end."""
     deadline = time.monotonic() + 30
     while True:
         by_queue = task_records(worker_set, task_id)
         if any("octollm.memory.index" in r["message"] and "succeeded" in r["message"]
                for r in by_queue["memory"]) or time.monotonic() > deadline:
-            break
+            return by_queue
         time.sleep(0.2)
 
+
+def test_request_id_reaches_every_worker_log_line_of_the_task(runtime, tenant_api, worker_set,
+                                                              wait_for):
+    tenant = f"obs-tenant-{uuid.uuid4().hex[:8]}"
+    auth = {"X-API-Key": make_key(runtime.settings, tenant)}
+    client = tenant_api.test_client()
+    request_id = f"obs-{uuid.uuid4().hex}"
+    response = client.post("/submit", json={"goal": "Run `echo observability`"},
+                           headers={**auth, "X-Request-ID": request_id})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    assert response.headers["X-Request-ID"] == request_id
+    task_id = response.get_json()["task_id"]
+    assert wait_for(client, task_id, headers=auth)["status"] == "completed"
+
+    by_queue = finished_records(worker_set, task_id)
     for queue, records in by_queue.items():
         assert records, f"no log line of queue {queue} names task {task_id}:\n{worker_set.logs()}"
         for record in records:
             assert set(CONTEXT_FIELDS) <= set(record), record
             assert record["request_id"] == request_id, f"{queue}: {record}"
+            assert record["tenant"] == tenant, f"{queue}: {record}"
             assert record["queue"] == queue, f"{queue}: {record}"
     # Celery's own "Task ...[id] succeeded" lines come through the same handler and filter.
     succeeded = [r for records in by_queue.values() for r in records
@@ -86,6 +111,61 @@ def test_request_id_reaches_every_worker_log_line_of_the_task(client, worker_set
         assert "--- Logging error ---" not in log, f"a log line of queue {queue} failed to format"
         # Celery logs each task's arguments; an arm step's capability token (a JWT) is masked.
         assert not JWT.search(log), f"a capability token in the log of queue {queue}"
+
+
+def test_the_first_message_carries_the_request_id_and_tenant_headers(runtime, monkeypatch):
+    """What POST /submit puts on the wire, read back from an in-memory broker."""
+    from api import create_app, make_producer
+
+    # The API process runs none of the workers' publish hooks (this test process may have
+    # connected them): the headers must come from the API itself.
+    monkeypatch.setattr(signals.before_task_publish, "receivers", [])
+    settings = runtime.settings.replace(auth_disabled=False)
+    producer = make_producer(settings)
+    producer.conf.broker_url = "memory://"  # kombu's in-process transport, which we can read
+    app = create_app(settings, celery=producer)
+    tenant = f"wire-{uuid.uuid4().hex[:8]}"
+    request_id = f"wire-{uuid.uuid4().hex}"
+    response = app.test_client().post(
+        "/submit", json={"goal": "Run `echo on the wire`"},
+        headers={"X-API-Key": make_key(settings, tenant), "X-Request-ID": request_id})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    assert response.get_json()["message"] == "task accepted"
+    try:
+        with producer.connection_for_read() as conn:
+            message = conn.default_channel.basic_get("orchestrator", no_ack=True)
+    finally:
+        producer.close()
+    assert message is not None, "nothing was published to the orchestrator queue"
+    assert message.headers["task"] == "octollm.orchestration.start"
+    assert message.headers[REQUEST_ID_HEADER] == request_id
+    assert message.headers[TENANT_HEADER] == tenant
+
+
+def test_a_start_message_without_headers_takes_them_from_the_task_row(
+        runtime, api_app, worker_set, monkeypatch):
+    """Reconciliation re-sends a task's first message without headers; its lines still carry
+    the submission's request id and tenant."""
+    monkeypatch.setattr(signals.before_task_publish, "receivers", [])
+    tenant, request_id = f"row-{uuid.uuid4().hex[:8]}", f"row-{uuid.uuid4().hex}"
+    task_id = accept(runtime, Submission(goal="Run `echo from the row`", tenant=tenant,
+                                         request_id=request_id)).task_id
+    build_start(api_app.extensions["octollm_celery"], task_id).apply_async()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with session_scope(runtime.settings) as session:  # the API would 404: another tenant
+            status = session.get(Task, task_id).status
+        if status in ("completed", "failed", "cancelled"):
+            break
+        time.sleep(0.1)
+    assert status == "completed"
+    by_queue = finished_records(worker_set, task_id)
+    start = [r for r in by_queue["orchestrator"] if "octollm.orchestration.start" in r["message"]]
+    assert start, by_queue["orchestrator"]
+    for queue, records in by_queue.items():
+        assert records, f"no log line of queue {queue} names task {task_id}"
+        for record in records:
+            assert (record["request_id"], record["tenant"]) == (request_id, tenant), record
 
 
 # --- worker metrics survive prefork ---------------------------------------------------------------

@@ -4,7 +4,14 @@ from celery.canvas import _chain, chord
 import celeryconfig
 from app.config import Settings
 from app.orchestration import StageStep
-from tasks.canvas import build_arm_stage, build_pipeline, build_start, step_message_id
+from tasks.canvas import (
+    REQUEST_ID_HEADER,
+    TENANT_HEADER,
+    build_arm_stage,
+    build_pipeline,
+    build_start,
+    step_message_id,
+)
 from workers.queues import PRIORITIES
 
 T = "0b6b1f9e-8f7e-4e07-9d1c-3f7f2f1e2a10"
@@ -87,3 +94,11 @@ def test_producers_send_one_start_message_that_fails_the_task_on_error():
     assert (start.task, start.args, start.immutable) == ("octollm.orchestration.start", (T,), True)
     assert start.options["priority"] == PRIORITIES["critical"]
     assert [e["task"] for e in start.options["link_error"]] == ["octollm.orchestration.fail"]
+    assert "headers" not in start.options  # reconciliation's: the worker reads the task row
+
+
+def test_the_api_start_message_carries_request_id_and_tenant_headers():
+    start = build_start(_app(), T, "high", request_id="req-1", tenant="acme")
+    assert start.options["headers"] == {REQUEST_ID_HEADER: "req-1", TENANT_HEADER: "acme"}
+    assert build_start(_app(), T, request_id="req-1").options["headers"] == {
+        REQUEST_ID_HEADER: "req-1"}
