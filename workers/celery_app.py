@@ -6,9 +6,7 @@ from celery import Celery
 
 import celeryconfig
 from app.config import Settings
-
-TASK_MODULES = ["tasks.reflex", "tasks.planner", "tasks.orchestration", "tasks.arms",
-                "tasks.memory", "tasks.reconcile"]
+from workers.queues import TASK_MODULES
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -58,6 +58,11 @@ QUEUES: tuple[QueueSpec, ...] = (
               soft_time_limit=300, time_limit=360, max_replicas=1),
 )
 
+# The modules whose @shared_task definitions the Celery app registers (its ``include``); every
+# task they define must be routed above (tests/unit/test_queues.py checks both ways).
+TASK_MODULES = ["tasks.reflex", "tasks.planner", "tasks.orchestration", "tasks.arms",
+                "tasks.memory", "tasks.reconcile"]
+
 BY_NAME: dict[str, QueueSpec] = {q.name: q for q in QUEUES}
 ARM_QUEUES: tuple[str, ...] = tuple(q.name for q in QUEUES if q.name.startswith("arm."))
 

@@ -1,8 +1,14 @@
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
 import celeryconfig
 from app.config import Settings
 from workers.cli import worker_argv
-from workers.queues import ARM_QUEUES, QUEUES, queue_for, redis_lists
+from workers.queues import ARM_QUEUES, QUEUES, TASK_MODULES, queue_for, redis_lists
 
+ROOT = Path(__file__).resolve().parents[2]
 DESIGN_QUEUES = {"reflex", "planner", "orchestrator", "arm.retriever", "arm.coder",
                  "arm.executor", "arm.judge", "arm.guardian", "memory", "maintenance"}
 
@@ -54,3 +60,32 @@ def test_arm_queues_prefetch_one_and_worker_command_is_one_queue():
 
 def test_priority_lists_cover_every_step():
     assert redis_lists("arm.coder") == ["arm.coder", "arm.coder:3", "arm.coder:6", "arm.coder:9"]
+
+
+@pytest.fixture(scope="module")
+def registered() -> set[str]:
+    """The task names an app including TASK_MODULES registers, as the worker's app does."""
+    celery = Celery("routes-test", set_as_current=False)
+    celery.conf.include = TASK_MODULES
+    celery.loader.import_default_modules()
+    return set(celery.tasks)
+
+
+def test_every_registered_task_is_routed_and_every_route_names_a_registered_task(registered):
+    ours = {n for n in registered if n.startswith("octollm.")}
+    # Anything else is Celery's own (chord_unlock, chain...): a task of ours with another name
+    # would have no route and sit in a queue no worker consumes.
+    assert {n for n in registered - ours if not n.startswith("celery.")} == set()
+    routed = {task for q in QUEUES for task in q.tasks}
+    conf = _conf()
+    assert set(conf["task_routes"]) == routed
+    assert sorted(ours - routed) == [], "registered but not routed in workers/queues.py"
+    assert sorted(routed - ours) == [], "routed in workers/queues.py but no task has that name"
+    for entry in conf["beat_schedule"].values():
+        assert entry["task"] in ours
+
+
+def test_every_module_defining_tasks_is_included_by_the_celery_app():
+    defining = {f"tasks.{path.stem}" for path in (ROOT / "tasks").glob("*.py")
+                if "shared_task(" in path.read_text()}
+    assert defining and defining <= set(TASK_MODULES)
