@@ -23,6 +23,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from app import metrics
 from app.config import Settings
+from tests.support.markdown import anchors
 from workers import cli
 from workers.queues import ARM_QUEUES, QUEUES, redis_lists
 
@@ -465,12 +466,6 @@ def test_alerts_read_only_metrics_the_app_exports(alert_rules):
 
 
 # --- docs/operations.md --------------------------------------------------------------------------
-
-def anchors(markdown: str) -> set[str]:
-    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
-    headings = re.findall(r"^#{1,6} +(.+?) *$", markdown, re.M)
-    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
-
 
 def test_every_runbook_and_section_link_resolves(alert_rules):
     text = OPERATIONS.read_text()
