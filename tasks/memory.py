@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import time
+
 from celery import shared_task
 from celery.exceptions import Ignore
 
 from app.memory import service
 from app.orchestration import TaskInactive
 from tasks.base import PIPELINE, SIDE_JOB
+from tasks.reconcile import single_flight
+from workers.queues import BY_NAME
+
+# A pass re-indexing a wiped Qdrant can outlast the memory queue's time limit: it stops in time
+# and leaves the rest to the next pass (every reindex_episodes run sends one).
+SYNC_SECONDS = BY_NAME["memory"].soft_time_limit * 0.6
 
 
 @shared_task(name="octollm.memory.search", **PIPELINE)
@@ -41,9 +49,11 @@ def index(self, task_id: str) -> bool:
 
 
 @shared_task(name="octollm.memory.sync", **SIDE_JOB)
-def sync(self) -> dict:
+def sync(self) -> dict | None:
     """Re-index episodes Qdrant lost (wiped or restored from an old snapshot)."""
-    return service.sync(self.rt)
+    # A reconciliation job like the others: one at a time, counted and logged.
+    deadline = time.monotonic() + SYNC_SECONDS
+    return single_flight(self, "sync_episodes", lambda: service.sync(self.rt, deadline=deadline))
 
 
 @shared_task(name="octollm.memory.query", **SIDE_JOB)

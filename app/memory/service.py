@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 
 from app import orchestration, repo
 from app.db import session_scope
@@ -26,6 +27,8 @@ from app.runtime import Runtime
 log = logging.getLogger(__name__)
 HINT_LIMIT = 5
 HINT_KEYS = ("task_id", "score", "task_kind", "plan", "success", "judge_passed", "goal")
+# Indexed tasks checked against Qdrant per round trip by sync.
+SYNC_PAGE = 500
 _lock = threading.Lock()
 _store: MemoryStore | None = None
 
@@ -142,17 +145,44 @@ def index_task(rt: Runtime, task_id: str) -> bool:
     return episode is not None
 
 
-def sync(rt: Runtime, limit: int = 2000) -> dict[str, int]:
-    """Re-index finished tasks that PostgreSQL says are indexed but Qdrant lacks (Qdrant wiped)."""
-    with session_scope(rt.settings) as session:
-        ids = [str(i) for i in session.scalars(
-            select(Task.id).where(Task.indexed_at.is_not(None), Task.plan.is_not(None),
-                                  Task.status.in_([TaskStatus.COMPLETED, TaskStatus.FAILED]))
-            .order_by(Task.finished_at.desc()).limit(limit))]
-    missing = store(rt).missing_episodes(ids) if ids else []
-    for task_id in missing:
-        index_task(rt, task_id)
-    return {"checked": len(ids), "reindexed": len(missing)}
+def sync(rt: Runtime, page: int | None = None,
+         deadline: float | None = None) -> dict[str, int]:
+    """Re-index finished tasks that PostgreSQL says are indexed but Qdrant lacks (Qdrant wiped).
+
+    Every indexed task is checked, oldest first, a page at a time: the keyset (finished_at, id)
+    neither skips nor repeats a task when many finished at the same instant, and re-indexing one
+    does not move it. A wiped server has no collections at all, so they are created first.
+    Past ``deadline`` (time.monotonic()) the pass stops and says so (``stopped_early``); what it
+    re-indexed stays, so the next pass gets further.
+    """
+    page = page or SYNC_PAGE
+    memory = store(rt)
+    memory.ensure_collections()
+    counts = {"checked": 0, "reindexed": 0, "stopped_early": 0}
+    query = (select(Task.id, Task.finished_at)
+             .where(Task.indexed_at.is_not(None), Task.finished_at.is_not(None),
+                    Task.plan.is_not(None),
+                    Task.status.in_([TaskStatus.COMPLETED, TaskStatus.FAILED]))
+             .order_by(Task.finished_at, Task.id).limit(page))
+    def out_of_time() -> bool:
+        counts["stopped_early"] = int(deadline is not None and time.monotonic() > deadline)
+        return bool(counts["stopped_early"])
+
+    after = None
+    while not out_of_time():
+        with session_scope(rt.settings) as session:
+            rows = session.execute(query if after is None else query.where(
+                tuple_(Task.finished_at, Task.id) > after)).all()
+        counts["checked"] += len(rows)
+        for task_id in memory.missing_episodes([str(row.id) for row in rows]) if rows else []:
+            if out_of_time():
+                return counts
+            index_task(rt, task_id)
+            counts["reindexed"] += 1
+        if len(rows) < page:
+            break
+        after = (rows[-1].finished_at, rows[-1].id)
+    return counts
 
 
 def ingest_document(rt: Runtime, document_id: str) -> int:

@@ -7,12 +7,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from app import orchestration, reconcile, repo, steps
 from app.db import session_scope
+from app.memory import service
+from app.memory.episodes import EPISODE_COLLECTIONS
 from app.models import Task, TaskResult, TaskStep
-from app.runtime import Runtime
+from app.runtime import Runtime, set_runtime
 from app.submission import Submission, accept
 from tasks.canvas import build_start
 from tasks.reconcile import LOCK_KEY, single_flight
@@ -23,6 +26,12 @@ pytestmark = pytest.mark.integration
 def _age(settings, task_id: str, **fields) -> None:
     with session_scope(settings) as session:
         session.execute(update(Task).where(Task.id == task_id).values(**fields))
+
+
+def actions(job: str, action: str) -> float:
+    """octollm_reconcile_actions_total{job, action} in this process."""
+    return REGISTRY.get_sample_value("octollm_reconcile_actions_total",
+                                     {"job": job, "action": action}) or 0.0
 
 
 def test_stalled_processing_task_resumes_without_rerunning_finished_steps(
@@ -87,6 +96,65 @@ def test_reindex_job_puts_missing_episodes_back(runtime, api_app, client, worker
     assert task_id not in reconcile.unindexed_tasks(runtime)
 
 
+@pytest.fixture
+def own_memory(runtime, tmp_path):
+    """The runtime with the memory service on its own embedded Qdrant folder (the session's
+    memory worker holds the run's folder, and an embedded folder admits one process)."""
+    service.close()
+    rt = Runtime(runtime.settings.replace(qdrant_path=str(tmp_path / "qdrant")))
+    set_runtime(rt)  # what the job's task reads as self.rt
+    try:
+        yield rt
+    finally:
+        set_runtime(runtime)
+        service.close()
+        rt.close()
+
+
+def test_sync_job_puts_back_the_episodes_of_a_wiped_qdrant(runtime, own_memory, caplog,
+                                                           monkeypatch):
+    from tasks.memory import sync
+
+    ids = []
+    for i in range(5):
+        task_id = accept(runtime, Submission(goal=f"Run `echo episode {i}`")).task_id
+        orchestration.begin(runtime, task_id)
+        orchestration.plan(runtime, task_id)
+        orchestration.prepare_stage(runtime, task_id)
+        orchestration.fail(runtime, task_id, "ARM_ERROR", "an episode to learn from")
+        assert service.index_task(own_memory, task_id)
+        ids.append(task_id)
+    # Finished at one instant: paging must neither skip nor repeat tasks that tie.
+    same = repo.now() - timedelta(hours=1)
+    for task_id in ids:
+        _age(runtime.settings, task_id, finished_at=same)
+    memory = service.store(own_memory)
+    assert memory.missing_episodes(ids) == []
+    for name in EPISODE_COLLECTIONS:  # Qdrant wiped: its collections are gone, not just emptied
+        memory.client.delete_collection(name)
+
+    # A pass out of time stops and says so; the next one starts over.
+    late = service.sync(own_memory, deadline=time.monotonic() - 1)
+    assert late == {"checked": 0, "reindexed": 0, "stopped_early": 1}
+    monkeypatch.setattr(service, "SYNC_PAGE", 2)  # five tasks span three pages
+    before = actions("sync_episodes", "reindexed")
+    with caplog.at_level(logging.INFO, logger="tasks.reconcile"):
+        counts = sync()
+    assert counts["reindexed"] >= len(ids) and counts["checked"] >= counts["reindexed"]
+    assert counts["stopped_early"] == 0
+    assert memory.missing_episodes(ids) == []
+    hits = memory.search_episodes("default", "Run `echo episode 3`", only_successful=False,
+                                  limit=50)
+    assert set(ids) <= {hit["task_id"] for hit in hits}
+    assert actions("sync_episodes", "reindexed") == before + counts["reindexed"]
+    record = next(r for r in caplog.records if "maintenance job sync_episodes done" in r.getMessage())
+    assert record.counts == counts
+    # Nothing is missing any more: a second run checks everything and re-indexes none of ours.
+    again = service.sync(own_memory, page=2)
+    assert again["checked"] >= counts["checked"]
+    assert memory.missing_episodes(ids) == []
+
+
 def test_purge_deletes_results_and_steps_past_retention(runtime):
     task_id = accept(runtime, Submission(goal="Run `echo old news`")).task_id
     orchestration.begin(runtime, task_id)
@@ -115,6 +183,22 @@ def test_jobs_are_single_flight_and_log_their_counts(runtime, caplog):
         assert single_flight(fake_task, "demo", lambda: {"did": 2}) == {"did": 2}
     record = next(r for r in caplog.records if "maintenance job demo done" in r.getMessage())
     assert record.counts == {"did": 2} and record.job == "demo"
+    assert actions("demo", "did") == 2  # the skipped run counted nothing
+
+
+def test_a_job_that_acts_counts_its_actions(runtime):
+    task_id = accept(runtime, Submission(goal="Run `echo past its deadline`",
+                                         budget={"max_time_seconds": 5})).task_id
+    orchestration.begin(runtime, task_id)
+    _age(runtime.settings, task_id, started_at=repo.now() - timedelta(minutes=5),
+         deadline_at=repo.now() - timedelta(minutes=4))
+    before = actions("fail_overdue", "timed_out")
+    counts = single_flight(SimpleNamespace(rt=runtime), "fail_overdue",
+                           lambda: reconcile.fail_overdue(runtime, lambda tid: None))
+    assert counts["timed_out"] >= 1
+    assert actions("fail_overdue", "timed_out") == before + counts["timed_out"]
+    with session_scope(runtime.settings) as session:
+        assert session.get(Task, task_id).error_code == "TASK_TIMEOUT"
 
 
 def test_a_backlog_makes_reconciliation_patient(runtime):
