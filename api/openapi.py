@@ -30,7 +30,8 @@ REQUEST_ID = {
 IDEMPOTENCY_KEY = {
     "in": "header", "name": "Idempotency-Key", "required": False,
     "description": "Makes the submission safe to repeat for 24 hours: the same key with the "
-                   "same body returns the original task; with another body it is 409",
+                   "same body returns the original task; with another body it is 409. "
+                   "After 24 hours the key is forgotten and creates a new task",
     "schema": {"type": "string", "minLength": 1, "maxLength": 200},
 }
 LAST_EVENT_ID = {

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, update
+from sqlalchemy import func, select, update
 
 from app import events, metrics, repo
 from app.arms.base import ArmContext
@@ -100,9 +100,9 @@ def execute(rt, task_id: str, step_id: str, claimant: str) -> Claim:
                    attempt=outcome.attempt)
     metrics.STEPS.labels(arm=ctx.arm, outcome="started").inc()
     base_tokens, base_cost = ctx.usage.tokens, ctx.usage.cost_usd
-    ctx = dataclasses.replace(ctx, llm=rt.llm)
-    started = time.monotonic()
     heartbeat = Heartbeat(rt.settings, task_id, step_id, claimant)
+    ctx = dataclasses.replace(ctx, llm=rt.llm, stop=heartbeat.lost)
+    started = time.monotonic()
     heartbeat.start()
     try:
         output = run_arm(ctx)
@@ -116,6 +116,8 @@ def execute(rt, task_id: str, step_id: str, claimant: str) -> Claim:
     finally:
         heartbeat.stop()
         metrics.STEP_DURATION.labels(arm=ctx.arm).observe(time.monotonic() - started)
+    if heartbeat.lost.is_set():  # stopped by the task's end: what the arm returned is dropped
+        return Claim("inactive")
     stored = store(rt.settings, task_id, step_id, output,
                    _spent_by_step(ctx, base_tokens, base_cost))
     if stored is None:  # cancelled or failed while the arm ran: the late output is dropped
@@ -126,11 +128,19 @@ def execute(rt, task_id: str, step_id: str, claimant: str) -> Claim:
     return dataclasses.replace(outcome, output=stored)
 
 
+# How often a running step looks whether it still holds its claim: a cancel (or any end of the
+# task) stops the step within about this long. One indexed read per running step and interval.
+STOP_CHECK_SECONDS = 1.0
+
+
 class Heartbeat(threading.Thread):
     """Renews a running claim's lease every third of it, and marks the task as progressing.
 
-    A renewal that fails (database briefly away) is skipped; the lease has two more chances
-    before it lapses. The thread is a daemon, so a worker that dies takes it along.
+    Between renewals it checks, every STOP_CHECK_SECONDS, that the claim is still this attempt's.
+    When the task ends (cancel, timeout, another step's failure) its open steps are cancelled,
+    so the claim is gone: ``lost`` is set and the arm stops at its next check (the executor kills
+    its command). A renewal that fails (database briefly away) is skipped; the lease has two more
+    chances before it lapses. The thread is a daemon, so a worker that dies takes it along.
     """
 
     def __init__(self, settings: Settings, task_id: str, step_id: str, claimant: str):
@@ -138,14 +148,26 @@ class Heartbeat(threading.Thread):
         self.settings, self.task_id, self.step_id, self.claimant = (
             settings, task_id, step_id, claimant)
         self._stopped = threading.Event()
+        self.lost = threading.Event()
 
     def run(self) -> None:
-        lease = self.settings.step_lease_seconds
-        while not self._stopped.wait(lease / 3):
+        every = self.settings.step_lease_seconds / 3
+        next_renewal = time.monotonic() + every
+        while not self._stopped.wait(min(STOP_CHECK_SECONDS, every)):
             try:
-                renew(self.settings, self.task_id, self.step_id, self.claimant)
+                if time.monotonic() >= next_renewal:
+                    next_renewal = time.monotonic() + every
+                    held = renew(self.settings, self.task_id, self.step_id, self.claimant)
+                else:
+                    held = holds(self.settings, self.task_id, self.step_id, self.claimant)
             except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the step
                 log.warning("lease renewal for step %s failed: %s", self.step_id, exc)
+                continue
+            if not held:
+                log.info("step %s no longer holds its claim (its task ended): stopping it",
+                         self.step_id)
+                self.lost.set()
+                return
 
     def stop(self) -> None:
         self._stopped.set()
@@ -165,6 +187,16 @@ def renew(settings: Settings, task_id: str, step_id: str, claimant: str) -> bool
             session.execute(update(Task).where(Task.id == repo.as_uuid(task_id))
                             .values(progress_at=func.now()))
         return bool(renewed)
+
+
+def holds(settings: Settings, task_id: str, step_id: str, claimant: str) -> bool:
+    """Whether ``claimant`` still runs the step (not cancelled, not taken over)."""
+    with session_scope(settings) as session:
+        return session.scalar(
+            select(func.count()).select_from(TaskStep)
+            .where(TaskStep.task_id == repo.as_uuid(task_id), TaskStep.step_id == step_id,
+                   TaskStep.status == StepStatus.RUNNING, TaskStep.claimed_by == claimant)
+        ) == 1
 
 
 def _spent_by_step(ctx: ArmContext, base_tokens: int, base_cost: float) -> dict | None:

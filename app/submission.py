@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from app import audit, metrics, repo
@@ -127,9 +127,13 @@ def _replay(rt: Runtime, sub: Submission, fingerprint: str) -> Accepted | None:
     if found is None:
         return None
     if found.created_at < repo.now() - IDEMPOTENCY_WINDOW:
-        raise IdempotencyConflict(
-            "this Idempotency-Key was used more than 24 hours ago; use a new key",
-            details={"task_id": str(found.id)})
+        # The key is forgotten after its window, as clients expect (the key space is theirs and
+        # may recur): it is taken off the old task so the unique index admits a new one.
+        with session_scope(rt.settings) as session:
+            session.execute(update(Task).where(Task.id == found.id,
+                                               Task.idempotency_key == sub.idempotency_key)
+                            .values(idempotency_key=None))
+        return None
     if found.request_hash != fingerprint:
         raise IdempotencyConflict(
             "this Idempotency-Key was already used with a different request body",

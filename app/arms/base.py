@@ -37,3 +37,6 @@ class ArmContext:
     # app.llm.LLMClient and app.llm.Usage when an endpoint is configured, else None.
     llm: Any = None
     usage: Any = None
+    # A threading.Event set when the step must stop early (its task was cancelled or ended, or
+    # the claim passed to another attempt): long-running arms check it and stop their work.
+    stop: Any = None

@@ -93,7 +93,7 @@ def run(ctx: ArmContext, *, config: Config | None = None) -> dict:
         _write_marker(config.marker_dir, ctx, argv)
     try:
         outcome = run_sandboxed(argv, config.limits(), path=config.path,
-                                run_as_user=config.run_as_user or None)
+                                run_as_user=config.run_as_user or None, stop=ctx.stop)
     except (OSError, subprocess.SubprocessError, LookupError) as exc:
         raise ArmError(f"could not start {argv[0]}: {exc}",
                        details={"command": command, "argv": argv}) from None
@@ -107,6 +107,7 @@ def run(ctx: ArmContext, *, config: Config | None = None) -> dict:
         "stderr": outcome.stderr.decode("utf-8", "replace"),
         "duration_ms": outcome.duration_ms,
         "timed_out": outcome.timed_out,
+        "stopped": outcome.stopped,
         "truncated": outcome.truncated,
         "stdout_bytes": outcome.stdout_bytes,
         "stderr_bytes": outcome.stderr_bytes,
@@ -188,7 +189,9 @@ def _write_marker(marker_dir: str, ctx: ArmContext, argv: list[str]) -> None:
 def _summary(command: str, outcome, config: Config) -> str:
     shown = " ".join(command.split())  # one line, even for a multi-line python -c snippet
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    if outcome.timed_out:
+    if outcome.stopped:
+        text = f"`{shown}` was stopped after {outcome.duration_ms} ms: its task ended"
+    elif outcome.timed_out:
         text = f"`{shown}` timed out after {config.timeout_seconds:g}s and was killed"
     elif outcome.signal:
         text = f"`{shown}` was killed by {outcome.signal} after {outcome.duration_ms} ms"

@@ -57,6 +57,7 @@ class Outcome:
     timed_out: bool
     duration_ms: int
     run_as: str
+    stopped: bool = False  # killed because the caller's stop event was set
 
     @property
     def truncated(self) -> bool:
@@ -78,9 +79,12 @@ class _Capture:
 
 
 def run_sandboxed(argv: list[str], limits: Limits, *, path: str,
-                  run_as_user: str | None = None) -> Outcome:
+                  run_as_user: str | None = None, stop=None) -> Outcome:
     """Run ``argv`` (argv[0] an absolute path) under ``limits``; never raises for the command's
-    own failures (non-zero exit, signal, timeout): those are part of the Outcome."""
+    own failures (non-zero exit, signal, timeout): those are part of the Outcome.
+
+    ``stop`` (a threading.Event) kills the command as soon as it is set: a cancelled task's
+    command must not go on with its side effects."""
     identity = _identity(run_as_user)
     workdir = tempfile.mkdtemp(prefix="octollm-exec-")
     try:
@@ -99,7 +103,7 @@ def run_sandboxed(argv: list[str], limits: Limits, *, path: str,
                                 start_new_session=True, preexec_fn=_rlimit_setter(limits),
                                 **user_options)
         try:
-            out, err, timed_out = _supervise(proc, limits, token, started)
+            out, err, timed_out, stopped = _supervise(proc, limits, token, started, stop)
         finally:
             _kill_group(proc.pid)
             try:
@@ -110,26 +114,29 @@ def run_sandboxed(argv: list[str], limits: Limits, *, path: str,
         return Outcome(
             exit_code=code, signal=_signal_name(-code) if code is not None and code < 0 else None,
             stdout=bytes(out.kept), stderr=bytes(err.kept), stdout_bytes=out.seen,
-            stderr_bytes=err.seen, timed_out=timed_out,
+            stderr_bytes=err.seen, timed_out=timed_out, stopped=stopped,
             duration_ms=round((time.monotonic() - started) * 1000),
             run_as=identity.pw_name if identity else _current_user())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _supervise(proc: subprocess.Popen, limits: Limits, token: str,
-               started: float) -> tuple[_Capture, _Capture, bool]:
+def _supervise(proc: subprocess.Popen, limits: Limits, token: str, started: float,
+               stop=None) -> tuple[_Capture, _Capture, bool, bool]:
     out, err = _Capture(limits.max_output_bytes), _Capture(limits.max_output_bytes)
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ, out)
     selector.register(proc.stderr, selectors.EVENT_READ, err)
     deadline = started + limits.timeout_seconds
-    exited = timed_out = False
+    exited = timed_out = stopped = False
     try:
         while selector.get_map() or not exited:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = not exited
+                break
+            if stop is not None and stop.is_set():
+                stopped = not exited
                 break
             if selector.get_map():
                 _read_ready(selector, min(remaining, 0.05))
@@ -150,7 +157,7 @@ def _supervise(proc: subprocess.Popen, limits: Limits, token: str,
         selector.close()
         proc.stdout.close()
         proc.stderr.close()
-    return out, err, timed_out
+    return out, err, timed_out, stopped
 
 
 def _read_ready(selector: selectors.BaseSelector, timeout: float) -> None:

@@ -2,17 +2,21 @@
 
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from api import create_app
 from app import orchestration, steps
 from app.db import session_scope
 from app.errors import ErrorCode
-from app.models import TaskStep
+from app.models import Task, TaskStep
+from tasks.canvas import step_message_id
 from tests.support.apps import dead_broker
+from tests.support.commands import live_processes, sleeper, step_status, until
 
 pytestmark = pytest.mark.integration
 
@@ -71,19 +75,60 @@ def test_cancel_pending_task_then_conflict(parked):
     assert parked.post(f"/tasks/{task_id}/retry").status_code == 409
 
 
-def test_cancel_a_running_task_stops_what_comes_after(client, worker_set, wait_for):
-    task_id = _submit(client, "Run `python3 -c 'import time; time.sleep(2); print(1)'`")
-    deadline = time.monotonic() + 30
-    while client.get(f"/tasks/{task_id}").get_json()["status"] == "pending":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+def test_cancel_stops_a_running_executor_step_at_its_next_check(client, worker_set, wait_for):
+    goal, tag, late = sleeper(8)
+    task_id = _submit(client, goal)
+    until(lambda: live_processes(tag), 60, "the command did not start")
+    started = time.monotonic()
+    assert step_status(client, task_id, "executor") == "running"
+
     assert client.post(f"/tasks/{task_id}/cancel").status_code == 200
-    time.sleep(3)  # let the running step finish on its own
+    cancelled = time.monotonic()
+    until(lambda: not live_processes(tag), 5, "the running command was not killed")
+    assert time.monotonic() - cancelled < 5
+
     body = wait_for(client, task_id)
-    assert body["status"] == "cancelled"
-    statuses = {s["arm"]: s["status"] for s in body["steps"]}
-    assert statuses.get("judge") in (None, "cancelled", "pending")
-    assert body["result"] is None
+    assert body["status"] == "cancelled" and body["result"] is None
+    by_arm = {s["arm"]: s for s in body["steps"]}
+    assert by_arm["executor"]["status"] == "cancelled" and by_arm["executor"]["summary"] is None
+    assert by_arm["judge"]["status"] == "cancelled"
+    time.sleep(max(0.0, started + 9 - time.monotonic()))  # past the end of the 8 s sleep
+    assert not late.exists(), "the command ran on after the cancel"
+    assert wait_for(client, task_id)["steps"] == body["steps"]  # the late output was not stored
+
+
+def test_cancel_revokes_the_queued_step_messages(client, api_app, worker_set, wait_for,
+                                                 monkeypatch, runtime):
+    producer = api_app.extensions["octollm_celery"]
+    revoked: list[str] = []
+    broadcast = producer.control.revoke
+
+    def spy(ids, *args, **kwargs):
+        revoked.extend(ids)
+        return broadcast(ids, *args, **kwargs)
+
+    monkeypatch.setattr(producer.control, "revoke", spy)
+    # The executor worker runs one step at a time: a sleeping command makes the next one wait.
+    goal, tag, _ = sleeper(6)
+    blocker = _submit(client, goal)
+    until(lambda: live_processes(tag), 60, "the blocking command did not start")
+    queued = _submit(client, f"Run `echo queued {uuid.uuid4().hex[:8]}`")
+    until(lambda: step_status(client, queued, "executor") == "pending", 30,
+           "the queued task was not dispatched")
+    assert live_processes(tag), "the blocker finished before the second step was queued"
+
+    assert client.post(f"/tasks/{queued}/cancel").status_code == 200
+    steps_ = client.get(f"/tasks/{queued}").get_json()["steps"]
+    assert sorted(revoked) == sorted(step_message_id(queued, s["step_id"], 0) for s in steps_)
+
+    assert wait_for(client, blocker, timeout=60)["status"] == "completed"
+    run_step = next(s["step_id"] for s in steps_ if s["arm"] == "executor")
+    message = producer.AsyncResult(step_message_id(queued, run_step, 0))
+    # The worker drops the revoked message on receipt, unrun, and records it as revoked.
+    until(lambda: message.state == "REVOKED", 30, "the queued step was not revoked")
+    marker_dir = Path(runtime.settings.env["OCTOLLM_EXECUTOR_MARKER_DIR"])
+    assert list(marker_dir.glob(f"{queued}.*")) == [], "the revoked step ran"
+    assert step_status(client, queued, "executor") == "cancelled"
 
 
 def test_retry_runs_failed_steps_and_reuses_completed_ones(runtime, client, worker_set, wait_for):
@@ -128,6 +173,29 @@ def test_idempotency_key_replays_and_conflicts(parked):
                           headers={"Idempotency-Key": "order-77"})
     assert changed.status_code == 409
     assert changed.get_json()["details"]["task_id"] == first.get_json()["task_id"]
+
+
+def test_idempotency_key_is_forgotten_after_24_hours(parked, runtime):
+    body = {"goal": "Run `echo daily report`"}
+    key = {"Idempotency-Key": f"daily-{uuid.uuid4().hex[:8]}"}
+    first = parked.post("/submit", json=body, headers=key).get_json()["task_id"]
+
+    def age(delta: timedelta) -> None:
+        with session_scope(runtime.settings) as session:
+            session.execute(update(Task).where(Task.id == first)
+                            .values(created_at=func.now() - delta))
+
+    age(timedelta(hours=23, minutes=59))
+    assert parked.post("/submit", json=body, headers=key).get_json()["task_id"] == first
+    age(timedelta(hours=24, minutes=1))
+    renewed = parked.post("/submit", json=body, headers=key)
+    assert renewed.status_code == 202
+    assert renewed.get_json()["message"].startswith("task accepted")
+    second = renewed.get_json()["task_id"]
+    assert second != first
+    # From now on the key stands for the new task, and the old one is still there.
+    assert parked.post("/submit", json=body, headers=key).get_json()["task_id"] == second
+    assert parked.get(f"/tasks/{first}").status_code == 200
 
 
 def test_concurrent_submissions_with_one_key_create_one_task(runtime):

@@ -3,6 +3,7 @@
 import json
 import os
 import shlex
+import threading
 import time
 import uuid
 
@@ -64,6 +65,23 @@ def test_infinite_loop_is_killed_at_the_timeout():
     assert out["signal"] == "SIGKILL" and out["exit_code"] == -9
     assert 1.4 < elapsed < 3.5
     assert "timed out" in out["summary"] and "\n" not in out["summary"]
+    assert_nothing_left(tag)
+
+
+def test_stop_event_kills_the_command_and_its_children_at_once():
+    command, tag = snippet("import os, time\nos.fork()\ntime.sleep(30)\nprint('finished')")
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    context = ArmContext(task_id="t", tenant="t1", step_id="s", arm="executor", action="run",
+                         goal="g", inputs={"command": command}, stop=stop)
+    started = time.monotonic()
+
+    out = run(context, config=Config(timeout_seconds=20))
+
+    assert time.monotonic() - started < 3
+    assert out["stopped"] is True and out["timed_out"] is False
+    assert out["signal"] == "SIGKILL" and "finished" not in out["stdout"]
+    assert "its task ended" in out["summary"]
     assert_nothing_left(tag)
 
 
