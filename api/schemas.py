@@ -117,6 +117,8 @@ class TaskSchema(ma.Schema):
     updated_at = ma.fields.DateTime()
     started_at = ma.fields.DateTime(allow_none=True)
     finished_at = ma.fields.DateTime(allow_none=True)
+    deadline_at = ma.fields.DateTime(allow_none=True, metadata={
+        "description": "When the time budget runs out (set when processing starts)"})
     processing_time_ms = ma.fields.Integer(allow_none=True)
     result = ma.fields.Dict(allow_none=True)
     error = ma.fields.Nested(TaskErrorSchema, allow_none=True)

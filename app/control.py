@@ -6,6 +6,10 @@ winner and the loser is told why (Conflict).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from sqlalchemy import func
+
 from app import audit, events, metrics, orchestration, repo
 from app.db import session_scope
 from app.errors import ErrorCode, OctoError
@@ -50,6 +54,7 @@ def retry(rt: Runtime, task_id: str, tenant: str, *, actor: str,
     Failed and interrupted steps run again. After a failed judgement the judge (and the guardian
     after it) run again too, since nothing else failed. The result row goes, so the next finalize
     writes a fresh one; the dispatch number goes up so the new step messages get new ids.
+    The task gets a fresh deadline.
     """
     with session_scope(rt.settings) as session:
         task = repo.get_task(session, task_id, tenant, lock=True)
@@ -66,6 +71,9 @@ def retry(rt: Runtime, task_id: str, tenant: str, *, actor: str,
         reset = repo.reset_steps_for_retry(session, task_id, rerun)
         repo.delete_result(session, task_id)
         task.dispatch_count = (task.dispatch_count or 0) + 1
+        # The retry gets the whole time budget again, counted from now: the first run's deadline
+        # may have passed (TASK_TIMEOUT is retryable) and would fail the retry at once.
+        task.deadline_at = func.now() + timedelta(seconds=orchestration.time_budget(rt, task))
         repo.transition(session, task_id, TaskStatus.PENDING)
         priority = str(task.priority)
         audit.record(session, tenant=tenant, actor=actor, action="task.retry", task_id=task_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from app import capability, events, metrics, repo
 from app.db import session_scope
@@ -68,10 +69,22 @@ def priority_of_active(rt: Runtime, task_id: str) -> str:
 
 
 def begin(rt: Runtime, task_id: str) -> None:
-    """First pipeline task to run moves the task to processing; later ones find it there."""
+    """First pipeline task to run moves the task to processing; later ones find it there.
+
+    Moving to processing starts the task's deadline: ``budget.max_time_seconds`` (or the default
+    task timeout) from now. Arm step messages expire at it (tasks/canvas.py) and reconciliation
+    fails the task once it passes. A deadline already set (by a retry) is kept.
+    """
     with session_scope(rt.settings) as session:
-        active_task(session, task_id)
-    change_status(rt, task_id, TaskStatus.PROCESSING)
+        task = active_task(session, task_id)
+        seconds = time_budget(rt, task)
+    if change_status(rt, task_id, TaskStatus.PROCESSING):
+        with session_scope(rt.settings) as session:
+            repo.start_deadline(session, task_id, seconds)
+
+
+def time_budget(rt: Runtime, task: Task) -> float:
+    return float((task.budget or {}).get("max_time_seconds") or rt.settings.default_task_timeout)
 
 
 def plan(rt: Runtime, task_id: str) -> dict:
@@ -114,6 +127,7 @@ class Stage:
     dispatch: int
     priority: str
     max_time_seconds: float | None
+    deadline: datetime | None = None
 
 
 def prepare_stage(rt: Runtime, task_id: str) -> Stage:
@@ -144,6 +158,7 @@ def prepare_stage(rt: Runtime, task_id: str) -> Stage:
         dispatch = task.dispatch_count or 0
         priority = str(task.priority)
         max_time = (task.budget or {}).get("max_time_seconds")
+        deadline = task.deadline_at
     ttl = (max_time or rt.settings.default_task_timeout) + CAPABILITY_MARGIN_SECONDS
 
     def step(step_id: str, arm: str, action: str) -> StageStep:
@@ -153,7 +168,7 @@ def prepare_stage(rt: Runtime, task_id: str) -> Stage:
 
     stage = [[step(s.id, s.arm, s.action) for s in level] for level in levels]
     stage.append([step(GUARDIAN_STEP, "guardian", "redact")])
-    return Stage(stage, dispatch, priority, max_time)
+    return Stage(stage, dispatch, priority, max_time, deadline)
 
 
 def open_step_message_ids(rt: Runtime, task_id: str, message_id) -> list[str]:
@@ -224,6 +239,12 @@ def fail(rt: Runtime, task_id: str, code: str, message: str) -> bool:
             repo.save_result(session, task_id, result=None, error=f"{code}: {message[:2000]}",
                              processing_time_ms=_elapsed_ms(task) if task else None)
     return moved
+
+
+def step_expired(rt: Runtime, task_id: str, step_id: str, arm: str) -> bool:
+    """A step's message reached its worker after the task's deadline and was discarded unrun."""
+    return fail(rt, task_id, ErrorCode.TASK_TIMEOUT,
+                f"step {step_id} ({arm}) waited in its queue past the task's deadline")
 
 
 def pipeline_error(rt: Runtime, task_id: str) -> str:

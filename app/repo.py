@@ -68,6 +68,12 @@ def transition(session: Session, task_id, target: str, *, error_code: str | None
     return result.rowcount == 1
 
 
+def start_deadline(session: Session, task_id, seconds: float) -> None:
+    """The task's deadline is ``seconds`` from now, unless one is set already."""
+    session.execute(update(Task).where(Task.id == as_uuid(task_id), Task.deadline_at.is_(None))
+                    .values(deadline_at=func.now() + timedelta(seconds=seconds)))
+
+
 def touch_progress(session: Session, task_id) -> None:
     session.execute(update(Task).where(Task.id == as_uuid(task_id)).values(progress_at=func.now()))
 

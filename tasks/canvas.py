@@ -18,6 +18,7 @@ can send a pipeline without importing the task modules (and their dependencies).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from celery import Celery, chain, chord
 from celery.canvas import Signature
@@ -94,14 +95,22 @@ def revoke_steps(app: Celery, rt, task_id: str) -> int:
 
 def build_arm_stage(app: Celery, task_id: str, stage: Sequence[Sequence[StageStep]],
                     priority: str | None = "medium", *, dispatch: int = 0,
-                    soft_time_limit: float | None = None) -> Signature:
-    """One chord per dependency level, then finalize and memory indexing."""
+                    soft_time_limit: float | None = None,
+                    expires: datetime | None = None) -> Signature:
+    """One chord per dependency level, then finalize and memory indexing.
+
+    ``expires`` is the task's deadline: a step message still queued when it passes is discarded
+    by the worker unrun (and the task fails with TASK_TIMEOUT, workers/signals.py), instead of
+    running work nobody can use any more. Reconciliation's fail_overdue remains the backstop.
+    """
     p = priority_of(priority)
     t = str(task_id)
-    limits = {}
+    limits: dict = {}
     if soft_time_limit:
         # The task's own time budget caps every step; the hard limit leaves room to clean up.
         limits = {"soft_time_limit": soft_time_limit, "time_limit": soft_time_limit + 15}
+    if expires is not None:
+        limits["expires"] = expires
     links: list[Signature] = []
     for level, steps in enumerate(stage):
         members = [_step(app, t, s, p, {**limits, "task_id": step_message_id(t, s.step_id, dispatch)})

@@ -30,7 +30,8 @@ def dispatch(self, task_id: str):
         raise Ignore() from None
     return self.replace(build_arm_stage(self.app, task_id, stage.levels, stage.priority,
                                         dispatch=stage.dispatch,
-                                        soft_time_limit=stage.max_time_seconds))
+                                        soft_time_limit=stage.max_time_seconds,
+                                        expires=stage.deadline))
 
 
 @shared_task(name="octollm.orchestration.collect", **PIPELINE)

@@ -100,6 +100,25 @@ def connect(celery, settings: Settings) -> None:
             queue=delivery.get("routing_key"),
         )
 
+    @signals.task_revoked.connect(weak=False)
+    def _expired(sender=None, request=None, expired=False, **_):
+        # An arm step message that waited in its queue past the task's deadline is dropped unrun
+        # (Celery's `expires`); the task ends now with TASK_TIMEOUT instead of waiting for
+        # reconciliation to notice.
+        name = getattr(sender, "name", "") or ""
+        args = list(getattr(request, "args", None) or ())
+        if not expired or not name.startswith("octollm.arm.") or len(args) < 2:
+            return
+        from app import orchestration
+        from app.runtime import get_runtime
+
+        try:
+            orchestration.step_expired(get_runtime(), str(args[0]), str(args[1]),
+                                       name.rsplit(".", 1)[-1])
+        except Exception:  # noqa: BLE001 - fail_overdue ends the task later
+            logging.getLogger(__name__).exception("could not end task %s after expiry",
+                                                  args[0])
+
     @signals.task_postrun.connect(weak=False)
     def _unbind(task_id=None, **_):
         tokens = _tokens.pop(task_id, None)

@@ -1,12 +1,15 @@
 """Priorities overtake a backlog; a task's time budget is its deadline and its steps' limit."""
 
 import time
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from app import reconcile
 from app.runtime import Runtime
-from tasks.canvas import revoke_steps
+from tasks.canvas import revoke_steps, step_message_id
+from tests.support.commands import live_processes, sleeper, until
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +43,31 @@ def test_max_time_is_the_step_soft_limit(client, worker_set, wait_for):
     assert body["status"] == "failed"
     assert body["error"]["code"] == "TASK_TIMEOUT"
     assert time.monotonic() - started < 8
+
+
+def test_a_step_queued_past_the_deadline_is_dropped_and_the_task_times_out(
+        client, api_app, worker_set, wait_for, runtime):
+    # The executor worker runs one step at a time: a sleeping command holds the queue.
+    goal, tag, _ = sleeper(6)
+    blocker = client.post("/submit", json={"goal": goal}).get_json()["task_id"]
+    until(lambda: live_processes(tag), 60, "the blocking command did not start")
+    tight = client.post("/submit", json={"goal": "Run `echo in time`",
+                                         "budget": {"max_time_seconds": 2}}).get_json()["task_id"]
+
+    body = wait_for(client, tight, timeout=30)
+    assert body["status"] == "failed" and body["error"]["code"] == "TASK_TIMEOUT", body["error"]
+    assert "waited in its queue past the task's deadline" in body["error"]["message"]
+    started = datetime.fromisoformat(body["started_at"])
+    assert datetime.fromisoformat(body["deadline_at"]) - started == pytest.approx(
+        timedelta(seconds=2), abs=timedelta(seconds=1))
+    executor = next(s for s in body["steps"] if s["arm"] == "executor")
+    assert executor["status"] == "cancelled" and executor["attempts"] == 0
+    message = api_app.extensions["octollm_celery"].AsyncResult(
+        step_message_id(tight, executor["step_id"], 0))
+    assert message.state == "REVOKED"  # discarded by the worker on receipt, never run
+    marker_dir = Path(runtime.settings.env["OCTOLLM_EXECUTOR_MARKER_DIR"])
+    assert list(marker_dir.glob(f"{tight}.*")) == []
+    assert wait_for(client, blocker, timeout=60)["status"] == "completed"
 
 
 def test_overdue_tasks_fail_with_task_timeout_and_their_steps_are_revoked(runtime, api_app):

@@ -1,3 +1,5 @@
+from datetime import UTC, datetime, timedelta
+
 from celery import Celery
 from celery.canvas import _chain, chord
 
@@ -82,6 +84,22 @@ def test_arm_stage_has_one_chord_per_multi_step_level_and_ends_with_finalize_and
     assert all(s.options["priority"] == PRIORITIES["low"] for s in leaves)
     collects = [s for s in leaves if s.task == "octollm.orchestration.collect"]
     assert [c.args[1] for c in collects] == [0, 1, 2, 3]
+
+
+def test_arm_steps_expire_at_the_task_deadline_and_bookkeeping_does_not():
+    deadline = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(seconds=30)
+    stage = [[StageStep("find", "retriever")], [StageStep("run", "executor")],
+             [StageStep("guardian", "guardian")]]
+    leaves = _leaves(build_arm_stage(_app(), T, stage, dispatch=1, soft_time_limit=30,
+                                     expires=deadline))
+    arms = [s for s in leaves if s.task.startswith("octollm.arm.")]
+    assert [s.task for s in arms] == ["octollm.arm.retriever", "octollm.arm.executor",
+                                      "octollm.arm.guardian"]
+    assert all(s.options["expires"] == deadline for s in arms)
+    others = [s for s in leaves if not s.task.startswith("octollm.arm.")]
+    assert others and not any("expires" in s.options for s in others)
+    undated = _leaves(build_arm_stage(_app(), T, stage))
+    assert not any("expires" in s.options for s in undated)
 
 
 def test_priorities_order_critical_first_for_redis():
