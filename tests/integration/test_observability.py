@@ -2,7 +2,8 @@
 survive prefork, and a log record is one JSON line with the context fields.
 
 The request-id tests read the logs of the real worker processes (one per queue, started by the
-session fixture). The metrics tests run app.metrics in fresh (spawned) processes sharing one
+session fixture). The step-outcome tests run a step in this process and read its counters; the
+multiprocess tests run app.metrics in fresh (spawned) processes sharing one
 PROMETHEUS_MULTIPROC_DIR, as the children of a prefork worker or gunicorn do.
 """
 
@@ -20,11 +21,18 @@ import uuid
 import pytest
 import requests
 from celery import signals
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from app import logging as octolog
+from app import orchestration, steps
 from app.db import session_scope
-from app.models import Task
+from app.errors import OctoError
+from app.models import Task, TaskStep
+from app.runtime import Runtime, set_runtime
 from app.submission import Submission, accept
 from tasks.canvas import REQUEST_ID_HEADER, TENANT_HEADER, build_start
 from tests.support.apps import make_key
@@ -191,6 +199,54 @@ def _serve(port: int, ready) -> None:
     metrics.serve(port, "127.0.0.1")
     ready.set()
     time.sleep(120)  # the test terminates this process
+
+
+def planned_step(runtime, goal: str, arm: str):
+    """A planned task's step of ``arm``, as dispatch hands it to the arm's queue."""
+    task_id = accept(runtime, Submission(goal=goal)).task_id
+    orchestration.begin(runtime, task_id)
+    orchestration.plan(runtime, task_id)
+    stage = orchestration.prepare_stage(runtime, task_id)
+    return task_id, next(s for level in stage.levels for s in level if s.arm == arm)
+
+
+def counted(arm: str, outcome: str) -> float:
+    """octollm_steps_total{arm, outcome} in this process."""
+    return REGISTRY.get_sample_value("octollm_steps_total", {"arm": arm, "outcome": outcome}) or 0.0
+
+
+def test_a_step_that_fails_is_counted_as_failed_for_its_arm(runtime):
+    task_id, step = planned_step(runtime, "Run `curl http://example.com`", "executor")
+    outcomes = ("started", "succeeded", "failed", "retried")
+    before = {o: counted("executor", o) for o in outcomes}
+    with pytest.raises(OctoError) as failure:
+        steps.execute(runtime, task_id, step.step_id, "metrics-test")
+    assert failure.value.code == "COMMAND_REFUSED"
+    after = {o: counted("executor", o) for o in outcomes}
+    assert {o: after[o] - before[o] for o in outcomes} == {
+        "started": 1, "succeeded": 0, "failed": 1, "retried": 0}
+
+
+def test_a_step_that_meets_a_database_outage_is_counted_as_retried(runtime):
+    from tasks.arms import executor, run_step
+
+    task_id, step = planned_step(runtime, "Run `echo the database is away`", "executor")
+    url = make_url(runtime.settings.database_url).set(port=1)  # nothing listens there
+    set_runtime(Runtime(runtime.settings.replace(
+        database_url=url.render_as_string(hide_password=False))))
+    before = counted("executor", "retried"), counted("executor", "failed")
+    try:
+        # Outside a worker, Task.retry raises the error it was given instead of re-queueing.
+        with pytest.raises(OperationalError):
+            run_step(executor, task_id, step.step_id, step.capability)
+    finally:
+        set_runtime(runtime)
+    assert (counted("executor", "retried"), counted("executor", "failed")) == (
+        before[0] + 1, before[1])
+    with session_scope(runtime.settings) as session:  # nothing was claimed or failed
+        row = session.scalars(select(TaskStep).where(TaskStep.task_id == task_id,
+                                                     TaskStep.step_id == step.step_id)).one()
+        assert (row.status, row.attempts) == ("pending", 0)
 
 
 def steps_total(exposition: str, arm: str) -> float:
