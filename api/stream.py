@@ -43,6 +43,19 @@ class EventsArgs(ma.Schema):
                                  "sent), for clients that cannot set headers"})
 
 
+# One server-sent event as the stream carries it (heartbeats are comment lines, not events);
+# ``data`` is a JSON object encoded as text.
+SSE_EVENT = {
+    "type": "object", "required": ["event", "data"],
+    "properties": {
+        "id": {"type": "string", "description": "Resume after this event with Last-Event-ID"},
+        "event": {"type": "string",
+                  "enum": ["snapshot", "status", "plan", "step", "level"]},
+        "data": {"type": "string", "description": "The event's fields as a JSON object"},
+    },
+}
+
+
 def _format(event_id: str | None, event_type: str, data: dict) -> str:
     head = f"id: {event_id}\n" if event_id else ""
     return f"{head}event: {event_type}\ndata: {events.dumps(data)}\n\n"
@@ -96,7 +109,7 @@ class TaskEvents(MethodView):
     @blp.doc(responses={
         200: {"description": "text/event-stream of snapshot, status, plan, step and level "
                              "events; ids resume with Last-Event-ID",
-              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+              "content": {"text/event-stream": {"schema": SSE_EVENT}}},
         400: {"description": "Invalid Last-Event-ID or query parameter",
               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
         404: {"description": "No such task",

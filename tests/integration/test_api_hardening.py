@@ -324,3 +324,49 @@ def test_json_answers_are_compact_with_sorted_keys_and_no_dead_config(client, ap
     error = client.get("/nope", headers={"X-Request-ID": "sorted-2"}).get_data(as_text=True)
     assert list(json.loads(error)) == ["details", "error", "message", "request_id"]
     assert error.index('"details"') < error.index('"error"') < error.index('"message"')
+
+
+# -- security headers and unexpected errors -------------------------------------------------------
+
+def _assert_security_headers(response) -> None:
+    from api import SECURITY_HEADERS
+
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value, (response.status_code, name)
+
+
+def test_security_headers_are_on_errors_and_event_streams_too(secured, offline, settings):
+    _assert_security_headers(secured.test_client().get("/tasks"))  # 401
+    c = offline.test_client()
+    _assert_security_headers(c.get("/nope"))  # 404
+    raw = json.dumps({"goal": "x", "context": "y" * (settings.max_body_bytes + 10)})
+    too_large = c.post("/submit", data=raw, content_type="application/json")
+    assert too_large.status_code == 413
+    _assert_security_headers(too_large)
+    task_id = c.post("/submit", json={"goal": "Run `echo headers`"}).get_json()["task_id"]
+    assert c.post(f"/tasks/{task_id}/cancel").status_code == 200
+    stream = c.get(f"/tasks/{task_id}/events")  # a finished task's stream closes by itself
+    assert stream.status_code == 200 and stream.mimetype == "text/event-stream"
+    assert "event: status" in stream.get_data(as_text=True)
+    _assert_security_headers(stream)
+
+
+def test_an_unexpected_exception_is_a_bare_500_without_internals(runtime, caplog):
+    app = create_app(runtime.settings, celery=dead_broker(runtime.settings))
+    secret = "ledger row 42 of tenant acme is corrupt"
+
+    def explode():
+        raise RuntimeError(secret)
+
+    app.add_url_rule("/test-only/explode", "explode", explode)
+    response = app.test_client().get("/test-only/explode", headers={"X-Request-ID": "boom-1"})
+
+    body = _error(response, 500)
+    assert body == {"error": "INTERNAL_ERROR", "message": "internal error; quote the request id",
+                    "details": {}, "request_id": "boom-1"}
+    text = response.get_data(as_text=True)
+    for leaked in ("Traceback", "RuntimeError", secret, "explode", ".py"):
+        assert leaked not in text
+    _assert_security_headers(response)
+    # The operator still gets the traceback, in the log, under the same request id.
+    assert any(r.exc_info and secret in str(r.exc_info[1]) for r in caplog.records)

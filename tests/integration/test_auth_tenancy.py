@@ -8,7 +8,9 @@ from sqlalchemy import select
 
 from api import auth as api_auth
 from api import create_app
+from app import orchestration
 from app.db import session_scope
+from app.errors import ErrorCode
 from app.models import ApiKey, AuditEvent
 from tests.support.apps import dead_broker, make_key
 
@@ -116,11 +118,16 @@ def test_apikey_command_prints_the_key_once_and_stores_only_its_hash(runtime, te
     assert bad.returncode == 2 and "unknown scope" in bad.stderr
 
 
-def test_audit_log_records_submit_cancel_blocked_and_key_creation(secured, keys, runtime):
+def test_audit_log_records_submit_cancel_retry_blocked_and_key_creation(secured, keys, runtime):
     c = secured.test_client()
     alice = h(keys["alice"])
     task_id = c.post("/submit", json={"goal": "Run `echo audited`"}, headers=alice).get_json()["task_id"]
     assert c.post(f"/tasks/{task_id}/cancel", headers=alice).status_code == 200
+    email = "jane.roe@example.com"
+    retried = c.post("/submit", json={"goal": f"Run `echo mail {email}`"},
+                     headers=alice).get_json()["task_id"]
+    orchestration.fail(runtime, retried, ErrorCode.ARM_ERROR, f"step run (executor): {email}")
+    assert c.post(f"/tasks/{retried}/retry", headers=alice).status_code == 202
     ssn = "078-05-1120"
     blocked = c.post("/submit", json={"goal": f"My SSN is {ssn}, file my taxes"}, headers=alice)
     assert blocked.status_code == 400
@@ -128,7 +135,13 @@ def test_audit_log_records_submit_cancel_blocked_and_key_creation(secured, keys,
         rows = session.scalars(select(AuditEvent).where(AuditEvent.tenant == "alice")).all()
         actions = [(r.action, str(r.task_id) if r.task_id else None) for r in rows]
         stored = repr([(r.details, r.actor) for r in rows])
+        retry_rows = [(r.details, r.actor) for r in rows
+                      if r.action == "task.retry" and str(r.task_id) == retried]
     assert ("task.submit", task_id) in actions and ("task.cancel", task_id) in actions
+    assert ("task.retry", retried) in actions
+    [(details, actor)] = retry_rows
+    assert details["previous_error"] == "ARM_ERROR" and actor
+    assert email not in stored and email.split("@")[0] not in stored
     assert ("apikey.create", None) in actions
     assert any(a == "task.blocked" for a, _ in actions)
     assert ssn not in stored and keys["alice"] not in stored

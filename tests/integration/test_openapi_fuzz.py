@@ -3,6 +3,7 @@
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -13,7 +14,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api import create_app
-from tests.support.apps import dead_broker
+from tests.support.apps import dead_broker, make_key
 
 pytestmark = pytest.mark.integration
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
@@ -21,45 +22,110 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture(scope="module")
-def api_schema(runtime):
-    # A dead broker keeps fuzzed submissions in the database only: they never reach workers.
-    app = create_app(runtime.settings, celery=dead_broker(runtime.settings))
-    return schemathesis.openapi.from_wsgi("/openapi.json", app)
+def offline_app(runtime):
+    # A dead broker keeps fuzzed submissions in the database only: they never reach workers, and
+    # memory search answers its documented 503 at once instead of waiting for a worker.
+    return create_app(runtime.settings, celery=dead_broker(runtime.settings))
+
+
+@pytest.fixture(scope="module")
+def api_schema(offline_app):
+    return schemathesis.openapi.from_wsgi("/openapi.json", offline_app)
+
+
+@pytest.fixture(scope="module")
+def finished_task(offline_app) -> str:
+    """A cancelled task: its event stream replays the history and closes, as fuzzing needs."""
+    c = offline_app.test_client()
+    task_id = c.post("/submit", json={"goal": "Run `echo fuzzed events`"}).get_json()["task_id"]
+    assert c.post(f"/tasks/{task_id}/cancel").status_code == 200
+    return task_id
 
 
 def _operations(schema):
     for result in schema.get_all_operations():
-        operation = result.ok()
-        # A live task's event stream is endless by design and memory search waits for a worker;
-        # both have their own tests (test_events_stream.py, test_pipeline.py).
-        if operation.path.endswith("/events") or operation.path == "/memory/search":
-            continue
-        yield operation
+        yield result.ok()
+
+
+def _fuzz(operation, mode, call, max_examples: int) -> bool:
+    """Run ``call(case)`` on generated cases; False when nothing invalid can be made."""
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=max_examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    def fuzz(case):
+        call(case)
+
+    try:
+        fuzz()
+    except Unsatisfiable:
+        return False
+    return True
+
+
+def _checked(case, finished_task: str, headers: dict | None = None) -> None:
+    if case.operation.path.endswith("/events") and case.path_parameters is not None:
+        # A random id is a 404; the finished task's stream exercises the real answer.
+        case.path_parameters["task_id"] = finished_task
+    if case.operation.path == "/memory/search":
+        # Its documented 503 (broker refused, worker timeout) is an answer, not a server error.
+        response = case.call(headers=headers)
+        assert response.status_code != 500, response.text
+        case.validate_response(response, checks=CHECKS[1:])
+        return
+    case.call_and_validate(headers=headers, checks=CHECKS)
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_no_server_errors_and_answers_match_the_document(api_schema, mode):
+def test_no_server_errors_and_answers_match_the_document(api_schema, finished_task, mode):
     operations = list(_operations(api_schema))
-    assert len(operations) >= 8
+    paths = {o.path for o in operations}
+    assert len(operations) >= 10 and {"/tasks/{task_id}/events", "/memory/search"} <= paths
     unsatisfiable = []
     for operation in operations:
         takes_input = any(len(group) for group in (operation.body, operation.query,
                                                    operation.path_parameters))
         if mode == GenerationMode.NEGATIVE and not takes_input:
             continue  # nothing to make invalid
-
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=25, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
-        def fuzz(case):
-            case.call_and_validate(checks=CHECKS)
-
-        try:
-            fuzz()
-        except Unsatisfiable:
-            # Free-form inputs (a path id accepts any string) leave nothing invalid to send.
+        # Free-form inputs (a path id accepts any string) may leave nothing invalid to send.
+        if not _fuzz(operation, mode, lambda case: _checked(case, finished_task), 25):
             unsatisfiable.append(f"{operation.method.upper()} {operation.path}")
     assert not {"POST /submit", "GET /tasks", "POST /knowledge"} & set(unsatisfiable)
+
+
+@pytest.fixture(scope="module")
+def secured_schema(runtime):
+    settings = runtime.settings.replace(auth_disabled=False)
+    return schemathesis.openapi.from_wsgi("/openapi.json",
+                                          create_app(settings, celery=dead_broker(settings)))
+
+
+def test_with_authentication_on_401_and_403_are_documented_answers(runtime, secured_schema,
+                                                                    finished_task):
+    full = make_key(runtime.settings, "fuzz")
+    reader = make_key(runtime.settings, "fuzz", ["tasks:read"])
+    seen: set[int] = set()
+
+    def call(case, who):
+        headers = {"none": {}, "wrong": {"X-API-Key": "octo_nope_nope"},
+                   "reader": {"X-API-Key": reader}, "full": {"X-API-Key": full}}[who]
+        response = case.call(headers=headers)
+        seen.add(response.status_code)
+        if case.operation.path == "/memory/search":
+            assert response.status_code != 500, response.text
+            case.validate_response(response, checks=CHECKS[1:])
+        else:
+            case.validate_response(response, checks=CHECKS)
+
+    for operation in _operations(secured_schema):
+        @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
+               who=st.sampled_from(["none", "wrong", "reader", "full"]))
+        @settings(max_examples=12, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def fuzz(case, who):
+            call(case, who)
+
+        fuzz()
+    assert {401, 403} <= seen
 
 
 def test_document_describes_every_endpoint_and_the_error_format(client):
