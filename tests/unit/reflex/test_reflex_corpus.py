@@ -21,6 +21,11 @@ THRESHOLDS = {  # family: (precision, recall) on the generated corpus
     "injection": (0.98, 0.97),
 }
 HELD_OUT_2 = {"injection": (0.90, 0.50)}
+# Per injection family and per PII type (generated corpus): (precision, recall). Both measure
+# 1.000 today except command_injection precision (0.957: one `curl ... | bash` install line), so
+# one more miss or false positive in a family of about twenty texts fails the test.
+PER_INJECTION_FAMILY = (0.95, 0.95)
+PER_PII_TYPE = (0.95, 0.90)
 
 
 def load(name: str) -> list[dict]:
@@ -54,6 +59,23 @@ def score(family: str, records: list[dict]) -> tuple[float, float]:
     return tp / max(1, tp + fp), tp / max(1, tp + fn)
 
 
+def score_type(family: str, type_: str, records: list[dict]) -> tuple[float, float, int, int]:
+    """Precision, recall, positives and false positives of one type of ``family``.
+
+    Positives are the texts labelled with the type. A false positive is a text of another label
+    (benign, or the other family) where the type is found; an attack labelled with another
+    injection family where this one also fires is an attack caught, not a false alarm.
+    """
+    tp = fn = fp = 0
+    for record in records:
+        hit = type_ in {m.type for m in found(family, record["text"])}
+        if record["label"] == family and type_ in record["types"]:
+            tp, fn = tp + hit, fn + (not hit)
+        elif record["label"] != family:
+            fp += hit
+    return tp / max(1, tp + fp), tp / max(1, tp + fn), tp + fn, fp
+
+
 def test_corpus_is_big_enough_and_covers_the_hard_negatives():
     counts = {label: sum(r["label"] == label for r in GENERATED) for label in THRESHOLDS}
     benign_sources = {r["source"] for r in GENERATED if r["label"] == "benign"}
@@ -75,10 +97,20 @@ def test_precision_and_recall_meet_the_published_thresholds(family):
 
 
 @pytest.mark.parametrize("type_", sorted(pii.TYPES))
-def test_every_pii_type_is_recalled(type_):
-    records = [r for r in GENERATED if type_ in r["types"]]
-    hits = sum(type_ in {m.type for m in pii.scan(r["text"])} for r in records)
-    assert hits / len(records) >= 0.9, f"{type_}: {hits}/{len(records)}"
+def test_every_pii_type_meets_its_precision_and_recall(type_):
+    precision, recall, positives, false_positives = score_type("pii", type_, GENERATED)
+    want_precision, want_recall = PER_PII_TYPE
+    assert recall >= want_recall, f"{type_}: recall {recall:.3f} of {positives}"
+    assert precision >= want_precision, f"{type_}: {false_positives} false positives"
+
+
+@pytest.mark.parametrize("family", sorted(injection.TYPES))
+def test_every_injection_family_meets_its_precision_and_recall(family):
+    precision, recall, positives, false_positives = score_type("injection", family, GENERATED)
+    want_precision, want_recall = PER_INJECTION_FAMILY
+    assert positives >= 15, f"{family}: only {positives} labelled texts"
+    assert recall >= want_recall, f"{family}: recall {recall:.3f} of {positives}"
+    assert precision >= want_precision, f"{family}: {false_positives} false positives"
 
 
 def test_held_out_round_two_meets_its_floor():
@@ -102,3 +134,17 @@ def test_generated_files_are_what_the_generator_writes():
     for label, records in generator.build().items():
         assert (CORPUS / f"{label}.jsonl").read_text(encoding="utf-8") == generator.to_jsonl(
             records), f"{label}.jsonl is stale: run tests/data/reflex_corpus.py"
+
+
+if __name__ == "__main__":
+    # python -m tests.unit.reflex.test_reflex_corpus: the numbers docs/safety.md publishes.
+    for family in THRESHOLDS:
+        print(f"{family}: precision %.3f, recall %.3f" % score(family, GENERATED))
+    print("held-out round 2 injection: precision %.3f, recall %.3f" % score(
+        "injection", [r for r in HELD_OUT if r["source"] == "hand:held-out-2"]))
+    for family, types in (("injection", injection.TYPES), ("pii", pii.TYPES)):
+        print(f"\n| {family} type | texts | false positives | precision | recall |")
+        print("|---|---:|---:|---:|---:|")
+        for type_ in sorted(types):
+            precision, recall, positives, fps = score_type(family, type_, GENERATED)
+            print(f"| `{type_}` | {positives} | {fps} | {precision:.3f} | {recall:.3f} |")
