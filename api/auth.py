@@ -13,7 +13,6 @@ effect within that time (KEY_CACHE_SECONDS).
 from __future__ import annotations
 
 import hashlib
-import math
 import threading
 import time
 from functools import wraps
@@ -22,7 +21,7 @@ from flask import current_app, g, request
 from flask_smorest import Blueprint
 
 from api.errors import ApiError
-from app import auth, metrics
+from app import auth, metrics, ratelimit
 from app.db import session_scope
 
 KEY_CACHE_SECONDS = 30.0
@@ -101,17 +100,17 @@ def _rate_limit(rt) -> None:
     limiter = current_app.extensions.get("octollm_ratelimiter")
     if limiter is None:
         return
-    client = f"key:{g.principal.prefix}" if g.principal and g.principal.prefix else \
-        f"ip:{request.remote_addr or 'unknown'}"
+    principal = g.get("principal")
+    client = ratelimit.client_key(principal.prefix if principal else None, request.remote_addr)
     try:
         decision = limiter.hit(client)
     except Exception:  # noqa: BLE001 - Redis down: serve rather than refuse everyone
         return
     if not decision.allowed:
         metrics.RATE_LIMITED.inc()
-        retry_after = max(1, math.ceil(decision.retry_after))
+        retry_after = decision.retry_after_header
         raise ApiError(429, f"rate limit exceeded; retry after {retry_after}s",
-                       details={"retry_after": retry_after},
+                       details={"retry_after": int(retry_after)},
                        headers={"Retry-After": retry_after})
 
 

@@ -56,7 +56,8 @@ class Decision:
 
 
 def client_key(client_id: str | None, remote_addr: str | None) -> str:
-    """The bucket of an authenticated client, else of the address it calls from."""
+    """The bucket of an authenticated client (the API passes its key prefix), else of the
+    address it calls from (anonymous use, authentication disabled)."""
     if client_id:
         return f"client:{client_id}"
     return f"ip:{remote_addr or 'unknown'}"
