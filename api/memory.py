@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import marshmallow as ma
@@ -18,7 +19,7 @@ from app import metrics, repo
 from app.db import session_scope
 from app.errors import ErrorCode
 from app.models import Document
-from app.reflex import scan_fields
+from app.reflex import pii, scan_fields, task_fields
 from app.screening import policy_of
 
 blp = Blueprint("memory", __name__, description="Knowledge and episodic memory")
@@ -75,8 +76,13 @@ class Knowledge(MethodView):
         rt = _runtime()
         # The same gate as POST /submit: the reflex layer's verdict under the deployment's
         # policy. Block (critical injection, a deny term, PII in a field the policy blocks on)
-        # is a 400 with masked matches; other PII is redacted before the row is written.
-        report = scan_fields({"text": body["text"], "title": body["title"]}, policy_of(rt))
+        # is a 400 with masked matches; other PII is redacted before the row is written, in
+        # source and metadata too: they reach the Qdrant payload and the retriever's answers.
+        policy = policy_of(rt)
+        metadata_fields = task_fields("", metadata=body["metadata"])
+        fields = {"text": body["text"], "title": body["title"], "source": body["source"],
+                  **{k: v for k, v in metadata_fields.items() if k.startswith("metadata.")}}
+        report = scan_fields(fields, policy)
         public = report.public()
         if public["action"] == "block":
             metrics.REFLEX_BLOCKED.labels(stage="knowledge").inc()
@@ -86,9 +92,11 @@ class Knowledge(MethodView):
                 error=ErrorCode.BLOCKED_BY_REFLEX, details=public)
         text = report.redacted.get("text", body["text"])
         title = report.redacted.get("title", body["title"])
-        redactions = redaction_counts(title, text)
-        doc = Document(tenant=g.tenant, title=title, source=body["source"], text=text,
-                       doc_metadata=body["metadata"])
+        source = report.redacted.get("source", body["source"])
+        metadata, _ = pii.redact_json(body["metadata"], policy.disabled_types)
+        doc = Document(tenant=g.tenant, title=title, source=source, text=text,
+                       doc_metadata=metadata)
+        redactions = _document_redactions(doc)
         with session_scope(rt.settings) as session:
             session.add(doc)
             session.flush()
@@ -101,6 +109,11 @@ class Knowledge(MethodView):
         return {"document_id": doc.id, "status": doc.status or "pending", "title": title,
                 "chunk_count": 0, "redactions": redactions, "created_at": doc.created_at,
                 "indexed_at": None}
+
+
+def _document_redactions(doc: Document) -> dict[str, int]:
+    return redaction_counts(doc.title, doc.text, doc.source,
+                            json.dumps(doc.doc_metadata or {}, ensure_ascii=False))
 
 
 def redaction_counts(*texts: str) -> dict[str, int]:
@@ -126,7 +139,7 @@ class KnowledgeItem(MethodView):
                 raise errors.ApiError(404, f"document {document_id} not found")
             return {"document_id": doc.id, "status": doc.status, "title": doc.title,
                     "chunk_count": doc.chunk_count,
-                    "redactions": redaction_counts(doc.title, doc.text),
+                    "redactions": _document_redactions(doc),
                     "created_at": doc.created_at, "indexed_at": doc.indexed_at}
 
 
