@@ -278,9 +278,14 @@ def record_usage(session, task_id: str, step_id: str, usage: dict | None) -> Non
 
 def fail(settings: Settings, task_id: str, step_id: str, error: OctoError,
          usage: dict | None = None) -> None:
+    from app.arms.guardian import redact_output
+
+    # An error carries what the arm was given (a refused command's text, an argv): redacted as
+    # an output would be, so PII in it never reaches the task_steps row in clear.
+    stored, _ = redact_output(error.to_dict())
     with session_scope(settings) as session:
         record_usage(session, task_id, step_id, usage)
-        repo.fail_step(session, task_id, step_id, error.to_dict())
+        repo.fail_step(session, task_id, step_id, stored)
 
 
 def _context(session, task, step) -> ArmContext:

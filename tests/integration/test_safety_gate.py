@@ -249,3 +249,37 @@ def test_disabled_types_are_kept_in_metadata_and_constraints(ipv4_allowed):
         stored = (task.goal, task.task_metadata, task.constraints)
     assert stored == ("Run `echo ping 203.0.113.7`", {"host": "203.0.113.7"},
                       {"target": "203.0.113.7"})
+
+
+# -- step errors: a refused command's text is stored like an output, redacted ------------------
+
+def test_step_error_carrying_pii_is_stored_redacted(runtime):
+    """A plan step whose command is refused: its error details repeat the command verbatim."""
+    from app import orchestration, steps
+    from app.errors import OctoError
+    from app.submission import Submission, accept
+
+    email, ssn = "jane.doe@example.com", SSN
+    task_id = accept(runtime, Submission(goal="Run `echo hello`")).task_id
+    orchestration.begin(runtime, task_id)
+    orchestration.plan(runtime, task_id)
+    orchestration.prepare_stage(runtime, task_id)
+    with session_scope(runtime.settings) as session:
+        # What an LLM-planned or edited step could carry: the gate never saw this text.
+        step = session.scalars(select(TaskStep).where(TaskStep.task_id == task_id,
+                                                      TaskStep.arm == "executor")).one()
+        step.inputs = {**step.inputs, "command": f"mail {email} --ssn {ssn}"}
+        step_id = step.step_id
+
+    with pytest.raises(OctoError) as caught:
+        steps.execute(runtime, task_id, step_id, f"{task_id}.{step_id}.0")
+    assert caught.value.code == "COMMAND_REFUSED"
+    assert email in caught.value.details["command"]  # the arm's own error is unredacted
+
+    with session_scope(runtime.settings) as session:
+        error = session.scalars(select(TaskStep).where(TaskStep.task_id == task_id,
+                                                       TaskStep.step_id == step_id)).one().error
+    assert error["code"] == "COMMAND_REFUSED" and error["details"]["refused"] is True
+    assert error["details"]["command"] == "mail [REDACTED:EMAIL] --ssn [REDACTED:SSN]"
+    assert error["details"]["argv"] == ["mail", "[REDACTED:EMAIL]", "--ssn", "[REDACTED:SSN]"]
+    assert email not in json.dumps(error) and ssn not in json.dumps(error)
