@@ -1,0 +1,237 @@
+"""The baseline: a bare Celery canvas of the same shape as the pipeline, with no-op bodies.
+
+    celery -A bench.rawcanvas worker -Q <queue> ...     (started by the benchmarks, one per queue)
+
+Every OctoLLM task has a twin here named ``bench.raw.<area>.<name>`` and routed to the same queue
+(workers/queues.py), and the canvas is built exactly like tasks/canvas.py builds ours:
+
+    start          replaces itself with the pipeline
+    pipeline       chord([pii, injection, policy, memory.search], verdict) | plan | dispatch
+    dispatch       replaces itself with the arm stage of the benchmark goal's plan
+    arm stage      level 0 | level 1 | ... | guardian | finalize | memory.index
+    level          chord(steps, collect)   (a lone step: step | collect)
+
+The Celery configuration is the project's own (celeryconfig.from_settings: acks_late, priority
+lists, result backend, task events, JSON), so the difference between the two sides is what our
+task bodies and hooks cost, not a different Celery setup. The bodies do nothing except that
+finalize and memory.index record when they ran (one Redis HSET each), which is how the
+benchmark sees a job end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from functools import lru_cache
+
+from celery import Celery, chain, chord
+from celery.canvas import Signature, _chain, group
+from celery.canvas import chord as chord_type
+
+import celeryconfig
+from app.config import Settings
+from workers.queues import PRIORITIES, QUEUES, queue_for
+
+PREFIX = "bench.raw."
+# Goal of every benchmark task: the rule planner makes it one executor step and the judge.
+BENCH_GOAL = "Run `echo hi`"
+DONE_KEY = "bench:raw:done"
+INDEXED_KEY = "bench:raw:indexed"
+
+MEDIUM = PRIORITIES["medium"]  # every benchmark task is submitted with the default priority
+REFLEX = ("reflex.pii", "reflex.injection", "reflex.policy")
+
+
+def raw_name(octollm_name: str) -> str:
+    return PREFIX + octollm_name.removeprefix("octollm.")
+
+
+def octollm_name(raw: str) -> str:
+    return "octollm." + raw.removeprefix(PREFIX)
+
+
+def make_app(settings: Settings) -> Celery:
+    raw = Celery("bench-raw", set_as_current=False)
+    config = celeryconfig.from_settings(settings)
+    names = [t for q in QUEUES for t in q.tasks]
+    config["task_routes"] = {raw_name(t): {"queue": queue_for(t), "routing_key": queue_for(t)}
+                             for t in names}
+    config["task_annotations"] = {raw_name(t): v for t, v in config["task_annotations"].items()}
+    config.pop("beat_schedule", None)
+    raw.conf.update(config)
+    return raw
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    if not (settings.redis_url or settings.broker_url):
+        # Imported only to build canvases (tests/unit/test_bench_shape.py): nothing connects.
+        settings = settings.replace(redis_url="redis://127.0.0.1:1/0")
+    return settings
+
+
+app = make_app(_settings())
+_redis = None
+
+
+def _client():
+    global _redis
+    if _redis is None:  # built lazily: in the prefork child, never in the parent before a fork
+        import redis
+
+        settings = Settings.from_env()
+        _redis = redis.Redis.from_url(settings.redis_url or settings.effective_broker_url)
+    return _redis
+
+
+def _sig(celery: Celery, name: str, *args, priority: int) -> Signature:
+    return celery.signature(raw_name(name), args=args, immutable=True, priority=priority)
+
+
+@lru_cache(maxsize=1)
+def bench_stage() -> tuple[tuple[str, ...], ...]:
+    """Arms per level of the benchmark goal's plan, plus the guardian level, as dispatch makes it."""
+    from app.planning.rules import rule_plan
+
+    plan = rule_plan(BENCH_GOAL)
+    return tuple(tuple(s.arm for s in level) for level in plan.levels()) + (("guardian",),)
+
+
+def build_start(celery: Celery, task_id: str, priority: int = MEDIUM) -> Signature:
+    start = _sig(celery, "octollm.orchestration.start", task_id, priority=priority)
+    start.link_error(_sig(celery, "octollm.orchestration.fail", task_id, priority=priority))
+    return start
+
+
+def build_pipeline(celery: Celery, task_id: str, priority: int = MEDIUM) -> Signature:
+    header = [_sig(celery, "octollm." + name, task_id, priority=priority) for name in REFLEX]
+    header.append(_sig(celery, "octollm.memory.search", task_id, priority=priority))
+    verdict = celery.signature(raw_name("octollm.reflex.verdict"), args=(task_id,),
+                               priority=priority)
+    pipeline = chain(chord(header, verdict),
+                     _sig(celery, "octollm.planner.plan", task_id, priority=priority),
+                     _sig(celery, "octollm.orchestration.dispatch", task_id, priority=priority))
+    pipeline.link_error(_sig(celery, "octollm.orchestration.fail", task_id, priority=priority))
+    return pipeline
+
+
+def build_arm_stage(celery: Celery, task_id: str, stage=None, priority: int = MEDIUM) -> Signature:
+    links: list[Signature] = []
+    for level, arms in enumerate(stage or bench_stage()):
+        members = [celery.signature(raw_name(f"octollm.arm.{arm}"), args=(task_id, f"s{level}{i}"),
+                                    immutable=True, priority=priority,
+                                    task_id=f"{task_id}.s{level}{i}.0")
+                   for i, arm in enumerate(arms)]
+        collect = _sig(celery, "octollm.orchestration.collect", task_id, level, priority=priority)
+        links.append(chord(members, collect) if len(members) > 1 else chain(members[0], collect))
+    links.append(_sig(celery, "octollm.orchestration.finalize", task_id, priority=priority))
+    links.append(_sig(celery, "octollm.memory.index", task_id, priority=priority))
+    return chain(*links)
+
+
+# -- the no-op tasks ---------------------------------------------------------------------------
+
+def _task(name: str, **options):
+    return app.task(name=raw_name(name), **options)
+
+
+@_task("octollm.orchestration.start", bind=True)
+def start(self, task_id: str):
+    return self.replace(build_pipeline(self.app, task_id, MEDIUM))
+
+
+@_task("octollm.reflex.pii")
+def pii(task_id: str) -> list:
+    return []
+
+
+@_task("octollm.reflex.injection")
+def injection(task_id: str) -> list:
+    return []
+
+
+@_task("octollm.reflex.policy")
+def policy(task_id: str) -> list:
+    return []
+
+
+@_task("octollm.memory.search")
+def search(task_id: str) -> int:
+    return 0
+
+
+@_task("octollm.reflex.verdict")
+def verdict(results: list, task_id: str) -> str:
+    return "allow"
+
+
+@_task("octollm.planner.plan")
+def plan(task_id: str) -> str:
+    return "rule"
+
+
+@_task("octollm.orchestration.dispatch", bind=True)
+def dispatch(self, task_id: str):
+    return self.replace(build_arm_stage(self.app, task_id, priority=MEDIUM))
+
+
+def _arm(arm: str):
+    def body(task_id: str, step_id: str, capability: str | None = None) -> str:
+        return "run"
+
+    body.__name__ = body.__qualname__ = arm
+    return _task(f"octollm.arm.{arm}")(body)
+
+
+retriever, coder, executor, judge, guardian = (
+    _arm(a) for a in ("retriever", "coder", "executor", "judge", "guardian"))
+
+
+@_task("octollm.orchestration.collect")
+def collect(task_id: str, level: int) -> int:
+    return level
+
+
+@_task("octollm.orchestration.finalize")
+def finalize(task_id: str) -> str:
+    _client().hset(DONE_KEY, task_id, repr(time.time()))
+    return "completed"
+
+
+@_task("octollm.orchestration.fail")
+def fail(task_id: str) -> str:
+    _client().hset(DONE_KEY, task_id, "failed")
+    return "failed"
+
+
+@_task("octollm.memory.index")
+def index(task_id: str) -> bool:
+    _client().hset(INDEXED_KEY, task_id, repr(time.time()))
+    return True
+
+
+# -- shape of a canvas, to compare ours with this one ------------------------------------------
+
+def shape(*signatures: Signature) -> dict:
+    """Task messages per (queue, name without prefix), and the number of chords."""
+    tasks: Counter = Counter()
+    chords = 0
+
+    def walk(sig) -> None:
+        nonlocal chords
+        if isinstance(sig, chord_type):
+            chords += 1
+            for member in sig.tasks:
+                walk(member)
+            walk(sig.body)
+        elif isinstance(sig, (_chain, group)):
+            for member in sig.tasks:
+                walk(member)
+        else:
+            name = sig["task"]
+            plain = octollm_name(name) if name.startswith(PREFIX) else name
+            tasks[(queue_for(plain), plain)] += 1
+
+    for sig in signatures:
+        walk(sig)
+    return {"tasks": dict(tasks), "chords": chords, "messages": sum(tasks.values())}

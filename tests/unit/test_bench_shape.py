@@ -1,0 +1,31 @@
+"""The benchmark's raw canvas (bench/rawcanvas.py) has the shape of the pipeline it is compared with."""
+
+from celery import Celery
+
+from app.orchestration import GUARDIAN_STEP, StageStep
+from app.planning.rules import rule_plan
+from bench import rawcanvas as raw
+from tasks import canvas
+from workers.queues import queue_for
+
+T = "0b6b1f9e-8f7e-4e07-9d1c-3f7f2f1e2a10"
+
+
+def test_raw_canvas_has_the_same_tasks_queues_and_chords_as_the_pipeline():
+    ours_app = Celery("bench-shape-test", set_as_current=False)
+    plan = rule_plan(raw.BENCH_GOAL)
+    stage = [[StageStep(s.id, s.arm, "token") for s in level] for level in plan.levels()]
+    stage.append([StageStep(GUARDIAN_STEP, "guardian", "token")])
+    ours = raw.shape(canvas.build_start(ours_app, T), canvas.build_pipeline(ours_app, T),
+                     canvas.build_arm_stage(ours_app, T, stage))
+    baseline = raw.shape(raw.build_start(raw.app, T), raw.build_pipeline(raw.app, T),
+                         raw.build_arm_stage(raw.app, T))
+    assert baseline == ours
+    assert ours["messages"] == 16 and ours["chords"] == 1
+
+
+def test_raw_tasks_are_routed_to_the_queues_of_their_octollm_twins():
+    routes = raw.app.conf.task_routes
+    for name, task in raw.app.tasks.items():
+        if name.startswith(raw.PREFIX):
+            assert routes[name]["queue"] == queue_for(raw.octollm_name(name))
