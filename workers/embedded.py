@@ -64,7 +64,11 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedRedis:
 
 
 def start_postgres(data_dir: Path):
-    """Start (or reuse) a pgserver cluster in data_dir; returns (sqlalchemy_url, server)."""
+    """Start (or reuse) a pgserver cluster in data_dir; returns (sqlalchemy_url, server).
+
+    The URL comes from the server: pgserver puts its socket in data_dir, or in a runtime folder
+    when data_dir's path is too long for a Unix socket (about 100 bytes).
+    """
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); /tmp is fine here.
         warnings.simplefilter("ignore")
@@ -72,7 +76,17 @@ def start_postgres(data_dir: Path):
 
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         server = pgserver.get_server(str(data_dir.resolve()), cleanup_mode="stop")
-    return f"postgresql+psycopg2://postgres@/postgres?host={data_dir.resolve()}", server
+    return server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1), server
+
+
+def with_database(url: str, name: str, driver: bool = True) -> str:
+    """``url`` pointing at database ``name``; ``driver=False`` gives the libpq form psycopg2 takes."""
+    from sqlalchemy.engine import make_url
+
+    out = make_url(url).set(database=name)
+    if not driver:
+        out = out.set(drivername="postgresql")
+    return out.render_as_string(hide_password=False)
 
 
 def remove(path: Path) -> None:

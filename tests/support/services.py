@@ -16,7 +16,7 @@ import psycopg2
 import redis
 from psycopg2 import sql
 
-from workers.embedded import port_open, start_postgres, start_redis
+from workers.embedded import port_open, start_postgres, start_redis, with_database
 
 CLAIM_KEY = "octollm:test-run-claim:{}"
 
@@ -73,11 +73,10 @@ def provision() -> TestServices:
         services.database_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db_name}"
     else:
         url, server = start_postgres(workdir / "pg")
-        socket_dir = str((workdir / "pg").resolve())
-        admin = {"host": socket_dir, "user": "postgres", "dbname": "postgres"}
+        admin = {"dsn": with_database(url, "postgres", driver=False)}
         _create_database(admin, db_name)
         services._cleanup.append(server.cleanup)
-        services.database_url = url.replace("/postgres?", f"/{db_name}?")
+        services.database_url = with_database(url, db_name)
 
     if port_open("127.0.0.1", 6379):
         with redis.Redis(host="127.0.0.1", port=6379, db=0) as admin_client:
