@@ -132,7 +132,9 @@ def build_arm_stage(celery: Celery, task_id: str, stage=None, priority: int = ME
 # -- the no-op tasks ---------------------------------------------------------------------------
 
 def _task(name: str, **options):
-    return app.task(name=raw_name(name), **options)
+    # shared=False: Celery's default would register these no-ops with every app in the process
+    # (a test that imports this module would find them in the OctoLLM app's registry).
+    return app.task(name=raw_name(name), shared=False, **options)
 
 
 @_task("octollm.orchestration.start", bind=True)
