@@ -49,11 +49,16 @@ def change_status(rt: Runtime, task_id: str, target: str, *, error_code: str | N
                       if error_code else None)
             repo.cancel_open_steps(session, task_id, reason)
     if moved:
-        metrics.TASK_STATUS.labels(status=str(target)).inc()
-        extra = {"error_code": error_code} if error_code else {}
-        events.publish(rt.redis, task_id, "status", status=str(target), **extra)
-        log.info("task status -> %s", target, extra={"task_id": str(task_id)})
+        _announce(rt, task_id, target, error_code)
     return moved
+
+
+def _announce(rt: Runtime, task_id: str, target: str, error_code: str | None = None) -> None:
+    """After the commit of a status change: count it, publish its event, log it."""
+    metrics.TASK_STATUS.labels(status=str(target)).inc()
+    extra = {"error_code": error_code} if error_code else {}
+    events.publish(rt.redis, task_id, "status", status=str(target), **extra)
+    log.info("task status -> %s", target, extra={"task_id": str(task_id)})
 
 
 def active_task(session, task_id: str) -> Task:
@@ -68,19 +73,27 @@ def priority_of_active(rt: Runtime, task_id: str) -> str:
         return str(active_task(session, task_id).priority)
 
 
-def begin(rt: Runtime, task_id: str) -> None:
+def begin(rt: Runtime, task_id: str) -> Task:
     """First pipeline task to run moves the task to processing; later ones find it there.
 
     Moving to processing starts the task's deadline: ``budget.max_time_seconds`` (or the default
     task timeout) from now. Arm step messages expire at it (tasks/canvas.py) and reconciliation
     fails the task once it passes. A deadline already set (by a retry) is kept.
+
+    One session does the check, the move and the deadline, and returns the task as read (its
+    status as it was before the move), so the reflex checks that call this need no second
+    read: four of them run it in parallel for every task.
     """
     with session_scope(rt.settings) as session:
         task = active_task(session, task_id)
-        seconds = time_budget(rt, task)
-    if change_status(rt, task_id, TaskStatus.PROCESSING):
-        with session_scope(rt.settings) as session:
-            repo.start_deadline(session, task_id, seconds)
+        # Only a pending task can move; concurrent callers race on the row and one wins.
+        moved = task.status == TaskStatus.PENDING and repo.transition(
+            session, task_id, TaskStatus.PROCESSING)
+        if moved:
+            repo.start_deadline(session, task_id, time_budget(rt, task))
+    if moved:
+        _announce(rt, task_id, TaskStatus.PROCESSING)
+    return task
 
 
 def time_budget(rt: Runtime, task: Task) -> float:
@@ -231,12 +244,19 @@ def finalize(rt: Runtime, task_id: str) -> str:
 
 
 def fail(rt: Runtime, task_id: str, code: str, message: str) -> bool:
-    """End the task as failed (no-op when it is already terminal) and keep the error as its result."""
-    moved = change_status(rt, task_id, TaskStatus.FAILED, error_code=code, error_message=message[:2000])
+    """End the task as failed (no-op when it is already terminal) and keep the error as its result.
+
+    The message may quote what a step was given (an arm's error text): it is redacted as a step
+    output would be, so PII never reaches tasks.error_message or task_results.error in clear.
+    """
+    from app.arms.guardian import redact_output
+
+    message = redact_output({"message": message[:2000]})[0]["message"]
+    moved = change_status(rt, task_id, TaskStatus.FAILED, error_code=code, error_message=message)
     if moved:
         with session_scope(rt.settings) as session:
             task = repo.get_task(session, task_id)
-            repo.save_result(session, task_id, result=None, error=f"{code}: {message[:2000]}",
+            repo.save_result(session, task_id, result=None, error=f"{code}: {message}",
                              processing_time_ms=_elapsed_ms(task) if task else None)
     return moved
 

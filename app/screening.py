@@ -38,12 +38,10 @@ def check(rt: Runtime, task_id: str, family: str) -> list[dict]:
     """Public (masked) matches of one family over every text field of the task."""
     if family not in FAMILIES:
         raise ValueError(f"unknown reflex family {family!r}")
-    orchestration.begin(rt, task_id)
-    with session_scope(rt.settings) as session:
-        task = orchestration.active_task(session, task_id)
-        fields = fields_of(task)
-        submitted = [m for m in (task.submit_reflex or {}).get("matches", [])
-                     if m.get("family") == family]
+    task = orchestration.begin(rt, task_id)
+    fields = fields_of(task)
+    submitted = [m for m in (task.submit_reflex or {}).get("matches", [])
+                 if m.get("family") == family]
     found = scan_family(family, fields, policy_of(rt))
     return submitted + found
 

@@ -283,3 +283,24 @@ def test_step_error_carrying_pii_is_stored_redacted(runtime):
     assert error["details"]["command"] == "mail [REDACTED:EMAIL] --ssn [REDACTED:SSN]"
     assert error["details"]["argv"] == ["mail", "[REDACTED:EMAIL]", "--ssn", "[REDACTED:SSN]"]
     assert email not in json.dumps(error) and ssn not in json.dumps(error)
+
+
+def test_task_error_carrying_pii_is_stored_redacted(runtime):
+    """An arm's error message becomes the task's error (on_failure -> orchestration.fail)."""
+    from app import orchestration
+    from app.submission import Submission, accept
+
+    email = "jane.doe@example.com"
+    task_id = accept(runtime, Submission(goal="Run `echo hello`")).task_id
+    orchestration.begin(runtime, task_id)
+    assert orchestration.fail(runtime, task_id, "ARM_ERROR",
+                              f"step run (executor): could not mail {email} (SSN {SSN})")
+
+    with session_scope(runtime.settings) as session:
+        task = session.get(Task, task_id)
+        assert (task.status, task.error_code) == ("failed", "ARM_ERROR")
+        assert task.error_message == ("step run (executor): could not mail [REDACTED:EMAIL] "
+                                      "(SSN [REDACTED:SSN])")
+    stored = _everything_stored(runtime.settings, task_id)
+    assert email not in stored and SSN not in stored
+    assert "ARM_ERROR: step run (executor): could not mail [REDACTED:EMAIL]" in stored
