@@ -13,6 +13,7 @@ from datetime import timedelta
 from kombu import Exchange, Queue
 
 from app.config import Settings
+from tasks.results import backend_url
 from workers.queues import PRIORITY_SEP, PRIORITY_STEPS, QUEUES
 
 EXCHANGE = Exchange("octollm", type="direct")
@@ -21,7 +22,8 @@ EXCHANGE = Exchange("octollm", type="direct")
 def from_settings(settings: Settings) -> dict:
     return {
         "broker_url": settings.effective_broker_url,
-        "result_backend": settings.effective_result_backend,
+        # Redis, without the result waiting no OctoLLM process does (tasks/results.py).
+        "result_backend": backend_url(settings.effective_result_backend),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             # An unacked message goes to another worker after this long: it must exceed the

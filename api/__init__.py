@@ -91,12 +91,8 @@ def make_producer(settings: Settings):
 
     import celeryconfig
 
-    from api.results import backend_url
-
     producer = Celery("octollm-api", set_as_current=False)
-    config = celeryconfig.from_settings(settings)
-    config["result_backend"] = backend_url(config["result_backend"])
-    producer.conf.update(config)
+    producer.conf.update(celeryconfig.from_settings(settings))
     return producer
 
 

@@ -18,7 +18,6 @@ from flask import Flask, jsonify, request
 from sqlalchemy import create_engine, text
 
 import celeryconfig
-from api.results import backend_url
 from app.config import Settings
 from app.db import driver_url
 
@@ -26,9 +25,7 @@ from app.db import driver_url
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     producer = Celery("bench-bare", set_as_current=False)
-    config = celeryconfig.from_settings(settings)
-    config["result_backend"] = backend_url(config["result_backend"])
-    producer.conf.update(config)
+    producer.conf.update(celeryconfig.from_settings(settings))  # the API's result backend too
     engine = create_engine(driver_url(settings.database_url), pool_size=settings.db_pool_size,
                            max_overflow=settings.db_max_overflow)
     read = text("SELECT id, status, created_at, finished_at FROM tasks WHERE id = :id")

@@ -90,14 +90,12 @@ class Raw:
     name = "raw canvas"
 
     def __init__(self, services: harness.Services):
-        from api.results import backend_url
         from app.config import Settings
         from bench import rawcanvas
 
         settings = Settings.from_env({"OCTOLLM_REDIS_URL": services.raw_redis_url})
+        # celeryconfig's result backend, as the API's producer and every worker have it.
         self.celery = rawcanvas.make_app(settings)
-        # As the API's producer: no result subscription per message sent.
-        self.celery.conf.result_backend = backend_url(services.raw_redis_url)
         self.build = rawcanvas.build_start
         self.keys = (rawcanvas.DONE_KEY, rawcanvas.INDEXED_KEY)
         self.redis = redis.Redis.from_url(services.raw_redis_url)

@@ -1,0 +1,58 @@
+"""No OctoLLM process keeps result waiters it will never collect (tasks/results.py)."""
+
+import uuid
+
+import pytest
+from celery import Celery
+from celery._state import _set_task_join_will_block, task_join_will_block
+
+import celeryconfig
+from tasks.canvas import build_pipeline
+from tasks.results import OctoRedisBackend
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def celery_app(settings):
+    app = Celery("result-backend-test", set_as_current=False)
+    app.conf.update(celeryconfig.from_settings(settings))
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def in_worker_child():
+    """What a prefork child sets: joining a result there would block the pool."""
+    before = task_join_will_block()
+    _set_task_join_will_block(True)
+    yield
+    _set_task_join_will_block(before)
+
+
+def _waiters(backend) -> int:
+    concrete, weak = backend._pending_results
+    return len(concrete) + len(weak)
+
+
+def test_every_process_uses_the_octollm_result_backend(celery_app):
+    assert isinstance(celery_app.backend, OctoRedisBackend)
+
+
+def test_freezing_a_chord_in_a_worker_registers_no_waiters(celery_app, in_worker_child):
+    # What orchestration.start does for every task: replace itself with the reflex chord.
+    for _ in range(20):
+        build_pipeline(celery_app, str(uuid.uuid4())).freeze()
+    assert _waiters(celery_app.backend) == 0
+    assert celery_app.backend.result_consumer.subscribed_to == set()
+
+
+def test_a_process_that_may_wait_still_registers_what_it_waits_on(celery_app):
+    # The API's memory search waits on its result: that path must keep working.
+    assert not task_join_will_block()
+    result = celery_app.AsyncResult(str(uuid.uuid4()))
+    celery_app.backend.add_pending_result(result)
+    try:
+        assert _waiters(celery_app.backend) == 1
+    finally:
+        celery_app.backend.remove_pending_result(result)
