@@ -4,17 +4,10 @@ import uuid
 
 import pytest
 
+from tests.support.apps import ERROR_KEYS
+from tests.support.apps import expect_error as _error
+
 pytestmark = pytest.mark.integration
-
-ERROR_KEYS = {"error", "message", "details", "request_id"}
-
-
-def _error(response, status: int) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == ERROR_KEYS
-    assert body["request_id"] == response.headers["X-Request-ID"]
-    return body
 
 
 @pytest.mark.parametrize("payload, field", [

@@ -12,18 +12,9 @@ from api import create_app
 from api.parsing import MAX_JSON_DEPTH
 from app.errors import ErrorCode
 from tests.support.apps import dead_broker, make_key
+from tests.support.apps import expect_error as _error
 
 pytestmark = pytest.mark.integration
-
-ERROR_KEYS = {"error", "message", "details", "request_id"}
-
-
-def _error(response, status: int) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == ERROR_KEYS
-    assert body["request_id"] == response.headers["X-Request-ID"]
-    return body
 
 
 @pytest.fixture(scope="module")

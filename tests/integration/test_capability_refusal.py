@@ -5,21 +5,17 @@ import time
 import pytest
 from sqlalchemy import select
 
-from app import orchestration
 from app.capability import issue
 from app.db import session_scope
 from app.lifecycle import StepStatus
 from app.models import TaskStep
-from app.submission import Submission, accept
+from tests.support.pipeline import staged_task
 
 pytestmark = pytest.mark.integration
 
 
 def test_step_without_valid_token_is_refused(runtime, api_app, worker_set):
-    task_id = accept(runtime, Submission(goal="Run `echo forged`")).task_id
-    orchestration.begin(runtime, task_id)
-    orchestration.plan(runtime, task_id)
-    orchestration.prepare_stage(runtime, task_id)
+    task_id = staged_task(runtime, "Run `echo forged`")
     with session_scope(runtime.settings) as session:
         step = session.scalars(select(TaskStep).where(TaskStep.task_id == task_id,
                                                       TaskStep.arm == "executor")).one()

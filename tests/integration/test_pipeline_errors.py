@@ -6,17 +6,9 @@ from sqlalchemy import select, update
 from app import orchestration, steps
 from app.db import session_scope
 from app.models import Task, TaskStep
-from app.submission import Submission, accept
+from tests.support.pipeline import staged_task as _planned
 
 pytestmark = pytest.mark.integration
-
-
-def _planned(runtime, goal: str) -> str:
-    task_id = accept(runtime, Submission(goal=goal)).task_id
-    orchestration.begin(runtime, task_id)
-    orchestration.plan(runtime, task_id)
-    orchestration.prepare_stage(runtime, task_id)
-    return task_id
 
 
 def test_a_failed_step_the_task_never_heard_of_ends_the_task_with_its_error(runtime):

@@ -20,6 +20,7 @@ from app.runtime import Runtime, set_runtime
 from app.submission import Submission, accept
 from tasks.canvas import build_start
 from tasks.reconcile import LOCK_KEY, single_flight
+from tests.support.pipeline import staged_task, step_of
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +38,8 @@ def actions(job: str, action: str) -> float:
 
 def test_stalled_processing_task_resumes_without_rerunning_finished_steps(
         runtime, api_app, client, worker_set, wait_for):
-    task_id = accept(runtime, Submission(goal="Run `echo resumed after a lost message`")).task_id
-    orchestration.begin(runtime, task_id)
-    orchestration.plan(runtime, task_id)
-    orchestration.prepare_stage(runtime, task_id)
-    with session_scope(runtime.settings) as session:
-        executor = session.scalars(select(TaskStep.step_id).where(
-            TaskStep.task_id == task_id, TaskStep.arm == "executor")).one()
+    task_id = staged_task(runtime, "Run `echo resumed after a lost message`")
+    executor = step_of(runtime, task_id, "executor")
     steps.execute(runtime, task_id, executor, "lost-message")
     # The rest of the pipeline's messages were lost (a flushed broker): nothing moves any more.
     _age(runtime.settings, task_id, progress_at=repo.now() - timedelta(minutes=10))
@@ -119,11 +115,7 @@ def test_sync_job_puts_back_the_episodes_of_a_wiped_qdrant(runtime, own_memory, 
     ids = []
     tenant = f"sync-{uuid.uuid4().hex[:8]}"
     for i in range(5):
-        task_id = accept(runtime, Submission(goal=f"Run `echo episode {i}`",
-                                             tenant=tenant)).task_id
-        orchestration.begin(runtime, task_id)
-        orchestration.plan(runtime, task_id)
-        orchestration.prepare_stage(runtime, task_id)
+        task_id = staged_task(runtime, f"Run `echo episode {i}`", tenant=tenant)
         orchestration.fail(runtime, task_id, "ARM_ERROR", "an episode to learn from")
         assert service.index_task(own_memory, task_id)
         ids.append(task_id)
@@ -161,10 +153,7 @@ def test_sync_job_puts_back_the_episodes_of_a_wiped_qdrant(runtime, own_memory, 
 
 
 def test_purge_deletes_results_and_steps_past_retention(runtime):
-    task_id = accept(runtime, Submission(goal="Run `echo old news`")).task_id
-    orchestration.begin(runtime, task_id)
-    orchestration.plan(runtime, task_id)
-    orchestration.prepare_stage(runtime, task_id)
+    task_id = staged_task(runtime, "Run `echo old news`")
     orchestration.fail(runtime, task_id, "ARM_ERROR", "long ago")
     _age(runtime.settings, task_id, finished_at=repo.now() - timedelta(days=400))
     counts = reconcile.purge_expired(runtime)

@@ -255,15 +255,12 @@ def test_disabled_types_are_kept_in_metadata_and_constraints(ipv4_allowed):
 
 def test_step_error_carrying_pii_is_stored_redacted(runtime):
     """A plan step whose command is refused: its error details repeat the command verbatim."""
-    from app import orchestration, steps
+    from app import steps
     from app.errors import OctoError
-    from app.submission import Submission, accept
+    from tests.support.pipeline import staged_task
 
     email, ssn = "jane.doe@example.com", SSN
-    task_id = accept(runtime, Submission(goal="Run `echo hello`")).task_id
-    orchestration.begin(runtime, task_id)
-    orchestration.plan(runtime, task_id)
-    orchestration.prepare_stage(runtime, task_id)
+    task_id = staged_task(runtime, "Run `echo hello`")
     with session_scope(runtime.settings) as session:
         # What an LLM-planned or edited step could carry: the gate never saw this text.
         step = session.scalars(select(TaskStep).where(TaskStep.task_id == task_id,

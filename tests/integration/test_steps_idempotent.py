@@ -12,7 +12,7 @@ from app.db import session_scope
 from app.errors import OctoError
 from app.lifecycle import StepStatus, TaskStatus
 from app.models import TaskStep
-from app.submission import Submission, accept
+from tests.support.pipeline import staged_task as _prepared_task
 
 pytestmark = pytest.mark.integration
 
@@ -20,14 +20,6 @@ pytestmark = pytest.mark.integration
 def _markers(settings, task_id: str) -> list[Path]:
     marker_dir = Path(settings.env["OCTOLLM_EXECUTOR_MARKER_DIR"])
     return sorted(marker_dir.glob(f"{task_id}.*")) if marker_dir.exists() else []
-
-
-def _prepared_task(runtime, goal: str) -> str:
-    task_id = accept(runtime, Submission(goal=goal)).task_id
-    orchestration.begin(runtime, task_id)
-    orchestration.plan(runtime, task_id)
-    orchestration.prepare_stage(runtime, task_id)
-    return task_id
 
 
 def _step(settings, task_id: str, arm: str) -> TaskStep:

@@ -14,6 +14,18 @@ from app.config import Settings
 from app.db import session_scope
 
 
+ERROR_KEYS = {"error", "message", "details", "request_id"}
+
+
+def expect_error(response, status: int) -> dict:
+    """The body of an error answer, checked against the documented format and its status."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == ERROR_KEYS
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    return body
+
+
 def dead_broker(settings: Settings) -> Celery:
     """A producer whose broker refuses connections: submitted tasks stay pending."""
     from api import make_producer
