@@ -25,8 +25,8 @@ from pathlib import Path
 import psycopg2
 import redis
 
-from workers.cli import worker_argv
-from workers.queues import ARM_QUEUES, QUEUES
+from tests.support.workers import WorkerSet
+from workers.queues import ARM_QUEUES
 
 OURS_APP = "workers.celery_app"
 RAW_APP = "bench.rawcanvas"
@@ -161,75 +161,18 @@ def api_key(settings, tenant: str = "bench") -> str:
 
 # -- worker processes ----------------------------------------------------------------------------
 
-@dataclass
-class Worker:
-    queue: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-
-@dataclass
-class WorkerSet:
-    """One worker process per queue, started with the command line `octollm worker` builds."""
-
-    label: str
-    app_module: str
-    env: dict[str, str]
-    workdir: Path
-    workers: list[Worker] = field(default_factory=list)
-
-    def start_all(self, arm_concurrency: int | None = None, timeout: float = 180.0) -> None:
-        from tests.support.workers import _die_with_parent
-
-        for q in QUEUES:
-            concurrency = arm_concurrency if q.name in ARM_QUEUES else None
-            argv = worker_argv(q.name, concurrency=concurrency, loglevel="INFO",
-                               hostname=f"{q.name}-{self.label}@bench")
-            argv[argv.index(OURS_APP)] = self.app_module
-            log_path = self.workdir / f"worker-{self.label}-{q.name}.log"
-            with open(log_path, "wb") as handle:
-                process = subprocess.Popen(argv, env=self.env, stdout=handle,
-                                           stderr=subprocess.STDOUT, start_new_session=True,
-                                           preexec_fn=_die_with_parent)
-            self.workers.append(Worker(q.name, process, log_path))
-        deadline = time.monotonic() + timeout
-        pending = list(self.workers)
-        while pending:
-            for w in list(pending):
-                if not w.alive():
-                    raise RuntimeError(f"{self.label} worker {w.queue} exited:\n{w.log()[-3000:]}")
-                if "ready." in w.log():
-                    pending.remove(w)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.label} workers not ready: {[w.queue for w in pending]}")
-            time.sleep(0.2)
-
-    def stop_all(self) -> None:
-        for w in self.workers:
-            if w.alive():
-                os.killpg(w.process.pid, signal.SIGTERM)
-        for w in self.workers:
-            try:
-                w.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(w.process.pid, signal.SIGKILL)
-                w.process.wait(timeout=10)
-        self.workers = []
-
-    def __enter__(self) -> WorkerSet:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop_all()
+def worker_set(label: str, app_module: str, env: dict[str, str], workdir: Path,
+               arm_concurrency: int | None = None) -> WorkerSet:
+    """One worker process per queue, started as `octollm worker --queue Q` starts them (the
+    test suite's WorkerSet), for ``app_module`` (ours, or the raw canvas); waits until ready."""
+    workers = WorkerSet(env=env, workdir=workdir, app=app_module, label=label)
+    concurrency = {q: arm_concurrency for q in ARM_QUEUES} if arm_concurrency else None
+    try:
+        workers.start_all(concurrency=concurrency, timeout=180.0)
+    except BaseException:
+        workers.stop_all()
+        raise
+    return workers
 
 
 # -- process memory (/proc) ----------------------------------------------------------------------

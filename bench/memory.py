@@ -65,7 +65,7 @@ def snapshot(api: harness.Server, workers: harness.WorkerSet) -> dict[str, tuple
     out["api: gunicorn master"] = (master, rss_kib(master))
     for i, pid in enumerate(sorted(children(master)), 1):
         out[f"api: gunicorn worker {i}"] = (pid, rss_kib(pid))
-    for w in workers.workers:
+    for w in workers.workers.values():
         out[f"worker {w.queue}: main"] = (w.process.pid, rss_kib(w.process.pid))
         for i, pid in enumerate(sorted(children(w.process.pid)), 1):
             out[f"worker {w.queue}: child {i}"] = (pid, rss_kib(pid))
@@ -92,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         harness.migrate(settings.database_url)
         key = harness.api_key(settings)
         api = harness.serve("ours", "api.wsgi:app", env, services.workdir)
-        workers = harness.WorkerSet("ours", harness.OURS_APP, env, services.workdir)
-        workers.start_all()
+        workers = harness.worker_set("ours", harness.OURS_APP, env, services.workdir)
         print(harness.machine("Memory: RSS of the API and the workers across batches", argv,
                               services))
         submitted = 20

@@ -205,9 +205,8 @@ class Bench:
     def start_workers(self, arm_concurrency: int | None) -> None:
         for label, module, env in (("ours", harness.OURS_APP, self.env),
                                    ("raw", harness.RAW_APP, harness.raw_env(self.services))):
-            workers = harness.WorkerSet(label, module, env, self.services.workdir)
-            self.sets.append(workers)
-            workers.start_all(arm_concurrency=arm_concurrency)
+            self.sets.append(harness.worker_set(label, module, env, self.services.workdir,
+                                                arm_concurrency))
 
     def warm_up(self, n: int = 3) -> None:
         for side in (self.ours, self.raw):

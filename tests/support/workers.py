@@ -18,6 +18,8 @@ from pathlib import Path
 from workers.cli import worker_argv
 from workers.queues import QUEUES
 
+APP = "workers.celery_app"
+
 
 def _die_with_parent() -> None:
     """Linux: the worker gets SIGTERM when the test run dies, even by SIGKILL."""
@@ -55,16 +57,22 @@ class WorkerProcess:
 
 @dataclass
 class WorkerSet:
+    """One worker process per queue. ``app`` is the Celery app module (the benchmark's raw
+    canvas starts its own with the same command line); ``label`` tells two sets apart."""
+
     env: dict[str, str]
     workdir: Path
     workers: dict[str, WorkerProcess] = field(default_factory=dict)
+    app: str = APP
+    label: str = "test"
     _generation: int = 0
 
     def start(self, queue: str, *, concurrency: int | None = None, wait: bool = True) -> WorkerProcess:
         self._generation += 1
-        hostname = f"{queue}-{self._generation}@test"
-        log_path = self.workdir / f"worker-{queue}-{self._generation}.log"
+        hostname = f"{queue}-{self._generation}@{self.label}"
+        log_path = self.workdir / f"worker-{self.label}-{queue}-{self._generation}.log"
         argv = worker_argv(queue, concurrency=concurrency, loglevel="INFO", hostname=hostname)
+        argv[argv.index(APP)] = self.app
         with open(log_path, "wb") as handle:  # the child keeps its own copy of the descriptor
             process = subprocess.Popen(argv, env=self.env, stdout=handle,
                                        stderr=subprocess.STDOUT, start_new_session=True,
@@ -75,9 +83,11 @@ class WorkerSet:
             self.wait_ready([worker])
         return worker
 
-    def start_all(self) -> None:
-        started = [self.start(q.name, wait=False) for q in QUEUES]
-        self.wait_ready(started)
+    def start_all(self, *, concurrency: dict[str, int] | None = None,
+                  timeout: float = 90.0) -> None:
+        started = [self.start(q.name, concurrency=(concurrency or {}).get(q.name), wait=False)
+                   for q in QUEUES]
+        self.wait_ready(started, timeout)
 
     def wait_ready(self, workers: list[WorkerProcess], timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
