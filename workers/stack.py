@@ -56,6 +56,13 @@ def _embedded_services(settings: Settings, env: dict[str, str], stops: list) -> 
         print(f"embedded Qdrant at {var / 'qdrant'} (opened by the memory worker only)")
 
 
+# A child that exits on its own is started again, as docker-compose's `restart: unless-stopped`
+# would: a broker restart can kill a worker outright (kombu's Redis transport fails while it
+# closes a channel whose connection is already gone). One that keeps dying stops the stack.
+RESTART_LIMIT = 5
+RESTART_WINDOW_SECONDS = 60.0
+
+
 def _start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     # Own process group: Ctrl-C reaches us once and we stop children in order.
     return subprocess.Popen(argv, env=env, start_new_session=True)
@@ -91,7 +98,12 @@ def run_stack(settings: Settings) -> int:
     env = dict(os.environ)
     stops: list = []
     children: dict[str, subprocess.Popen] = {}
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {}
     stopping = False
+
+    def launch(name: str, argv: list[str], child_env: dict[str, str]) -> None:
+        commands[name] = (argv, child_env)
+        children[name] = _start(name, argv, child_env)
 
     def _on_signal(signum, _frame):
         nonlocal stopping
@@ -113,22 +125,30 @@ def run_stack(settings: Settings) -> int:
         from workers import bootstrap
 
         dev_key = bootstrap.development_key(stack)
-        children["api"] = _start("api", cli.api_argv(stack), env)
+        launch("api", cli.api_argv(stack), env)
         for queue in QUEUES:
-            children[queue.service] = _start(queue.service, cli.worker_argv(queue.name), env)
-        children["beat"] = _start("beat", cli.beat_argv(stack), env)
-        children["flower"] = _start("flower", cli.flower_argv(stack),
-                                    cli.flower_env(stack, flower_password, env))
+            launch(queue.service, cli.worker_argv(queue.name), env)
+        launch("beat", cli.beat_argv(stack), env)
+        launch("flower", cli.flower_argv(stack), cli.flower_env(stack, flower_password, env))
         api_url = f"http://{stack.api_host}:{stack.api_port}"
         if not _wait_http(api_url + "/health", 60):
             print("the API did not come up; see its log above", file=sys.stderr)
             return 1
         _banner(stack, api_url, flower_password, dev_key)
+        restarts: dict[str, list[float]] = {name: [] for name in children}
         while not stopping:
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; stopping", file=sys.stderr)
+            for name, proc in list(children.items()):
+                if proc.poll() is None or stopping:
+                    continue
+                now = time.monotonic()
+                recent = [t for t in restarts[name] if now - t < RESTART_WINDOW_SECONDS]
+                if len(recent) >= RESTART_LIMIT:
+                    print(f"{name} exited with {proc.returncode} {RESTART_LIMIT} times within "
+                          f"{RESTART_WINDOW_SECONDS:.0f} s; stopping", file=sys.stderr)
                     return 1
+                print(f"{name} exited with {proc.returncode}; restarting it", file=sys.stderr)
+                restarts[name] = [*recent, now]
+                launch(name, *commands[name])
             time.sleep(0.5)
         return 0
     finally:

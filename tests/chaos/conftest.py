@@ -47,6 +47,8 @@ class ChaosStack:
     beat: subprocess.Popen | None = None
     api: object = None
     report: list = field(default_factory=list)
+    # Workers that died on their own and were started again, by queue, since the last record.
+    revived: Counter = field(default_factory=Counter)
 
     # -- faults -------------------------------------------------------------------------------
     def restart_redis(self, down_seconds: float = 2.0) -> None:
@@ -95,10 +97,21 @@ class ChaosStack:
                 time.sleep(0.5)
         raise AssertionError("the chaos database stayed unreachable")
 
+    def supervise(self) -> None:
+        """Restart workers that exited on their own, as the deployment's supervisor does.
+
+        A Redis restart can kill a worker process outright: kombu 5.7's Redis transport fails
+        with an AttributeError while it closes a channel whose connection is already gone, and
+        Celery calls that unrecoverable. Compose and Kubernetes restart such a worker, so the
+        stack under test does too, and every restart is reported in the CHAOS line.
+        """
+        self.revived.update(self.workers.revive())
+
     def wait_terminal(self, ids: list[str], timeout: float) -> float:
         """Seconds until every task is terminal; fails with the counts if the bound passes."""
         started = time.monotonic()
         while True:
+            self.supervise()
             counts = self.statuses(ids)
             if sum(counts[s] for s in TERMINAL) == len(ids):
                 return time.monotonic() - started
@@ -110,6 +123,7 @@ class ChaosStack:
     def wait_progress(self, ids: list[str], done: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while sum(self.statuses(ids)[s] for s in TERMINAL) < done:
+            self.supervise()
             assert time.monotonic() < deadline, "the batch made no progress before the fault"
             time.sleep(0.2)
 
@@ -145,7 +159,8 @@ class ChaosStack:
         counts = self.statuses(ids)
         line = {"scenario": scenario, "tasks": len(ids), "recovery_s": round(recovery, 1),
                 **{s: counts[s] for s in TERMINAL}, "failed_by_code": self.failures(ids),
-                **extra}
+                **extra, "workers_restarted": dict(self.revived)}
+        self.revived = Counter()
         self.report.append(line)
         print(f"\nCHAOS {line}", flush=True)
 

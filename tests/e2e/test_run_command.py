@@ -28,8 +28,9 @@ def _read_until(process: subprocess.Popen, marker: str, log: Path, timeout: floa
     raise AssertionError(f"no {marker!r} after {timeout}s:\n{log.read_text()[-5000:]}")
 
 
-# Its own waits add up to more than setup.cfg's 300 s (start 240, task 90, Flower 60, stop 60).
-@pytest.mark.timeout(600)
+# Its own waits add up to more than setup.cfg's 300 s (start 240, tasks 2 x 90, a worker's
+# restart 30, Flower 60, stop 60).
+@pytest.mark.timeout(660)
 def test_run_brings_up_everything_on_embedded_services_and_stops_cleanly(tmp_path):
     api_port, flower_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOLLM_")}
@@ -49,21 +50,33 @@ def test_run_brings_up_everything_on_embedded_services_and_stops_cleanly(tmp_pat
         assert f"curl -s -X POST {api}/submit" in banner
 
         headers = {"X-API-Key": key}
-        accepted = requests.post(f"{api}/submit", headers=headers, timeout=10,
-                                 json={"goal": "Run `echo hello from octollm run`",
-                                       "acceptance_criteria": ["must include: hello"]})
-        assert accepted.status_code == 202, accepted.text
-        task_id = accepted.json()["task_id"]
-        deadline = time.monotonic() + 90
-        body = {}
-        while time.monotonic() < deadline:
-            body = requests.get(f"{api}/tasks/{task_id}", headers=headers, timeout=10).json()
-            if body["status"] in ("completed", "failed"):
-                break
-            time.sleep(0.5)
-        assert body["status"] == "completed", body
-        assert "hello from octollm run" in body["result"]["output"]
+
+        def run_to_the_end(words: str) -> dict:
+            accepted = requests.post(f"{api}/submit", headers=headers, timeout=10,
+                                     json={"goal": f"Run `echo {words}`",
+                                           "acceptance_criteria": ["must include: hello"]})
+            assert accepted.status_code == 202, accepted.text
+            task_id = accepted.json()["task_id"]
+            deadline = time.monotonic() + 90
+            body = {}
+            while time.monotonic() < deadline:
+                body = requests.get(f"{api}/tasks/{task_id}", headers=headers, timeout=10).json()
+                if body["status"] in ("completed", "failed"):
+                    break
+                time.sleep(0.5)
+            assert body["status"] == "completed", body
+            return body
+
+        assert "hello from octollm run" in run_to_the_end("hello from octollm run")["result"]["output"]
         assert requests.post(f"{api}/submit", json={"goal": "x"}, timeout=10).status_code == 401
+
+        # A worker that dies is started again, as docker-compose's restart policy would.
+        executor = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "arm.executor@"],
+                                  capture_output=True, text=True, check=False).stdout.split()
+        assert len(executor) == 1, executor
+        os.kill(int(executor[0]), signal.SIGKILL)
+        _read_until(process, "worker-arm-executor exited with -9; restarting it", log, timeout=30)
+        assert "hello again" in run_to_the_end("hello again")["result"]["output"]
 
         flower = f"http://127.0.0.1:{flower_port}"
         assert requests.get(f"{flower}/api/workers", timeout=10).status_code == 401

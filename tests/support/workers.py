@@ -102,6 +102,14 @@ class WorkerSet:
                 raise RuntimeError(f"workers not ready: {[w.queue for w in pending]}")
             time.sleep(0.1)
 
+    def revive(self) -> list[str]:
+        """Start again every worker whose process has exited, as a supervisor would
+        (docker-compose's ``restart: unless-stopped``, a Kubernetes Deployment); the queues."""
+        dead = [queue for queue, worker in self.workers.items() if not worker.alive()]
+        for queue in dead:
+            self.start(queue, wait=False)
+        return dead
+
     def stop(self, queue: str, *, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         worker = self.workers.get(queue)
         if worker is None or not worker.alive():
