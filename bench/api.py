@@ -90,19 +90,13 @@ def warm(url: str, endpoint: str, headers: dict, ids: list[str]) -> None:
 
 def completed_tasks(settings, n: int) -> list[str]:
     """Tasks that went through the whole pipeline, run in-process (no workers needed)."""
-    from api import create_app
-    from app.runtime import Runtime, set_runtime
     from bench.hotpath import Counters, run_task
 
-    rt = Runtime(settings)
-    set_runtime(rt)
-    flask_app = create_app(settings)
-    client = flask_app.test_client()
-    headers = {"X-API-Key": harness.api_key(settings)}
+    here = harness.in_process(settings)
     before = set()
     ids = []
     for _ in range(n):
-        run_task(rt, client, headers, Counters())
+        run_task(here.rt, here.client, here.headers, Counters())
     from sqlalchemy import select
 
     from app.db import session_scope
@@ -111,12 +105,7 @@ def completed_tasks(settings, n: int) -> list[str]:
     with session_scope(settings) as session:
         ids = [str(i) for i in session.scalars(select(Task.id).where(Task.status == "completed"))
                if str(i) not in before]
-    from app.memory import service
-
-    service.close()
-    flask_app.extensions["octollm_celery"].close()
-    rt.close()
-    set_runtime(None)
+    here.close()
     return ids[:n]
 
 

@@ -159,6 +159,36 @@ def api_key(settings, tenant: str = "bench") -> str:
     return key
 
 
+
+@dataclass
+class InProcess:
+    """The pipeline's stages run in this process: the runtime a worker would have, the API
+    app's test client and a real key's headers (bench.hotpath, bench.api's warm-up tasks)."""
+
+    rt: object
+    app: object
+    client: object
+    headers: dict
+
+    def close(self) -> None:
+        from app.memory import service
+        from app.runtime import set_runtime
+
+        service.close()
+        self.app.extensions["octollm_celery"].close()
+        self.rt.close()
+        set_runtime(None)
+
+
+def in_process(settings) -> InProcess:
+    from api import create_app
+    from app.runtime import Runtime, set_runtime
+
+    rt = Runtime(settings)
+    set_runtime(rt)
+    app = create_app(settings)
+    return InProcess(rt, app, app.test_client(), {"X-API-Key": api_key(settings)})
+
 # -- worker processes ----------------------------------------------------------------------------
 
 def worker_set(label: str, app_module: str, env: dict[str, str], workdir: Path,

@@ -178,18 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = harness.bench_env(services)
         harness.apply_env(env)
-        from api import create_app
         from app.config import Settings
         from app.db import get_engine
-        from app.runtime import Runtime, set_runtime
 
         settings = Settings.from_env()
         harness.migrate(settings.database_url)
-        rt = Runtime(settings)
-        set_runtime(rt)
-        flask_app = create_app(settings)
-        client = flask_app.test_client()
-        headers = {"X-API-Key": harness.api_key(settings)}
+        here = harness.in_process(settings)
+        rt, client, headers = here.rt, here.client, here.headers
         counters = Counters()
         instrument(get_engine(settings), counters)
         print(harness.machine("Hot path: one task's stages in-process, counted", argv, services))
@@ -247,11 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pyinstrument profiles: {out}/hotpath-pipeline.{{txt,html}} and "
               f"{out}/hotpath-submit.{{txt,html}}\n")
         print(harness.load_note())
-        flask_app.extensions["octollm_celery"].close()
-        from app.memory import service
-
-        service.close()
-        rt.close()
+        here.close()
     finally:
         if not args.profile_dir:
             # keep the profiles: copy them out of the work directory before it is removed
