@@ -172,7 +172,7 @@ def prepare_stage(rt: Runtime, task_id: str) -> Stage:
         priority = str(task.priority)
         max_time = (task.budget or {}).get("max_time_seconds")
         deadline = task.deadline_at
-    ttl = (max_time or rt.settings.default_task_timeout) + CAPABILITY_MARGIN_SECONDS
+        ttl = time_budget(rt, task) + CAPABILITY_MARGIN_SECONDS
 
     def step(step_id: str, arm: str, action: str) -> StageStep:
         token = capability.issue(rt.settings.effective_secret_key, task_id=str(task_id),

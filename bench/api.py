@@ -123,12 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     services = harness.provision()
     servers: list[harness.Server] = []
     try:
-        env = harness.bench_env(services)
-        harness.apply_env(env)
-        from app.config import Settings
-
-        settings = Settings.from_env()
-        harness.migrate(settings.database_url)
+        env, settings = harness.prepare(services)
         ids = completed_tasks(settings, 10)
         key = harness.api_key(settings)
         sides = {

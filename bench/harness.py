@@ -143,10 +143,17 @@ def apply_env(env: dict[str, str]) -> None:
                        if k.startswith("OCTOLLM_") or k == "PROMETHEUS_MULTIPROC_DIR"})
 
 
-def migrate(database_url: str) -> None:
-    from workers.stack import migrate as upgrade
+def prepare(services: Services) -> tuple[dict[str, str], object]:
+    """Our processes' environment, applied to this one too, and its Settings on a migrated
+    database: what every benchmark of ours sets up before it starts anything."""
+    from app.config import Settings
+    from workers.stack import migrate
 
-    upgrade(database_url)
+    env = bench_env(services)
+    apply_env(env)
+    settings = Settings.from_env()
+    migrate(settings.database_url)
+    return env, settings
 
 
 def api_key(settings, tenant: str = "bench") -> str:

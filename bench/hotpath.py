@@ -176,13 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         args.tasks = min(args.tasks, 5)
     services = harness.provision(embedded=args.embedded)
     try:
-        env = harness.bench_env(services)
-        harness.apply_env(env)
-        from app.config import Settings
         from app.db import get_engine
 
-        settings = Settings.from_env()
-        harness.migrate(settings.database_url)
+        _, settings = harness.prepare(services)
         here = harness.in_process(settings)
         rt, client, headers = here.rt, here.client, here.headers
         counters = Counters()

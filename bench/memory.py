@@ -84,12 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     api = None
     workers = None
     try:
-        env = harness.bench_env(services)
-        harness.apply_env(env)
-        from app.config import Settings
-
-        settings = Settings.from_env()
-        harness.migrate(settings.database_url)
+        env, settings = harness.prepare(services)
         key = harness.api_key(settings)
         api = harness.serve("ours", "api.wsgi:app", env, services.workdir)
         workers = harness.worker_set("ours", harness.OURS_APP, env, services.workdir)

@@ -189,12 +189,7 @@ class Bench:
         self.services = harness.provision(embedded=embedded)
         self.sets: list[harness.WorkerSet] = []
         try:
-            self.env = harness.bench_env(self.services)
-            harness.apply_env(self.env)
-            from app.config import Settings
-
-            self.settings = Settings.from_env()
-            harness.migrate(self.settings.database_url)
+            self.env, self.settings = harness.prepare(self.services)
             self.start_workers(arm_concurrency)
             self.ours = Ours(self.services, self.settings)
             self.raw = Raw(self.services)
