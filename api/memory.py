@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import marshmallow as ma
 from celery.exceptions import TimeoutError as CeleryTimeout
@@ -24,8 +23,6 @@ from app.screening import policy_of
 
 blp = Blueprint("memory", __name__, description="Knowledge and episodic memory")
 SEARCH_TIMEOUT_SECONDS = 10
-# The marker app.reflex.pii puts in place of each redacted value: [REDACTED:<TYPE>].
-_MARKER = re.compile(r"\[REDACTED:([A-Z0-9_]+)\]")
 
 
 class KnowledgeSchema(Strict):
@@ -112,17 +109,8 @@ class Knowledge(MethodView):
 
 
 def _document_redactions(doc: Document) -> dict[str, int]:
-    return redaction_counts(doc.title, doc.text, doc.source,
-                            json.dumps(doc.doc_metadata or {}, ensure_ascii=False))
-
-
-def redaction_counts(*texts: str) -> dict[str, int]:
-    """PII redacted from a stored document, by type: the markers in its stored title and text."""
-    counts: dict[str, int] = {}
-    for text in texts:
-        for kind in _MARKER.findall(text or ""):
-            counts[kind.lower()] = counts.get(kind.lower(), 0) + 1
-    return dict(sorted(counts.items()))
+    return pii.marker_counts(doc.title, doc.text, doc.source,
+                             json.dumps(doc.doc_metadata or {}, ensure_ascii=False))
 
 
 @blp.route("/knowledge/<document_id>")

@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from collections import Counter
 from functools import lru_cache
 from typing import Any
 
 from app.arms.base import ArmContext
 from app.reflex import pii
 from app.reflex.policy import Policy
-
-_MARKER = re.compile(r"\[REDACTED:([A-Z0-9_]+)\]")
-
 
 def _disabled_types(policy: Policy | None) -> frozenset[str]:
     # The same policy the gate and the reflex chord apply: OCTOLLM_REFLEX_DISABLED_TYPES are
@@ -81,16 +76,16 @@ def run(ctx: ArmContext) -> dict:
     joined = "\n\n".join(p for p in parts if p.strip())
     final, fresh = pii.redact(joined, _disabled_types(None))
     # Most redaction happened when each step was stored; the markers in the answer count both.
-    in_answer = Counter(m.lower() for m in _MARKER.findall(final))
+    in_answer = pii.marker_counts(final)
     per_step = {sid: dict(out["redactions"]) for sid, out in ctx.upstream.items()
                 if isinstance(out, dict) and isinstance(out.get("redactions"), dict)
                 and out["redactions"]}
     return {
         "result": final,
-        "summary": _summary(dict(in_answer), len(sources)),
+        "summary": _summary(in_answer, len(sources)),
         "mode": "offline",
         "sources": [sid for sid, _ in sources],
-        "redactions": dict(in_answer),
+        "redactions": in_answer,
         "redacted_now": fresh,
         "steps_redacted": per_step,
     }

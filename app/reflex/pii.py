@@ -116,6 +116,15 @@ def marker(type: str) -> str:  # noqa: A002
     return f"[REDACTED:{type.upper()}]"
 
 
+_MARKER = re.compile(r"\[REDACTED:([A-Z0-9_]+)\]")
+
+
+def marker_counts(*texts: str | None) -> dict[str, int]:
+    """How many values of each type were redacted from these texts: their markers, by type."""
+    counts = Counter(kind.lower() for text in texts for kind in _MARKER.findall(text or ""))
+    return dict(sorted(counts.items()))
+
+
 def redact_matches(text: str, matches: list[Match]) -> str:
     """``text`` with each (non-overlapping, PII) match replaced by its marker."""
     pieces, pos = [], 0
