@@ -40,7 +40,7 @@ def from_settings(settings: Settings) -> dict:
         "accept_content": ["json"],
         "event_serializer": "json",
         # Acknowledge after the task finished and requeue if its process dies, so a worker crash
-        # never loses a step; steps are idempotent (app/steps.py) so a redelivery is safe.
+        # never loses a step; steps are idempotent (app/pipeline/steps.py) so a redelivery is safe.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,

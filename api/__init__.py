@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, *, celery=None) -> Flask:
     app.extensions["octollm"] = rt
     app.extensions["octollm_celery"] = celery or make_producer(settings)
     if settings.rate_limit_per_second > 0:
-        from app.ratelimit import RateLimiter
+        from app.access.ratelimit import RateLimiter
 
         app.extensions["octollm_ratelimiter"] = RateLimiter(
             rt.redis, settings.rate_limit_burst, settings.rate_limit_per_second)

@@ -21,13 +21,14 @@ from flask import current_app, g, request
 from flask_smorest import Blueprint
 
 from api.errors import ApiError
-from app import auth, metrics, ratelimit
+from app import metrics
+from app.access import keys, ratelimit
 from app.db import session_scope
 
 KEY_CACHE_SECONDS = 30.0
 PUBLIC_ENDPOINTS = frozenset({"system.Root", "system.Health", "system.Ready", "system.Metrics",
                               "api-docs.openapi_json", "static"})
-_cache: dict[str, tuple[float, auth.Principal | None]] = {}
+_cache: dict[str, tuple[float, keys.Principal | None]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -39,7 +40,7 @@ def _presented_key() -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _lookup(rt, key: str) -> auth.Principal | None:
+def _lookup(rt, key: str) -> keys.Principal | None:
     digest = hashlib.sha256(key.encode()).hexdigest()
     now = time.monotonic()
     with _cache_lock:
@@ -47,7 +48,7 @@ def _lookup(rt, key: str) -> auth.Principal | None:
         if hit and hit[0] > now:
             return hit[1]
     with session_scope(rt.settings) as session:
-        principal = auth.authenticate(session, key)
+        principal = keys.authenticate(session, key)
     with _cache_lock:
         if len(_cache) > 10_000:
             _cache.clear()
@@ -69,7 +70,7 @@ def identify() -> None:
     if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
         return
     if rt.settings.auth_disabled:
-        g.principal = auth.Principal(tenant="default", scopes=frozenset(auth.SCOPES))
+        g.principal = keys.Principal(tenant="default", scopes=frozenset(keys.SCOPES))
     else:
         key = _presented_key()
         if not key:

@@ -11,15 +11,16 @@ from flask.views import MethodView
 from marshmallow import validate
 
 from api import errors
-from api.parsing import Blueprint
 from api.auth import require
+from api.parsing import Blueprint
 from api.schemas import Strict, not_blank
-from app import metrics, repo
+from app import metrics
 from app.db import session_scope
 from app.errors import ErrorCode
 from app.models import Document
+from app.pipeline import repo
+from app.pipeline.screening import policy_of
 from app.reflex import pii, scan_fields, task_fields
-from app.screening import policy_of
 
 blp = Blueprint("memory", __name__, description="Knowledge and episodic memory")
 SEARCH_TIMEOUT_SECONDS = 10

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import functools
 
-import marshmallow as ma
 import flask_smorest
+import marshmallow as ma
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 

@@ -1,7 +1,7 @@
 """GET /tasks/<id>/events: server-sent events of every status and step change.
 
 The stream opens with a ``snapshot`` of the task as stored, then relays the task's event stream
-(app/events.py) with the Redis stream id as the SSE id, so ``Last-Event-ID`` resumes exactly.
+(app/pipeline/events.py) with the Redis stream id as the SSE id, so ``Last-Event-ID`` resumes exactly.
 Without ``Last-Event-ID`` the relay starts at the current attempt: after a retry, at the retry's
 ``status`` event, so the previous attempt's events (and its terminal status) are not replayed.
 
@@ -28,9 +28,9 @@ from api import errors
 from api.auth import require
 from api.openapi import LAST_EVENT_ID, headers
 from api.tasks import blp, runtime, summary_view, tenant
-from app import events, repo
 from app.db import session_scope
-from app.lifecycle import is_terminal
+from app.pipeline import events, repo
+from app.pipeline.lifecycle import is_terminal
 
 HEARTBEAT_SECONDS = 10.0
 MAX_STREAM_SECONDS = 3600.0

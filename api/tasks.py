@@ -11,13 +11,13 @@ from flask import current_app, g, request
 from flask.views import MethodView
 
 from api import errors, schemas
+from api.auth import require
 from api.openapi import IDEMPOTENCY_KEY, headers
 from api.parsing import Blueprint
-from api.auth import require
-from app import control, repo
 from app.db import session_scope
 from app.models import Task
-from app.submission import Blocked, IdempotencyConflict, Submission, accept
+from app.pipeline import control, repo
+from app.pipeline.submission import Blocked, IdempotencyConflict, Submission, accept
 from tasks.canvas import build_start, revoke_steps
 
 log = logging.getLogger(__name__)

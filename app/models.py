@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from app.lifecycle import Priority, StepStatus, TaskStatus
+from app.pipeline.lifecycle import Priority, StepStatus, TaskStatus
 
 
 class Base(DeclarativeBase):

@@ -62,7 +62,8 @@ class Services:
 def provision(embedded: bool = False) -> Services:
     if embedded:
         return _embedded()
-    from tests.support.services import CLAIM_KEY, _claim_redis_db, provision as test_provision
+    from tests.support.services import CLAIM_KEY, _claim_redis_db
+    from tests.support.services import provision as test_provision
 
     base = test_provision()
     services = Services(base.database_url, base.redis_url, "", base.workdir, False,
@@ -158,11 +159,11 @@ def prepare(services: Services) -> tuple[dict[str, str], object]:
 
 def api_key(settings, tenant: str = "bench") -> str:
     """A real API key (as `octollm apikey create` makes), so requests take the authenticated path."""
-    from app import auth
+    from app.access import keys
     from app.db import session_scope
 
     with session_scope(settings) as session:
-        key, _ = auth.create_key(session, tenant, ("tasks:submit", "tasks:read"), "benchmark")
+        key, _ = keys.create_key(session, tenant, ("tasks:submit", "tasks:read"), "benchmark")
     return key
 
 

@@ -101,8 +101,8 @@ def instrument(engine, counters: Counters) -> None:
 
 def run_task(rt, client, headers, counters: Counters) -> str:
     """One task through every stage, as the workers would run it, in pipeline order."""
-    from app import orchestration, screening, steps
     from app.memory import service
+    from app.pipeline import orchestration, screening, steps
 
     with counters.at("api: POST /submit"):
         response = client.post("/submit", json={"goal": GOAL}, headers=headers)

@@ -15,8 +15,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from app import orchestration
 from app.errors import ErrorCode, OctoError
+from app.pipeline import orchestration
 from app.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def _octo_task_id(args, kwargs) -> str | None:
 
 
 # Shared presets: pipeline bookkeeping is cheap and retried fast; arm steps are long and their
-# retries also give the step claim back (tasks/arms.py).
+# retries also give the step claim back (tasks/steps.py).
 PIPELINE = {"base": OctoTask, "bind": True, "ignore_result": False}
 SIDE_JOB = {**PIPELINE, "fails_pipeline": False}
 ARM = {"base": OctoTask, "bind": True, "acks_late": True, "reject_on_worker_lost": True}

@@ -23,7 +23,7 @@ from datetime import datetime
 from celery import Celery, chain, chord
 from celery.canvas import Signature
 
-from app.orchestration import StageStep
+from app.pipeline.orchestration import StageStep
 from workers.queues import PRIORITIES
 
 REFLEX_CHECKS = ("octollm.reflex.pii", "octollm.reflex.injection", "octollm.reflex.policy")
@@ -85,7 +85,7 @@ def step_message_id(task_id: str, step_id: str, dispatch: int) -> str:
 
 def revoke_steps(app: Celery, rt, task_id: str) -> int:
     """Revoke every message any dispatch of the task sent for a step that has not finished."""
-    from app import orchestration
+    from app.pipeline import orchestration
 
     ids = orchestration.open_step_message_ids(rt, task_id, step_message_id)
     if ids:

@@ -8,7 +8,7 @@ from celery import shared_task
 from celery.exceptions import Ignore
 
 from app.memory import service
-from app.orchestration import TaskInactive
+from app.pipeline.orchestration import TaskInactive
 from tasks.base import PIPELINE, SIDE_JOB
 from tasks.reconcile import single_flight
 from workers.queues import BY_NAME

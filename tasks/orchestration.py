@@ -5,8 +5,8 @@ from __future__ import annotations
 from celery import shared_task
 from celery.exceptions import Ignore
 
-from app import orchestration
-from app.orchestration import TaskInactive
+from app.pipeline import orchestration
+from app.pipeline.orchestration import TaskInactive
 from tasks.base import PIPELINE
 from tasks.canvas import build_arm_stage, build_pipeline
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 from celery import shared_task
 
-from app import metrics, reconcile
+from app import metrics
+from app.pipeline import reconcile
 from tasks.base import OctoTask
 from tasks.canvas import build_start, revoke_steps
 from workers.queues import queue_depths

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app import auth
+from app.access import keys
 from app.config import Settings
 from app.db import session_scope
 
@@ -14,5 +14,5 @@ def development_key(settings: Settings) -> str | None:
     if settings.auth_disabled:
         return None
     with session_scope(settings) as session:
-        key, _ = auth.create_key(session, DEV_TENANT, auth.SCOPES, "octollm run development key")
+        key, _ = keys.create_key(session, DEV_TENANT, keys.SCOPES, "octollm run development key")
     return key

@@ -150,7 +150,7 @@ def _print_task(task: dict) -> None:
 
 
 def _apikey(args) -> int:
-    from app import auth
+    from app.access import keys
     from app.config import Settings
     from app.db import session_scope
 
@@ -159,15 +159,15 @@ def _apikey(args) -> int:
         if args.apikey_command == "create":
             scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
             try:
-                key, row = auth.create_key(session, args.tenant, scopes, args.name)
-            except auth.AuthError as exc:
+                key, row = keys.create_key(session, args.tenant, scopes, args.name)
+            except keys.AuthError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             print(key)
             print(f"tenant={row.tenant} scopes={','.join(row.scopes)} prefix={row.prefix} "
                   "(the key is shown only this once)", file=sys.stderr)
             return 0
-        if not auth.revoke(session, args.prefix):
+        if not keys.revoke(session, args.prefix):
             print(f"no active key with prefix {args.prefix}", file=sys.stderr)
             return 1
         print(f"revoked {args.prefix}")

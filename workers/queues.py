@@ -60,7 +60,7 @@ QUEUES: tuple[QueueSpec, ...] = (
 
 # The modules whose @shared_task definitions the Celery app registers (its ``include``); every
 # task they define must be routed above (tests/unit/test_queues.py checks both ways).
-TASK_MODULES = ["tasks.reflex", "tasks.planner", "tasks.orchestration", "tasks.arms",
+TASK_MODULES = ["tasks.screening", "tasks.planning", "tasks.orchestration", "tasks.steps",
                 "tasks.memory", "tasks.reconcile"]
 
 BY_NAME: dict[str, QueueSpec] = {q.name: q for q in QUEUES}

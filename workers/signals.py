@@ -109,7 +109,7 @@ def connect(celery, settings: Settings) -> None:
         args = list(getattr(request, "args", None) or ())
         if not expired or not name.startswith("octollm.arm.") or len(args) < 2:
             return
-        from app import orchestration
+        from app.pipeline import orchestration
         from app.runtime import get_runtime
 
         try:
@@ -161,8 +161,8 @@ def _stored_context(settings: Settings, task_id: str) -> dict[str, str | None]:
     """
     from sqlalchemy import select
 
-    from app import repo
     from app.models import Task
+    from app.pipeline import repo
 
     try:
         with db.session_scope(settings) as session:

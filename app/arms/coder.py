@@ -16,8 +16,13 @@ from dataclasses import dataclass
 
 from app.arms import datatransform
 from app.arms.base import ArmContext, ArmError
-from app.arms.codeblocks import (PYTHON_LABELS, fenced_blocks, first_block, raw_python,
-                                 without_blocks)
+from app.arms.codeblocks import (
+    PYTHON_LABELS,
+    fenced_blocks,
+    first_block,
+    raw_python,
+    without_blocks,
+)
 from app.arms.envconfig import env_bool, env_float, env_int
 from app.arms.pyanalysis import analyze, report
 from app.llm import LLMError

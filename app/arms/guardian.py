@@ -1,6 +1,6 @@
 """The safety-guardian arm: no PII or secret leaves a step in clear.
 
-``redact_output`` runs on every step output before it is stored (app.steps.store), whatever the
+``redact_output`` runs on every step output before it is stored (app.pipeline.steps.store), whatever the
 arm. ``run`` is the guardian's own plan step, after the judge: it assembles the task's final
 answer from the steps the judge judged, redacts it once more (defence in depth: an output stored
 before a detector improved, or text joined across two outputs) and records what the final
@@ -17,6 +17,7 @@ from typing import Any
 from app.arms.base import ArmContext
 from app.reflex import pii
 from app.reflex.policy import Policy
+
 
 def _disabled_types(policy: Policy | None) -> frozenset[str]:
     # The same policy the gate and the reflex chord apply: OCTOLLM_REFLEX_DISABLED_TYPES are

@@ -15,13 +15,13 @@ import time
 
 from sqlalchemy import select, tuple_
 
-from app import orchestration, repo
 from app.db import session_scope
-from app.lifecycle import StepStatus, TaskStatus
 from app.memory.chunking import chunk_text
 from app.memory.retrieve import retrieve
 from app.memory.store import MemoryStore
 from app.models import Document, Task
+from app.pipeline import orchestration, repo
+from app.pipeline.lifecycle import StepStatus, TaskStatus
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,10 @@ no pattern backtracks more than a bounded amount, so the scan is linear in the t
 
 from __future__ import annotations
 
-from typing import Any
-
 import re
 from collections import Counter
 from collections.abc import Collection
+from typing import Any
 
 from app.reflex.match import Match
 from app.reflex.pii_rules import RULES, SEVERITY, Hit

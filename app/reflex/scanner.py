@@ -12,6 +12,7 @@ rejected candidate never hides a real match.
 from __future__ import annotations
 
 import re
+
 # The parser behind re.compile, used only to read which characters a pattern can start with;
 # "private", but stable across 3.11-3.13 and the project pins 3.11.
 import re._constants as sre

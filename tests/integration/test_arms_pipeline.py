@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from app import orchestration, screening, steps
 from app.db import session_scope
 from app.errors import OctoError
 from app.memory.store import COLLECTIONS
 from app.models import Task, TaskStep
+from app.pipeline import orchestration, screening, steps
+from app.pipeline.submission import Submission, accept
 from app.runtime import Runtime
-from app.submission import Submission, accept
 from tests.support.fixtures_llm import fake_llm  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration

@@ -8,10 +8,10 @@ from sqlalchemy import select
 
 from api import auth as api_auth
 from api import create_app
-from app import orchestration
 from app.db import session_scope
 from app.errors import ErrorCode
 from app.models import ApiKey, AuditEvent
+from app.pipeline import orchestration
 from tests.support.apps import dead_broker, make_key
 
 pytestmark = pytest.mark.integration
@@ -44,9 +44,9 @@ def test_missing_wrong_and_revoked_keys_are_401(secured, runtime):
     assert c.get("/tasks", headers=h(key)).status_code == 200
     prefix = key.split("_")[1]
     with session_scope(runtime.settings) as session:
-        from app import auth
+        from app.access import keys
 
-        assert auth.revoke(session, prefix)
+        assert keys.revoke(session, prefix)
     api_auth.clear_cache()
     response = c.get("/tasks", headers=h(key))
     assert response.status_code == 401 and response.get_json()["error"] == "UNAUTHORIZED"

@@ -5,10 +5,10 @@ import time
 import pytest
 from sqlalchemy import select
 
-from app.capability import issue
+from app.access.capability import issue
 from app.db import session_scope
-from app.lifecycle import StepStatus
 from app.models import TaskStep
+from app.pipeline.lifecycle import StepStatus
 from tests.support.pipeline import staged_task
 
 pytestmark = pytest.mark.integration

@@ -108,8 +108,8 @@ def _offline_app(runtime, heartbeat: float):
 
 
 def test_after_a_retry_the_stream_follows_the_new_attempt(runtime):
-    from app import orchestration
     from app.errors import ErrorCode
+    from app.pipeline import orchestration
 
     app = _offline_app(runtime, 0.2)
     c = app.test_client()

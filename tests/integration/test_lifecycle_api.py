@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import func, select, update
 
 from api import create_app
-from app import orchestration, steps
 from app.db import session_scope
 from app.errors import ErrorCode
 from app.models import Task, TaskStep
+from app.pipeline import orchestration, steps
 from tasks.canvas import step_message_id
 from tests.support.apps import dead_broker
 from tests.support.commands import live_processes, sleeper, step_status, until

@@ -28,12 +28,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from app import logging as octolog
-from app import orchestration, steps
 from app.db import session_scope
 from app.errors import OctoError
 from app.models import Task, TaskStep
+from app.pipeline import orchestration, steps
+from app.pipeline.submission import Submission, accept
 from app.runtime import Runtime, set_runtime
-from app.submission import Submission, accept
 from tasks.canvas import REQUEST_ID_HEADER, TENANT_HEADER, build_start
 from tests.support.apps import make_key
 
@@ -228,7 +228,7 @@ def test_a_step_that_fails_is_counted_as_failed_for_its_arm(runtime):
 
 
 def test_a_step_that_meets_a_database_outage_is_counted_as_retried(runtime):
-    from tasks.arms import executor, run_step
+    from tasks.steps import executor, run_step
 
     task_id, step = planned_step(runtime, "Run `echo the database is away`", "executor")
     url = make_url(runtime.settings.database_url).set(port=1)  # nothing listens there

@@ -3,7 +3,8 @@
 import time
 
 import pytest
-from app import reconcile
+
+from app.pipeline import reconcile
 from app.runtime import Runtime
 from tasks.canvas import build_start
 from tests.support.apps import dead_broker

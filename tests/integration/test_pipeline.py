@@ -45,7 +45,7 @@ def test_command_task_completes_with_result_steps_and_episode(client, worker_set
 
 
 def test_status_moves_pending_processing_completed(client, worker_set, wait_for, runtime):
-    from app import events
+    from app.pipeline import events
 
     task_id = submit(client, goal="Run `echo lifecycle`")
     wait_for(client, task_id)

@@ -3,9 +3,9 @@
 import pytest
 from sqlalchemy import select, update
 
-from app import orchestration, steps
 from app.db import session_scope
 from app.models import Task, TaskStep
+from app.pipeline import orchestration, steps
 from tests.support.pipeline import staged_task as _planned
 
 pytestmark = pytest.mark.integration

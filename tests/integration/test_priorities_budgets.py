@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app import reconcile
+from app.pipeline import reconcile
 from app.runtime import Runtime
 from tasks.canvas import revoke_steps, step_message_id
 from tests.support.commands import live_processes, sleeper, until
@@ -71,8 +71,8 @@ def test_a_step_queued_past_the_deadline_is_dropped_and_the_task_times_out(
 
 
 def test_overdue_tasks_fail_with_task_timeout_and_their_steps_are_revoked(runtime, api_app):
-    from tests.support.apps import dead_broker
     from api import create_app
+    from tests.support.apps import dead_broker
 
     parked = create_app(runtime.settings, celery=dead_broker(runtime.settings)).test_client()
     task_id = parked.post("/submit", json={"goal": "Run `echo too late`",

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from api import create_app
-from app.ratelimit import PREFIX
+from app.access.ratelimit import PREFIX
 from tests.support.apps import make_key
 from workers.embedded import free_port, port_open
 

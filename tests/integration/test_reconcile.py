@@ -11,13 +11,13 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
-from app import orchestration, reconcile, repo, steps
 from app.db import session_scope
 from app.memory import service
 from app.memory.episodes import EPISODE_COLLECTIONS
 from app.models import Task, TaskResult, TaskStep
+from app.pipeline import orchestration, reconcile, repo, steps
+from app.pipeline.submission import Submission, accept
 from app.runtime import Runtime, set_runtime
-from app.submission import Submission, accept
 from tasks.canvas import build_start
 from tasks.reconcile import LOCK_KEY, single_flight
 from tests.support.pipeline import staged_task, step_of

@@ -11,9 +11,9 @@ import logging
 import pytest
 from sqlalchemy import func, select
 
-from app import events
 from app.db import session_scope
 from app.models import AuditEvent, Task, TaskResult, TaskStep
+from app.pipeline import events
 
 pytestmark = pytest.mark.integration
 
@@ -195,7 +195,7 @@ def test_guardian_redacts_pii_an_arm_produces_at_run_time(client, worker_set, wa
 
 def _run_in_process(rt, task_id: str) -> None:
     """The pipeline's functions in the order the workers call them (no retriever in the plan)."""
-    from app import orchestration, screening, steps
+    from app.pipeline import orchestration, screening, steps
 
     results = [screening.check(rt, task_id, family) for family in screening.FAMILIES]
     assert screening.verdict(rt, task_id, results) != "block"
@@ -221,7 +221,7 @@ def ipv4_allowed(runtime, monkeypatch):
 
 
 def test_disabled_types_are_not_redacted_in_step_outputs(ipv4_allowed, client, settings):
-    from app.submission import Submission, accept
+    from app.pipeline.submission import Submission, accept
 
     task_id = accept(ipv4_allowed, Submission(
         goal="Run `echo ping 203.0.113.7 owner ana.perez@example.com`")).task_id
@@ -239,7 +239,7 @@ def test_disabled_types_are_not_redacted_in_step_outputs(ipv4_allowed, client, s
 
 
 def test_disabled_types_are_kept_in_metadata_and_constraints(ipv4_allowed):
-    from app.submission import Submission, accept
+    from app.pipeline.submission import Submission, accept
 
     task_id = accept(ipv4_allowed, Submission(
         goal="Run `echo ping 203.0.113.7`", metadata={"host": "203.0.113.7"},
@@ -255,8 +255,8 @@ def test_disabled_types_are_kept_in_metadata_and_constraints(ipv4_allowed):
 
 def test_step_error_carrying_pii_is_stored_redacted(runtime):
     """A plan step whose command is refused: its error details repeat the command verbatim."""
-    from app import steps
     from app.errors import OctoError
+    from app.pipeline import steps
     from tests.support.pipeline import staged_task
 
     email, ssn = "jane.doe@example.com", SSN
@@ -284,8 +284,8 @@ def test_step_error_carrying_pii_is_stored_redacted(runtime):
 
 def test_task_error_carrying_pii_is_stored_redacted(runtime):
     """An arm's error message becomes the task's error (on_failure -> orchestration.fail)."""
-    from app import orchestration
-    from app.submission import Submission, accept
+    from app.pipeline import orchestration
+    from app.pipeline.submission import Submission, accept
 
     email = "jane.doe@example.com"
     task_id = accept(runtime, Submission(goal="Run `echo hello`")).task_id

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from app import orchestration, steps
 from app.db import session_scope
 from app.errors import OctoError
-from app.lifecycle import StepStatus, TaskStatus
 from app.models import TaskStep
+from app.pipeline import orchestration, steps
+from app.pipeline.lifecycle import StepStatus, TaskStatus
 from tests.support.pipeline import staged_task as _prepared_task
 
 pytestmark = pytest.mark.integration

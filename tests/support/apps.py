@@ -9,10 +9,9 @@ from contextlib import contextmanager
 from celery import Celery
 from werkzeug.serving import make_server
 
-from app import auth
+from app.access import keys
 from app.config import Settings
 from app.db import session_scope
-
 
 ERROR_KEYS = {"error", "message", "details", "request_id"}
 
@@ -34,9 +33,9 @@ def dead_broker(settings: Settings) -> Celery:
                                           result_backend=settings.effective_result_backend))
 
 
-def make_key(settings: Settings, tenant: str, scopes=auth.DEFAULT_SCOPES) -> str:
+def make_key(settings: Settings, tenant: str, scopes=keys.DEFAULT_SCOPES) -> str:
     with session_scope(settings) as session:
-        key, _ = auth.create_key(session, tenant, scopes, f"test key for {tenant}")
+        key, _ = keys.create_key(session, tenant, scopes, f"test key for {tenant}")
     return key
 
 

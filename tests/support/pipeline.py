@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app import orchestration
 from app.db import session_scope
 from app.models import TaskStep
-from app.submission import Submission, accept
+from app.pipeline import orchestration
+from app.pipeline.submission import Submission, accept
 
 
 def staged_task(runtime, goal: str, **submission) -> str:

@@ -2,7 +2,7 @@
 
 from celery import Celery
 
-from app.orchestration import GUARDIAN_STEP, StageStep
+from app.pipeline.orchestration import GUARDIAN_STEP, StageStep
 from app.planning.rules import rule_plan
 from bench import rawcanvas as raw
 from tasks import canvas

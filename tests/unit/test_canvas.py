@@ -5,7 +5,7 @@ from celery.canvas import _chain, chord
 
 import celeryconfig
 from app.config import Settings
-from app.orchestration import StageStep
+from app.pipeline.orchestration import StageStep
 from tasks.canvas import (
     REQUEST_ID_HEADER,
     TENANT_HEADER,

@@ -3,7 +3,7 @@ import time
 import jwt
 import pytest
 
-from app.capability import CapabilityDenied, issue, verify
+from app.access.capability import CapabilityDenied, issue, verify
 
 SECRET = "unit-test-secret-key-long-enough-for-hs256"
 

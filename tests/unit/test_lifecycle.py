@@ -1,6 +1,6 @@
 import pytest
 
-from app.lifecycle import TERMINAL, TaskStatus, can_transition, is_terminal, sources_of
+from app.pipeline.lifecycle import TERMINAL, TaskStatus, can_transition, is_terminal, sources_of
 
 
 @pytest.mark.parametrize("current, target, allowed", [

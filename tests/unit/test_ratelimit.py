@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.ratelimit import Decision, RateLimiter, client_key
+from app.access.ratelimit import Decision, RateLimiter, client_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,7 +79,7 @@ def test_invalid_configuration_is_refused(client, burst, rate):
 
 _WORKER = """
 import json, sys, time, redis
-from app.ratelimit import RateLimiter
+from app.access.ratelimit import RateLimiter
 url, k, n, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 limiter = RateLimiter(redis.Redis.from_url(url), burst=300, per_second=0.001)
 while time.time() < start:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from app import metrics, orchestration, repo
+from app import metrics
 from app.db import session_scope
 from app.errors import ErrorCode
-from app.lifecycle import TaskStatus
 from app.models import Task
+from app.pipeline import orchestration, repo
+from app.pipeline.lifecycle import TaskStatus
 from app.reflex import Policy, decide, scan_family, task_fields
 from app.runtime import Runtime
 

@@ -19,14 +19,16 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from app import audit, metrics, repo
+from app import metrics
+from app.access import audit
 from app.db import session_scope
 from app.errors import ErrorCode, OctoError
-from app.lifecycle import TaskStatus
 from app.models import Task
+from app.pipeline import repo
+from app.pipeline.lifecycle import TaskStatus
+from app.pipeline.screening import policy_of
 from app.reflex import pii, scan_fields, task_fields
 from app.runtime import Runtime
-from app.screening import policy_of
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 

@@ -26,14 +26,15 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from app import events, metrics, repo
+from app import metrics
 from app.arms.base import ArmContext
 from app.config import Settings
 from app.db import session_scope
 from app.errors import ErrorCode, OctoError
-from app.lifecycle import StepStatus, TaskStatus
 from app.llm import Usage
 from app.models import Task, TaskStep
+from app.pipeline import events, repo
+from app.pipeline.lifecycle import StepStatus, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def _spent_by_step(ctx: ArmContext, base_tokens: int, base_cost: float) -> dict 
 
 def check_capability(rt, token: str | None, task_id: str, step_id: str, arm: str) -> dict:
     """Raise CapabilityDenied unless the token is the orchestrator's, unexpired, for this step."""
-    from app import capability
+    from app.access import capability
 
     return capability.verify(rt.settings.effective_secret_key, token, task_id=task_id,
                              step_id=step_id, arm=arm)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app import repo
 from app.models import AuditEvent
+from app.pipeline import repo
 
 ACTIONS = ("task.submit", "task.blocked", "task.cancel", "task.retry", "apikey.create",
            "apikey.revoke")

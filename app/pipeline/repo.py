@@ -13,8 +13,8 @@ from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.lifecycle import StepStatus, TaskStatus, is_terminal, sources_of
 from app.models import Task, TaskResult, TaskStep
+from app.pipeline.lifecycle import StepStatus, TaskStatus, is_terminal, sources_of
 
 
 def now() -> datetime:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app import audit, repo
+from app.access import audit
 from app.models import ApiKey
+from app.pipeline import repo
 
 SCOPES = ("tasks:submit", "tasks:read", "tasks:cancel", "knowledge:write", "admin")
 DEFAULT_SCOPES = ("tasks:submit", "tasks:read", "tasks:cancel", "knowledge:write")

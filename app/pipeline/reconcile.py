@@ -13,11 +13,11 @@ from datetime import timedelta
 
 from sqlalchemy import delete, select, update
 
-from app import orchestration, repo
 from app.db import session_scope
 from app.errors import ErrorCode
-from app.lifecycle import TaskStatus
 from app.models import Task, TaskResult, TaskStep
+from app.pipeline import orchestration, repo
+from app.pipeline.lifecycle import TaskStatus
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """What a client may do to a task after submitting it: cancel it, retry it.
 
-Both are guarded status moves (app/lifecycle.py), so a cancel racing a completion has exactly one
+Both are guarded status moves (app/pipeline/lifecycle.py), so a cancel racing a completion has exactly one
 winner and the loser is told why (Conflict).
 """
 
@@ -10,10 +10,12 @@ from datetime import timedelta
 
 from sqlalchemy import func
 
-from app import audit, events, metrics, orchestration, repo
+from app import metrics
+from app.access import audit
 from app.db import session_scope
 from app.errors import ErrorCode, OctoError
-from app.lifecycle import TaskStatus
+from app.pipeline import events, orchestration, repo
+from app.pipeline.lifecycle import TaskStatus
 from app.runtime import Runtime
 
 

@@ -1,4 +1,4 @@
-"""One task per arm, each on its own queue. All of them run ``app.steps.execute``."""
+"""One task per arm, each on its own queue. All of them run ``app.pipeline.steps.execute``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import logging
 from celery import shared_task
 from celery.exceptions import Ignore
 
-from app import metrics, steps
-from app.capability import CapabilityDenied
+from app import metrics
+from app.access.capability import CapabilityDenied
+from app.pipeline import steps
 from tasks.base import ARM, TRANSIENT, retry_countdown
 
 log = logging.getLogger(__name__)

@@ -11,13 +11,15 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from app import capability, events, metrics, repo
+from app import metrics
+from app.access import capability
 from app.db import session_scope
 from app.errors import ErrorCode
-from app.lifecycle import StepStatus, TaskStatus, is_terminal
 from app.models import Task
+from app.pipeline import events, repo
+from app.pipeline.lifecycle import StepStatus, TaskStatus, is_terminal
+from app.pipeline.steps import with_step_usage
 from app.runtime import Runtime
-from app.steps import with_step_usage
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ class TaskInactive(Exception):
 class StageStep:
     step_id: str
     arm: str
-    # The orchestrator's signed permission for this arm to run this step (app/capability.py).
+    # The orchestrator's signed permission for this arm to run this step (app/access/capability.py).
     capability: str | None = None
 
 

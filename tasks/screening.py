@@ -5,8 +5,8 @@ from __future__ import annotations
 from celery import shared_task
 from celery.exceptions import Ignore
 
-from app import screening
-from app.orchestration import TaskInactive
+from app.pipeline import screening
+from app.pipeline.orchestration import TaskInactive
 from tasks.base import PIPELINE
 
 
