@@ -11,6 +11,8 @@ class ErrorCode:
     CANCELLED = "CANCELLED"
     ARM_ERROR = "ARM_ERROR"
     COMMAND_REFUSED = "COMMAND_REFUSED"  # the executor refused the command before running it
+    COMMAND_FAILED = "COMMAND_FAILED"  # it ran, and exited non-zero, was killed or timed out
+    LLM_REQUIRED = "LLM_REQUIRED"  # the work needs an LLM endpoint and none is configured
     PLAN_ERROR = "PLAN_ERROR"
     LLM_ERROR = "LLM_ERROR"  # the LLM endpoint failed where the work needs it
     CAPABILITY_DENIED = "CAPABILITY_DENIED"

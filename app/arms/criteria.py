@@ -48,6 +48,13 @@ _RULES: list[tuple[str, re.Pattern]] = [(kind, re.compile(p, _I)) for kind, p in
                r"(?P<unit>characters?|chars?|words?|lines?|bytes?)?$"),
     ("exclude", r"^(?:must[_\s]not[_\s](?:include|contain)|excludes?|forbidden)\s*[:=]\s*(?P<value>.+)$"),
     ("include", r"^(?:must[_\s](?:include|contain)|includes?|contains?)\s*[:=]\s*(?P<value>.+)$"),
+    # A failure the task asks for ("exits with a non-zero status", "the command fails"): checked
+    # before the numeric form, which would otherwise read "exit code is not 0" as a number rule.
+    ("exit_code", r"\b(?:exit[_\s]?(?:code|status)|return[_\s]?code|exits?)\b.{0,40}?"
+                  r"(?P<nonzero>non[-\s]?zero|not\s+(?:0|zero)|other\s+than\s+(?:0|zero)|"
+                  r"!=\s*0)\b"),
+    ("exit_code", r"^(?:the\s+)?(?:command|program|script)\s+(?P<nonzero>fails|exits\s+with\s+"
+                  r"(?:an?\s+)?(?:error|failure)|does\s+not\s+succeed|is\s+expected\s+to\s+fail)$"),
     ("exit_code", r"\b(?:exit[_\s]?(?:code|status)|return[_\s]?code|exits?(?:\s+with)?"
                   r"(?:\s+(?:an?\s+)?(?:exit\s+)?(?:status|code))?)\s*"
                   r"(?:is|of|=|==|:|must\s+be|should\s+be|equals?)?\s*(?P<n>\d+)\b"),
@@ -135,7 +142,7 @@ def check(criterion: Criterion, text: str, *, executions: list[tuple[str, dict]]
     if criterion.kind == "number":
         return _check_number(args, text)
     if criterion.kind == "exit_code":
-        return _check_exit(int(args.get("n", 0)), executions)
+        return _check_exit(ExitRule.of(criterion), executions)
     return UNVERIFIED, "no offline rule understands this criterion"
 
 
@@ -245,15 +252,48 @@ def _find_number(text: str, name: str) -> tuple[float | None, str]:
     return None, f"the result contains {len(numbers)} numbers; cannot tell which to check"
 
 
-def _check_exit(expected: int, executions: list[tuple[str, dict]]) -> tuple[str, str]:
+@dataclass(frozen=True)
+class ExitRule:
+    """The exit statuses a task accepts from its commands: one code, or any failure."""
+
+    code: int | None = 0
+    nonzero: bool = False
+
+    @classmethod
+    def of(cls, criterion: Criterion) -> ExitRule:
+        if criterion.args.get("nonzero"):
+            return cls(code=None, nonzero=True)
+        return cls(code=int(criterion.args.get("n", 0)))
+
+    def accepts(self, exit_code: int | None, timed_out: bool = False) -> bool:
+        # A command killed at the executor's time limit did not finish: no rule expects that.
+        if timed_out:
+            return False
+        if self.nonzero:
+            return exit_code != 0
+        return exit_code == self.code
+
+    def describe(self) -> str:
+        return "a non-zero exit status" if self.nonzero else f"exit status {self.code}"
+
+
+def exit_rules(texts) -> list[ExitRule]:
+    """The exit-code rules among criterion texts (an empty list when none speaks of exits)."""
+    parsed = (parse(t) for t in texts if isinstance(t, str))
+    return [ExitRule.of(c) for c in parsed if c.kind == "exit_code"]
+
+
+def _check_exit(rule: ExitRule, executions: list[tuple[str, dict]]) -> tuple[str, str]:
     if not executions:
         return UNVERIFIED, "no executor step among the judged steps"
     for step_id, out in executions:
         if out.get("timed_out"):
             return FAILED, f"step {step_id} timed out"
-        if out.get("exit_code") != expected:
-            return FAILED, f"step {step_id} exited {out.get('exit_code')}, expected {expected}"
-    return PASSED, f"exit code {expected} ({', '.join(s for s, _ in executions)})"
+        if not rule.accepts(out.get("exit_code")):
+            return FAILED, (f"step {step_id} exited {out.get('exit_code')}, "
+                            f"expected {rule.describe() if rule.nonzero else rule.code}")
+    return PASSED, (f"{rule.describe() if rule.nonzero else f'exit code {rule.code}'} "
+                    f"({', '.join(s for s, _ in executions)})")
 
 
 def _op(words: str) -> str:

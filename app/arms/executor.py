@@ -3,8 +3,12 @@
 A command is refused before anything runs unless its binary is on the allowlist and resolves on
 the sandbox PATH; a refusal fails the step with code COMMAND_REFUSED (details carry
 ``refused: true`` and the reason), because a plan that needs a forbidden command cannot succeed.
-A command that runs and exits non-zero, is killed, or times out is a *result*, not an error: the
-judge decides whether it satisfies the task.
+``run`` reports what happened (exit status, signal, output); ``check`` then decides whether the
+step did its job: a command that exits non-zero, is killed or times out fails the step with code
+COMMAND_FAILED (the status or signal in the message, the output's tails in the details), unless
+the task's acceptance criteria expect that exit ("exits with status 1", "the command fails").
+Without such a criterion the step's own ("the command exits with status 0") applies, and
+without either, success means status 0.
 """
 
 from __future__ import annotations
@@ -21,10 +25,15 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from app.arms.base import ArmContext, ArmError
+from app.arms.criteria import ExitRule, exit_rules
 from app.arms.envconfig import env_float, env_int, env_list, env_size, env_str
 from app.arms.sandbox import Limits, run_sandboxed
+from app.errors import ErrorCode
 
-COMMAND_REFUSED = "COMMAND_REFUSED"
+COMMAND_REFUSED = ErrorCode.COMMAND_REFUSED
+COMMAND_FAILED = ErrorCode.COMMAND_FAILED
+# How much of each stream a failure's details keep (the step's full output is not stored).
+FAILURE_TAIL_CHARS = 2000
 DEFAULT_ALLOWLIST = (
     "echo", "cat", "ls", "grep", "head", "tail", "wc", "python", "python3",
     "sort", "uniq", "cut", "tr", "date", "pwd", "printf", "seq", "basename", "dirname", "true",
@@ -116,6 +125,57 @@ def run(ctx: ArmContext, *, config: Config | None = None) -> dict:
         "summary": _summary(command, outcome, config),
         "mode": "offline",
     }
+
+
+def expected_exit(ctx: ArmContext) -> list[ExitRule]:
+    """The exit rules the command must meet: the task's, else the step's, else status 0."""
+    step_criteria = ctx.inputs.get("acceptance_criteria") or []
+    if isinstance(step_criteria, str):
+        step_criteria = [step_criteria]
+    return (exit_rules(ctx.acceptance_criteria) or exit_rules(step_criteria) or [ExitRule()])
+
+
+def check(ctx: ArmContext, output: dict) -> None:
+    """Raise COMMAND_FAILED when the command did not end the way the task expects.
+
+    A command that exits 0 where a criterion wanted another status is left to the judge: it ran
+    to completion, and the judge reports the criterion it failed.
+    """
+    if output.get("stopped"):
+        return  # its task ended meanwhile; the output is dropped anyway
+    exit_code, timed_out = output.get("exit_code"), bool(output.get("timed_out"))
+    rules = expected_exit(ctx)
+    if exit_code == 0 and not timed_out:
+        return
+    if any(rule.accepts(exit_code, timed_out) for rule in rules):
+        return
+    command = " ".join(str(output.get("command", "")).split())
+    shown = command if len(command) <= 80 else command[:77] + "..."
+    if timed_out:
+        what = (f"timed out after {output.get('duration_ms')} ms (the executor's limit, "
+                f"{PREFIX}TIMEOUT_SECONDS) and was killed")
+    elif output.get("signal"):
+        what = f"was killed by {output['signal']}"
+    else:
+        what = f"exited with status {exit_code}"
+    message = f"command failed: `{shown}` {what}"
+    stderr_line = _last_line(output.get("stderr") or "")
+    if stderr_line:
+        message += f"; stderr: {stderr_line}"
+    expected = " or ".join(rule.describe() for rule in rules)
+    raise ArmError(message, code=COMMAND_FAILED, details={
+        "command": output.get("command"), "exit_code": exit_code, "signal": output.get("signal"),
+        "timed_out": timed_out, "duration_ms": output.get("duration_ms"), "expected": expected,
+        "stdout_tail": str(output.get("stdout") or "")[-FAILURE_TAIL_CHARS:],
+        "stderr_tail": str(output.get("stderr") or "")[-FAILURE_TAIL_CHARS:],
+    })
+
+
+def _last_line(text: str, limit: int = 200) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if len(lines[-1]) <= limit else lines[-1][: limit - 3] + "..."
 
 
 def parse_command(command: str, config: Config) -> list[str]:

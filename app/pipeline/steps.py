@@ -216,11 +216,16 @@ def check_capability(rt, token: str | None, task_id: str, step_id: str, arm: str
 
 
 def run_arm(ctx: ArmContext) -> dict:
+    """The arm's output, once the arm's ``check`` (when it has one) agrees the step did its job:
+    ``run`` reports what happened, ``check`` raises when that is a failure of the step."""
     module = importlib.import_module(f"app.arms.{ctx.arm}")
     output = module.run(ctx)
     if not isinstance(output, dict):
         raise OctoError(f"arm {ctx.arm} returned {type(output).__name__}, not an object",
                         code=ErrorCode.ARM_ERROR)
+    check = getattr(module, "check", None)
+    if check is not None:
+        check(ctx, output)
     return output
 
 

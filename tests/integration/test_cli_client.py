@@ -50,3 +50,9 @@ def test_failed_task_exits_non_zero(live_api, test_env, worker_set):
                    live_api, test_env)
     assert done.returncode == 1
     assert "VALIDATION_FAILED" in done.stdout
+
+
+def test_a_failing_command_exits_non_zero(live_api, test_env, worker_set):
+    done = octollm(["submit", "Run `false`", "--wait"], live_api, test_env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "COMMAND_FAILED" in done.stdout

@@ -88,6 +88,31 @@ def test_failing_arm_ends_failed_with_its_error(client, worker_set, wait_for):
     assert body["error"]["message"].startswith(f"step {executor['step_id']} (executor): ")
 
 
+@pytest.mark.parametrize("goal, shown", [
+    ("Run `false`", "`false` exited with status 1"),
+    ("Run `python3 -c \"import sys; sys.exit(3)\"`", "exited with status 3"),
+])
+def test_a_command_that_fails_fails_its_task(client, worker_set, wait_for, goal, shown):
+    task_id = submit(client, goal=goal)
+    body = wait_for(client, task_id)
+
+    assert body["status"] == "failed", body
+    assert body["error"]["code"] == "COMMAND_FAILED"
+    assert shown in body["error"]["message"]
+    executor = next(s for s in body["steps"] if s["arm"] == "executor")
+    assert executor["status"] == "failed" and executor["error"]["code"] == "COMMAND_FAILED"
+    assert not any(s["arm"] == "judge" and s["status"] == "completed" for s in body["steps"])
+
+
+def test_a_failure_the_criteria_ask_for_completes(client, worker_set, wait_for):
+    task_id = submit(client, goal="Run `false`",
+                     acceptance_criteria=["the command exits with status 1"])
+    body = wait_for(client, task_id)
+
+    assert body["status"] == "completed", body
+    assert body["result"]["judge"]["verdict"] == "passed"
+
+
 def test_pii_in_context_is_never_stored_in_clear(client, worker_set, wait_for, settings):
     secret_email = "jane.roe.4471@example.org"
     task_id = submit(client, goal="Run `echo summary ready`",

@@ -6,7 +6,15 @@ import os
 import pytest
 
 from app.arms.base import ArmContext, ArmError
-from app.arms.executor import COMMAND_REFUSED, DEFAULT_ALLOWLIST, Config, parse_command, run
+from app.arms.executor import (
+    COMMAND_FAILED,
+    COMMAND_REFUSED,
+    DEFAULT_ALLOWLIST,
+    Config,
+    check,
+    parse_command,
+    run,
+)
 
 
 def ctx(command, *, action="run", task_id="task-1", step_id="run1") -> ArmContext:
@@ -183,3 +191,71 @@ def test_config_is_read_from_os_environ_by_default(monkeypatch):
 
     with pytest.raises(ArmError, match="not on the executor allowlist"):
         run(ctx("echo hi"))
+
+
+# -- check: did the step do its job? -------------------------------------------------------------
+
+def judged(command, *, task_criteria=(), step_criteria=("the command exits with status 0",),
+           config=FAST):
+    """run() then check(), as the step layer does; the ArmError check raised, or None."""
+    context = ArmContext(task_id="task-1", tenant="t1", step_id="run1", arm="executor",
+                         action="run", goal="run a command", inputs={
+                             "command": command, "acceptance_criteria": list(step_criteria)},
+                         acceptance_criteria=list(task_criteria))
+    out = run(context, config=config)
+    try:
+        check(context, out)
+    except ArmError as exc:
+        return exc
+    return None
+
+
+def test_a_command_that_exits_non_zero_fails_the_step_with_its_status():
+    error = judged("python3 -c 'import sys; print(\"bad\", file=sys.stderr); sys.exit(3)'")
+
+    assert error is not None and error.code == COMMAND_FAILED
+    assert "exited with status 3" in error.message and "stderr: bad" in error.message
+    assert error.details["exit_code"] == 3 and error.details["stderr_tail"] == "bad\n"
+    assert error.details["expected"] == "exit status 0"
+
+
+def test_false_fails_and_true_does_not():
+    assert judged("false").message == "command failed: `false` exited with status 1"
+    assert judged("true") is None
+
+
+def test_a_killed_command_names_the_signal():
+    error = judged("python3 -c 'import os, signal; os.kill(os.getpid(), signal.SIGTERM)'")
+
+    assert error.code == COMMAND_FAILED and "killed by SIGTERM" in error.message
+    assert error.details["signal"] == "SIGTERM"
+
+
+def test_a_command_killed_at_the_time_limit_fails_even_when_failure_is_expected():
+    error = judged("python3 -c 'while True: pass'", task_criteria=["the command fails"],
+                   config=Config(timeout_seconds=0.5, cpu_seconds=3))
+
+    assert error.code == COMMAND_FAILED and "timed out after" in error.message
+    assert "OCTOLLM_EXECUTOR_TIMEOUT_SECONDS" in error.message and error.details["timed_out"]
+
+
+@pytest.mark.parametrize("criterion", ["exits with status 1", "exit code 1",
+                                       "the command fails", "exit status is non-zero"])
+def test_an_exit_the_task_asks_for_is_not_a_failure(criterion):
+    assert judged("false", task_criteria=[criterion]) is None
+
+
+def test_the_task_criteria_take_precedence_over_the_step_default():
+    # The rule planner's step says "status 0"; the task says 3: the task knows what it wants.
+    assert judged("python3 -c 'import sys; sys.exit(3)'", task_criteria=["exit code 3"]) is None
+    error = judged("python3 -c 'import sys; sys.exit(2)'", task_criteria=["exit code 3"])
+    assert error.code == COMMAND_FAILED and error.details["expected"] == "exit status 3"
+
+
+def test_a_zero_exit_where_another_was_expected_is_left_to_the_judge():
+    assert judged("true", task_criteria=["exits with status 1"]) is None
+
+
+def test_without_any_criterion_success_means_status_zero():
+    assert judged("false", step_criteria=()).code == COMMAND_FAILED
+    assert judged("echo fine", step_criteria=()) is None

@@ -31,6 +31,8 @@ def verdict(criterion: str, text: str, **kwargs) -> str:
     ("in range 1-10", "number"),
     ("exit code 0", "exit_code"), ("Exit status is 0", "exit_code"), ("exits with 1", "exit_code"),
     ("exit_code: 0", "exit_code"), ("The command succeeds", "exit_code"),
+    ("the command fails", "exit_code"), ("exit code is not 0", "exit_code"),
+    ("exits with a non-zero status", "exit_code"), ("exit status != 0", "exit_code"),
     # Wordings the rule planner attaches to its steps.
     ("the command exits with status 0", "exit_code"), ("returns python code that parses", "format"),
     ("output is valid csv", "format"),
@@ -104,6 +106,18 @@ def test_exit_code_uses_the_executor_outputs():
         FAILED, "step run2 exited 2, expected 0")
     assert check(parse("exits with 0"), "", executions=slow)[1] == "step run1 timed out"
     assert check(parse("exit code 0"), "text", executions=[])[0] == UNVERIFIED
+
+
+def test_a_failure_can_be_the_expected_exit():
+    failed = [("run1", {"exit_code": 1, "timed_out": False})]
+    killed = [("run1", {"exit_code": -15, "timed_out": False})]
+    fine = [("run1", {"exit_code": 0, "timed_out": False})]
+
+    assert check(parse("the command fails"), "", executions=failed)[0] == PASSED
+    assert check(parse("exit code is non-zero"), "", executions=killed)[0] == PASSED
+    assert check(parse("the command fails"), "", executions=fine) == (
+        FAILED, "step run1 exited 0, expected a non-zero exit status")
+    assert check(parse("exits with 1"), "", executions=failed)[0] == PASSED
 
 
 def test_catastrophic_regex_is_unverified_quickly():
