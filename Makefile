@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-slow bench venv clean
+.PHONY: run test lint test-slow bench venv clean
 
 $(STAMP): setup.cfg constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,12 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/octollm run
 
-test: $(STAMP)
+# The linters run first: they take seconds, the suite minutes.
+test: lint
 	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow

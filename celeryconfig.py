@@ -14,7 +14,7 @@ from kombu import Exchange, Queue
 
 from app.config import Settings
 from tasks.results import backend_url
-from workers.queues import PRIORITY_SEP, PRIORITY_STEPS, QUEUES
+from tasks.queues import PRIORITY_SEP, PRIORITY_STEPS, QUEUES
 
 EXCHANGE = Exchange("octollm", type="direct")
 

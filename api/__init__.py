@@ -11,11 +11,11 @@ from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
 from api import errors
+from api.system import VERSION
 from app import metrics
 from app.config import Settings
 from app.runtime import Runtime
 
-VERSION = "0.1.0"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

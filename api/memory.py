@@ -14,11 +14,10 @@ from api import errors
 from api.auth import require
 from api.parsing import Blueprint
 from api.schemas import Strict, not_blank
-from app import metrics
+from app import db, metrics
 from app.db import session_scope
 from app.errors import ErrorCode
 from app.models import Document
-from app.pipeline import repo
 from app.pipeline.screening import policy_of
 from app.reflex import pii, scan_fields, task_fields
 
@@ -121,7 +120,7 @@ class KnowledgeItem(MethodView):
     @require("tasks:read")
     def get(self, document_id: str):
         """A knowledge document's indexing status."""
-        uid = repo.as_uuid(document_id)
+        uid = db.as_uuid(document_id)
         with session_scope(_runtime().settings) as session:
             doc = session.get(Document, uid) if uid else None
             if doc is None or doc.tenant != g.tenant:

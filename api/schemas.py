@@ -7,7 +7,7 @@ from datetime import UTC
 import marshmallow as ma
 from marshmallow import validate
 
-from app.pipeline.lifecycle import Priority, StepStatus, TaskStatus
+from app.models import Priority, StepStatus, TaskStatus
 
 PRIORITIES = [p.value for p in Priority]
 STATUSES = [s.value for s in TaskStatus]

@@ -12,8 +12,9 @@ from api import errors, schemas
 from api.parsing import Blueprint
 from app import metrics
 from app.db import get_engine
-from workers import queues
+from tasks import queues
 
+VERSION = "0.1.0"
 blp = Blueprint("system", __name__, description="Service status and metrics")
 
 
@@ -26,8 +27,6 @@ class Root(MethodView):
     @blp.response(200, schemas.ServiceSchema)
     def get(self):
         """Service information and the main endpoints."""
-        from api import VERSION
-
         return {
             "service": "octollm-orchestrator", "version": VERSION, "docs": "/openapi.json",
             "endpoints": {"submit": "POST /submit", "task": "GET /tasks/{task_id}",
@@ -40,8 +39,6 @@ class Health(MethodView):
     @blp.response(200, schemas.HealthSchema)
     def get(self):
         """Liveness: the process answers."""
-        from api import VERSION
-
         return {"status": "healthy", "version": VERSION, "timestamp": datetime.now(UTC)}
 
 

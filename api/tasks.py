@@ -14,6 +14,7 @@ from api import errors, schemas
 from api.auth import require
 from api.openapi import IDEMPOTENCY_KEY, headers
 from api.parsing import Blueprint
+from app import db
 from app.db import session_scope
 from app.models import Task
 from app.pipeline import control, repo
@@ -172,7 +173,7 @@ def _decode_cursor(cursor: str) -> tuple:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, task_id = json.loads(base64.urlsafe_b64decode(padded))
-        uid = repo.as_uuid(task_id) if isinstance(task_id, str) else None
+        uid = db.as_uuid(task_id) if isinstance(task_id, str) else None
         if uid is None or not isinstance(created, str):
             raise ValueError(task_id)
         when = datetime.fromisoformat(created)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -213,3 +214,84 @@ def _check_scheme(name: str, url: str | None, schemes: tuple[str, ...]) -> None:
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+
+
+# -- readers for the sections' variables (OCTOLLM_REFLEX_*, OCTOLLM_<ARM>_*) ----------------------
+# A blank value means the default; every error names the variable at fault.
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.I)
+_SIZE_FACTORS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _raw(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:  # also rejects nan
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw}")
+    return value
+
+
+def env_size(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    """A byte count, optionally with a binary suffix: 65536, 64K, 512M, 1G (also KiB/MB...)."""
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    match = _SIZE.match(raw)
+    if not match:
+        raise ConfigError(f"{name} must be a byte size such as 65536, 64K or 512M, got {raw!r}")
+    suffix = (match.group(2) or "").lower()[:1]
+    value = int(match.group(1)) * _SIZE_FACTORS[suffix]
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum} bytes, got {raw!r}")
+    return value
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name)
+    return default if raw is None else raw.strip()
+
+
+def env_list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma- or space-separated names; an empty value means the default."""
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    return tuple(dict.fromkeys(item for item in re.split(r"[,\s]+", raw) if item))

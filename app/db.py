@@ -7,8 +7,10 @@ workers/celery_app.py disposes inherited pools on worker_process_init for the sa
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,3 +71,18 @@ def dispose_all() -> None:
     with _lock:
         for engine in _engines.values():
             engine.dispose(close=False)
+
+
+def now() -> datetime:
+    """The time stamps rows carry: timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def as_uuid(value: str | uuid.UUID) -> uuid.UUID | None:
+    """A row id from a path or message value; None when it is not a UUID (a 404, not a 500)."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None

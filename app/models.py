@@ -6,6 +6,7 @@ Text fields are stored after reflex redaction: no PII reaches these tables in cl
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 from datetime import datetime
 
 from sqlalchemy import (
@@ -24,7 +25,30 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from app.pipeline.lifecycle import Priority, StepStatus, TaskStatus
+
+# The values of the status and priority columns; which moves between statuses are allowed is
+# app.pipeline.lifecycle's business.
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
 
 
 class Base(DeclarativeBase):

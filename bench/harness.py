@@ -26,7 +26,7 @@ import psycopg2
 import redis
 
 from tests.support.workers import WorkerSet
-from workers.queues import ARM_QUEUES
+from tasks.queues import ARM_QUEUES
 
 OURS_APP = "workers.celery_app"
 RAW_APP = "bench.rawcanvas"
@@ -322,7 +322,7 @@ def serve(label: str, wsgi_app: str, env: dict[str, str], workdir: Path, *, work
     """gunicorn with the command line `octollm api` uses (api_argv), for ``wsgi_app``."""
     from app.config import Settings
     from tests.support.workers import _die_with_parent
-    from workers.cli import api_argv
+    from workers.processes import api_argv
     from workers.embedded import free_port, port_open
 
     port = free_port()

@@ -3,7 +3,7 @@
     celery -A bench.rawcanvas worker -Q <queue> ...     (started by the benchmarks, one per queue)
 
 Every OctoLLM task has a twin here named ``bench.raw.<area>.<name>`` and routed to the same queue
-(workers/queues.py), and the canvas is built exactly like tasks/canvas.py builds ours:
+(tasks/queues.py), and the canvas is built exactly like tasks/canvas.py builds ours:
 
     start          replaces itself with the pipeline
     pipeline       chord([pii, injection, policy, memory.search], verdict) | plan | dispatch
@@ -30,7 +30,7 @@ from celery.canvas import chord as chord_type
 
 import celeryconfig
 from app.config import Settings
-from workers.queues import PRIORITIES, QUEUES, queue_for
+from tasks.queues import PRIORITIES, QUEUES, queue_for
 
 PREFIX = "bench.raw."
 # Goal of every benchmark task: the rule planner makes it one executor step and the judge.

@@ -24,7 +24,7 @@ from celery import Celery, chain, chord
 from celery.canvas import Signature
 
 from app.pipeline.orchestration import StageStep
-from workers.queues import PRIORITIES
+from tasks.queues import PRIORITIES
 
 REFLEX_CHECKS = ("octollm.reflex.pii", "octollm.reflex.injection", "octollm.reflex.policy")
 # Message headers carrying the log context of the work: the worker binds them to every log line

@@ -16,7 +16,7 @@ from app import metrics
 from app.pipeline import reconcile
 from tasks.base import OctoTask
 from tasks.canvas import build_start, revoke_steps
-from workers.queues import queue_depths
+from tasks.queues import queue_depths
 
 log = logging.getLogger(__name__)
 LOCK_KEY = "octollm:lock:maintenance:{}"

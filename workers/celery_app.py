@@ -6,7 +6,7 @@ from celery import Celery
 
 import celeryconfig
 from app.config import Settings
-from workers.queues import TASK_MODULES
+from tasks.queues import TASK_MODULES
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -15,49 +15,8 @@ import os
 import sys
 
 from app.config import ConfigError, Settings
-from workers.queues import QUEUES, spec
-
-
-def worker_argv(queue: str, *, concurrency: int | None = None, autoscale: str | None = None,
-                loglevel: str = "INFO", hostname: str | None = None) -> list[str]:
-    """The celery command line for a worker of exactly one queue, with that queue's defaults."""
-    q = spec(queue)
-    argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-            "-Q", q.name, "-n", hostname or f"{q.name}@%h", "--pool", q.pool,
-            "--prefetch-multiplier", str(q.prefetch_multiplier), "--loglevel", loglevel,
-            "--without-mingle", "--without-gossip"]
-    if q.pool != "solo":
-        if autoscale:
-            argv += ["--autoscale", autoscale]
-        else:
-            argv += ["--concurrency", str(concurrency or q.concurrency)]
-    return argv
-
-
-def beat_argv(settings: Settings, loglevel: str = "INFO") -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat",
-            "--loglevel", loglevel, "--schedule", str(settings.var_path / "celerybeat-schedule")]
-
-
-def flower_argv(settings: Settings) -> list[str]:
-    """Flower's command line; its basic auth comes from FLOWER_BASIC_AUTH (flower_env), not
-    argv, so the password never shows in the process list."""
-    return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower",
-            f"--port={settings.flower_port}", f"--address={settings.api_host}",
-            "--persistent=False"]
-
-
-def flower_env(settings: Settings, password: str, env: dict[str, str] | None = None) -> dict:
-    return {**(os.environ if env is None else env),
-            "FLOWER_BASIC_AUTH": f"{settings.flower_user}:{password}"}
-
-
-def api_argv(settings: Settings, workers: int = 2, threads: int = 8) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "api.wsgi:app",
-            "--bind", f"{settings.api_host}:{settings.api_port}", "--workers", str(workers),
-            "--worker-class", "gthread", "--threads", str(threads), "--timeout", "120",
-            "--graceful-timeout", "20", "--access-logfile", "-", "--config",
-            "python:workers.gunicorn_conf"]
+from tasks.queues import QUEUES
+from workers.processes import api_argv, beat_argv, flower_argv, flower_env, worker_argv
 
 
 def _parser() -> argparse.ArgumentParser:

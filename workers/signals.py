@@ -162,12 +162,11 @@ def _stored_context(settings: Settings, task_id: str) -> dict[str, str | None]:
     from sqlalchemy import select
 
     from app.models import Task
-    from app.pipeline import repo
 
     try:
         with db.session_scope(settings) as session:
             row = session.execute(select(Task.request_id, Task.tenant)
-                                  .where(Task.id == repo.as_uuid(task_id))).first()
+                                  .where(Task.id == db.as_uuid(task_id))).first()
     except Exception:  # noqa: BLE001 - log context is best effort; the task reports DB errors
         return {}
     return {"request_id": row.request_id, "tenant": row.tenant} if row else {}

@@ -19,9 +19,9 @@ from pathlib import Path
 import requests
 
 from app.config import Settings
-from workers import cli
+from workers import processes
 from workers.embedded import port_open, start_postgres, start_redis
-from workers.queues import QUEUES
+from tasks.queues import QUEUES
 
 
 def migrate(database_url: str) -> None:
@@ -125,11 +125,11 @@ def run_stack(settings: Settings) -> int:
         from workers import bootstrap
 
         dev_key = bootstrap.development_key(stack)
-        launch("api", cli.api_argv(stack), env)
+        launch("api", processes.api_argv(stack), env)
         for queue in QUEUES:
-            launch(queue.service, cli.worker_argv(queue.name), env)
-        launch("beat", cli.beat_argv(stack), env)
-        launch("flower", cli.flower_argv(stack), cli.flower_env(stack, flower_password, env))
+            launch(queue.service, processes.worker_argv(queue.name), env)
+        launch("beat", processes.beat_argv(stack), env)
+        launch("flower", processes.flower_argv(stack), processes.flower_env(stack, flower_password, env))
         api_url = f"http://{stack.api_host}:{stack.api_port}"
         if not _wait_http(api_url + "/health", 60):
             print("the API did not come up; see its log above", file=sys.stderr)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from app import db
 from app.models import AuditEvent
-from app.pipeline import repo
 
 ACTIONS = ("task.submit", "task.blocked", "task.cancel", "task.retry", "apikey.create",
            "apikey.revoke")
@@ -16,5 +16,5 @@ def record(session: Session, *, tenant: str, actor: str, action: str, task_id=No
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
     session.add(AuditEvent(tenant=tenant, actor=actor[:64], action=action,
-                           task_id=repo.as_uuid(task_id) if task_id else None,
+                           task_id=db.as_uuid(task_id) if task_id else None,
                            details=details or {}, request_id=request_id))

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app import db
 from app.access import audit
 from app.models import ApiKey
-from app.pipeline import repo
 
 SCOPES = ("tasks:submit", "tasks:read", "tasks:cancel", "knowledge:write", "admin")
 DEFAULT_SCOPES = ("tasks:submit", "tasks:read", "tasks:cancel", "knowledge:write")
@@ -107,7 +107,7 @@ def authenticate(session: Session, presented: str | None) -> Principal | None:
 def revoke(session: Session, prefix: str) -> bool:
     tenant = session.scalars(
         update(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
-        .values(revoked_at=repo.now()).returning(ApiKey.tenant)
+        .values(revoked_at=db.now()).returning(ApiKey.tenant)
     ).first()
     if tenant is None:
         return False

@@ -23,7 +23,7 @@ from app.arms.codeblocks import (
     raw_python,
     without_blocks,
 )
-from app.arms.envconfig import env_bool, env_float, env_int
+from app.config import env_bool, env_float, env_int
 from app.arms.pyanalysis import analyze, report
 from app.llm import LLMError
 from app.planning.classify import detect_language

@@ -26,7 +26,7 @@ from typing import NoReturn
 
 from app.arms.base import ArmContext, ArmError
 from app.arms.criteria import ExitRule, exit_rules
-from app.arms.envconfig import env_float, env_int, env_list, env_size, env_str
+from app.config import env_float, env_int, env_list, env_size, env_str
 from app.arms.sandbox import Limits, run_sandboxed
 from app.errors import ErrorCode
 

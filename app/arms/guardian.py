@@ -1,7 +1,7 @@
 """The safety-guardian arm: no PII or secret leaves a step in clear.
 
-``redact_output`` runs on every step output before it is stored (app.pipeline.steps.store), whatever the
-arm. ``run`` is the guardian's own plan step, after the judge: it assembles the task's final
+app.reflex.redact_output runs on every step output before it is stored (app.pipeline.steps.store),
+whatever the arm. ``run`` is the guardian's own plan step, after the judge: it assembles the task's final
 answer from the steps the judge judged, redacts it once more (defence in depth: an output stored
 before a detector improved, or text joined across two outputs) and records what the final
 answer had redacted, as types and counts only.
@@ -11,33 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
 from typing import Any
 
 from app.arms.base import ArmContext
 from app.reflex import pii
-from app.reflex.policy import Policy
-
-
-def _disabled_types(policy: Policy | None) -> frozenset[str]:
-    # The same policy the gate and the reflex chord apply: OCTOLLM_REFLEX_DISABLED_TYPES are
-    # work data (e.g. IP addresses for a network task), neither reported nor redacted anywhere.
-    if policy is None:
-        policy = _env_policy(frozenset((k, v) for k, v in os.environ.items()
-                                       if k.startswith("OCTOLLM_REFLEX_")))
-    return policy.disabled_types
-
-
-@lru_cache(maxsize=8)
-def _env_policy(items: frozenset) -> Policy:
-    return Policy.from_mapping(dict(items))
-
-
-def redact_output(output: dict, policy: Policy | None = None) -> tuple[dict, dict[str, int]]:
-    """``output`` with PII and secrets redacted in every string at any depth (keys are kept),
-    and how many of each type were replaced. ``policy`` defaults to the process's
-    ``OCTOLLM_REFLEX_*`` settings; its disabled types are left as they are."""
-    return pii.redact_json(output, _disabled_types(policy))
+from app.reflex.policy import configured
 
 
 def _is_judge(output: Any) -> bool:
@@ -75,7 +53,9 @@ def run(ctx: ArmContext) -> dict:
     # Same assembly as the judge's combined result, so the stored answer is the judged one.
     parts = [_result_text(out).strip("\n") for _, out in sources]
     joined = "\n\n".join(p for p in parts if p.strip())
-    final, fresh = pii.redact(joined, _disabled_types(None))
+    # The same policy the gate and the reflex chord apply: OCTOLLM_REFLEX_DISABLED_TYPES are
+    # work data (e.g. IP addresses for a network task), neither reported nor redacted anywhere.
+    final, fresh = pii.redact(joined, configured(os.environ).disabled_types)
     # Most redaction happened when each step was stored; the markers in the answer count both.
     in_answer = pii.marker_counts(final)
     per_step = {sid: dict(out["redactions"]) for sid, out in ctx.upstream.items()

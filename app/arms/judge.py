@@ -18,7 +18,7 @@ from app.arms import criteria
 from app.arms.base import ArmContext, ArmError
 from app.arms.codeblocks import first_block
 from app.arms.criteria import FAILED, PASSED, UNVERIFIED
-from app.arms.envconfig import env_bool, env_float, env_int
+from app.config import env_bool, env_float, env_int
 from app.llm import LLMError
 
 PREFIX = "OCTOLLM_JUDGE_"

@@ -15,13 +15,13 @@ import time
 
 from sqlalchemy import select, tuple_
 
+from app import db
 from app.db import session_scope
 from app.memory.chunking import chunk_text
 from app.memory.retrieve import retrieve
 from app.memory.store import MemoryStore
-from app.models import Document, Task
+from app.models import Document, StepStatus, Task, TaskStatus
 from app.pipeline import orchestration, repo
-from app.pipeline.lifecycle import StepStatus, TaskStatus
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def index_task(rt: Runtime, task_id: str) -> bool:
     with session_scope(rt.settings) as session:
         task = repo.get_task(session, task_id)
         if task is not None and task.finished_at is not None:
-            task.indexed_at = repo.now()
+            task.indexed_at = db.now()
     return episode is not None
 
 
@@ -187,7 +187,7 @@ def sync(rt: Runtime, page: int | None = None,
 
 def ingest_document(rt: Runtime, document_id: str) -> int:
     with session_scope(rt.settings) as session:
-        doc = session.get(Document, repo.as_uuid(document_id))
+        doc = session.get(Document, db.as_uuid(document_id))
         if doc is None:
             return 0
         tenant, text = doc.tenant, doc.text
@@ -195,8 +195,8 @@ def ingest_document(rt: Runtime, document_id: str) -> int:
     chunks = chunk_text(text)
     count = store(rt).index_chunks(tenant, document_id, chunks, metadata)
     with session_scope(rt.settings) as session:
-        doc = session.get(Document, repo.as_uuid(document_id))
-        doc.status, doc.chunk_count, doc.indexed_at = "indexed", count, repo.now()
+        doc = session.get(Document, db.as_uuid(document_id))
+        doc.status, doc.chunk_count, doc.indexed_at = "indexed", count, db.now()
     return count
 
 

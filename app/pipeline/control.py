@@ -15,7 +15,7 @@ from app.access import audit
 from app.db import session_scope
 from app.errors import ErrorCode, OctoError
 from app.pipeline import events, orchestration, repo
-from app.pipeline.lifecycle import TaskStatus
+from app.models import TaskStatus
 from app.runtime import Runtime
 
 

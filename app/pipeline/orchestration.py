@@ -11,14 +11,16 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from app import metrics
+from app import db, metrics
 from app.access import capability
 from app.db import session_scope
 from app.errors import ErrorCode
-from app.models import Task
+from app.models import StepStatus, Task, TaskStatus
 from app.pipeline import events, repo
-from app.pipeline.lifecycle import StepStatus, TaskStatus, is_terminal
+from app.pipeline.lifecycle import is_terminal
 from app.pipeline.steps import with_step_usage
+from app.reflex import redact_output
+from app.reflex.policy import configured
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -251,9 +253,7 @@ def fail(rt: Runtime, task_id: str, code: str, message: str) -> bool:
     The message may quote what a step was given (an arm's error text): it is redacted as a step
     output would be, so PII never reaches tasks.error_message or task_results.error in clear.
     """
-    from app.arms.guardian import redact_output
-
-    message = redact_output({"message": message[:2000]})[0]["message"]
+    message = redact_output({"message": message[:2000]}, configured(rt.settings.env))[0]["message"]
     moved = change_status(rt, task_id, TaskStatus.FAILED, error_code=code, error_message=message)
     if moved:
         with session_scope(rt.settings) as session:
@@ -301,4 +301,4 @@ def _arm_of(plan: dict, step_id: str) -> str:
 
 
 def _elapsed_ms(task: Task) -> int:
-    return max(0, int((repo.now() - task.created_at).total_seconds() * 1000))
+    return max(0, int((db.now() - task.created_at).total_seconds() * 1000))

@@ -13,11 +13,11 @@ from datetime import timedelta
 
 from sqlalchemy import delete, select, update
 
+from app import db
 from app.db import session_scope
 from app.errors import ErrorCode
-from app.models import Task, TaskResult, TaskStep
+from app.models import Task, TaskResult, TaskStatus, TaskStep
 from app.pipeline import orchestration, repo
-from app.pipeline.lifecycle import TaskStatus
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,9 @@ def redispatch_stalled(rt: Runtime, send: Callable[[str, str], None],
             # Claim this re-dispatch with a guarded update so two reconcilers never both send.
             claimed = session.execute(
                 update(Task)
-                .where(Task.id == repo.as_uuid(task_id), Task.dispatch_count == dispatches,
+                .where(Task.id == db.as_uuid(task_id), Task.dispatch_count == dispatches,
                        Task.status.in_([TaskStatus.PENDING, TaskStatus.PROCESSING]))
-                .values(dispatch_count=dispatches + 1, progress_at=repo.now())
+                .values(dispatch_count=dispatches + 1, progress_at=db.now())
             ).rowcount
         if claimed:
             send(task_id, priority)
@@ -72,7 +72,7 @@ def redispatch_stalled(rt: Runtime, send: Callable[[str, str], None],
 def fail_overdue(rt: Runtime, revoke: Callable[[str], None]) -> dict[str, int]:
     """Fail live tasks past their deadline (budget.max_time_seconds from start) as TASK_TIMEOUT."""
     counts = {"timed_out": 0}
-    now = repo.now()
+    now = db.now()
     with session_scope(rt.settings) as session:
         live = session.execute(
             select(Task.id, Task.created_at, Task.started_at, Task.budget, Task.deadline_at)
@@ -93,7 +93,7 @@ def fail_overdue(rt: Runtime, revoke: Callable[[str], None]) -> dict[str, int]:
 
 def unindexed_tasks(rt: Runtime, settle_seconds: int = 60, limit: int = BATCH) -> list[str]:
     """Finished tasks whose episode never reached Qdrant (its worker or Qdrant was down)."""
-    cutoff = repo.now() - timedelta(seconds=settle_seconds)
+    cutoff = db.now() - timedelta(seconds=settle_seconds)
     with session_scope(rt.settings) as session:
         rows = session.scalars(
             select(Task.id)
@@ -107,7 +107,7 @@ def unindexed_tasks(rt: Runtime, settle_seconds: int = 60, limit: int = BATCH) -
 
 def purge_expired(rt: Runtime) -> dict[str, int]:
     """Delete the results and steps of tasks that finished before the retention window."""
-    cutoff = repo.now() - timedelta(days=rt.settings.result_retention_days)
+    cutoff = db.now() - timedelta(days=rt.settings.result_retention_days)
     with session_scope(rt.settings) as session:
         old = select(Task.id).where(Task.finished_at < cutoff).scalar_subquery()
         results = session.execute(delete(TaskResult).where(TaskResult.task_id.in_(old))).rowcount

@@ -7,27 +7,15 @@ guarded statements, so a redelivered message or a duplicate pipeline can never w
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.models import Task, TaskResult, TaskStep
-from app.pipeline.lifecycle import StepStatus, TaskStatus, is_terminal, sources_of
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_uuid(value: str | uuid.UUID) -> uuid.UUID | None:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
+from app.db import as_uuid, now
+from app.models import StepStatus, Task, TaskResult, TaskStatus, TaskStep
+from app.pipeline.lifecycle import is_terminal, sources_of
 
 
 def get_task(session: Session, task_id, tenant: str | None = None, *, lock: bool = False) -> Task | None:

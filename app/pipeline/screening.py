@@ -7,28 +7,20 @@ report-only mode this is how PII in a goal still blocks the task here.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from app import metrics
 from app.db import session_scope
 from app.errors import ErrorCode
-from app.models import Task
+from app.models import Task, TaskStatus
 from app.pipeline import orchestration, repo
-from app.pipeline.lifecycle import TaskStatus
 from app.reflex import Policy, decide, scan_family, task_fields
+from app.reflex.policy import configured
 from app.runtime import Runtime
 
 FAMILIES = ("pii", "injection", "policy")
 
 
-@lru_cache(maxsize=8)
-def _policy(env_items: frozenset) -> Policy:
-    return Policy.from_mapping(dict(env_items))
-
-
 def policy_of(rt: Runtime) -> Policy:
-    return _policy(frozenset((k, v) for k, v in rt.settings.env.items()
-                             if k.startswith("OCTOLLM_REFLEX_")))
+    return configured(rt.settings.env)
 
 
 def fields_of(task: Task) -> dict[str, str]:

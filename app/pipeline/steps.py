@@ -26,15 +26,16 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from app import metrics
+from app import db, metrics
 from app.arms.base import ArmContext
 from app.config import Settings
 from app.db import session_scope
 from app.errors import ErrorCode, OctoError
 from app.llm import Usage
-from app.models import Task, TaskStep
+from app.models import StepStatus, Task, TaskStatus, TaskStep
 from app.pipeline import events, repo
-from app.pipeline.lifecycle import StepStatus, TaskStatus
+from app.reflex import redact_output
+from app.reflex.policy import configured
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def claim(settings: Settings, task_id: str, step_id: str,
         if step.status == StepStatus.RUNNING:
             # A live lease means an attempt is still running, even when it is this very message
             # (a redelivery after a broker connection loss): wait for it to end or to die.
-            if step.lease_expires_at is not None and step.lease_expires_at > repo.now():
+            if step.lease_expires_at is not None and step.lease_expires_at > db.now():
                 return Claim("busy"), None
             if step.attempts >= settings.step_max_attempts:
                 raise OctoError(
@@ -180,12 +181,12 @@ def renew(settings: Settings, task_id: str, step_id: str, claimant: str) -> bool
     with session_scope(settings) as session:
         renewed = session.execute(
             update(TaskStep)
-            .where(TaskStep.task_id == repo.as_uuid(task_id), TaskStep.step_id == step_id,
+            .where(TaskStep.task_id == db.as_uuid(task_id), TaskStep.step_id == step_id,
                    TaskStep.status == StepStatus.RUNNING, TaskStep.claimed_by == claimant)
             .values(lease_expires_at=func.now() + lease)
         ).rowcount
         if renewed:
-            session.execute(update(Task).where(Task.id == repo.as_uuid(task_id))
+            session.execute(update(Task).where(Task.id == db.as_uuid(task_id))
                             .values(progress_at=func.now()))
         return bool(renewed)
 
@@ -195,7 +196,7 @@ def holds(settings: Settings, task_id: str, step_id: str, claimant: str) -> bool
     with session_scope(settings) as session:
         return session.scalar(
             select(func.count()).select_from(TaskStep)
-            .where(TaskStep.task_id == repo.as_uuid(task_id), TaskStep.step_id == step_id,
+            .where(TaskStep.task_id == db.as_uuid(task_id), TaskStep.step_id == step_id,
                    TaskStep.status == StepStatus.RUNNING, TaskStep.claimed_by == claimant)
         ) == 1
 
@@ -244,12 +245,10 @@ def store(settings: Settings, task_id: str, step_id: str, output: dict,
     """Persist the output once and return what is stored (the first writer's output wins);
     None when the step was cancelled or failed meanwhile and nothing is stored.
 
-    The safety guardian's redaction runs on every output here, before anything is written, so no
+    The safety guardian's redaction (app.reflex.redact_output) runs on every output here, before anything is written, so no
     step can store PII or a secret in clear whatever its arm produced.
     """
-    from app.arms.guardian import redact_output
-
-    output, redactions = redact_output(output)
+    output, redactions = redact_output(output, configured(settings.env))
     if redactions:
         output = {**output, "redactions": {**output.get("redactions", {}), **redactions}}
     with session_scope(settings) as session:
@@ -284,11 +283,9 @@ def record_usage(session, task_id: str, step_id: str, usage: dict | None) -> Non
 
 def fail(settings: Settings, task_id: str, step_id: str, error: OctoError,
          usage: dict | None = None) -> None:
-    from app.arms.guardian import redact_output
-
     # An error carries what the arm was given (a refused command's text, an argv): redacted as
     # an output would be, so PII in it never reaches the task_steps row in clear.
-    stored, _ = redact_output(error.to_dict())
+    stored, _ = redact_output(error.to_dict(), configured(settings.env))
     with session_scope(settings) as session:
         record_usage(session, task_id, step_id, usage)
         repo.fail_step(session, task_id, step_id, stored)

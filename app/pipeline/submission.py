@@ -19,13 +19,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from app import metrics
+from app import db, metrics
 from app.access import audit
 from app.db import session_scope
 from app.errors import ErrorCode, OctoError
-from app.models import Task
-from app.pipeline import repo
-from app.pipeline.lifecycle import TaskStatus
+from app.models import Task, TaskStatus
 from app.pipeline.screening import policy_of
 from app.reflex import pii, scan_fields, task_fields
 from app.runtime import Runtime
@@ -128,7 +126,7 @@ def _replay(rt: Runtime, sub: Submission, fingerprint: str) -> Accepted | None:
         ).first()
     if found is None:
         return None
-    if found.created_at < repo.now() - IDEMPOTENCY_WINDOW:
+    if found.created_at < db.now() - IDEMPOTENCY_WINDOW:
         # The key is forgotten after its window, as clients expect (the key space is theirs and
         # may recur): it is taken off the old task so the unique index admits a new one.
         with session_scope(rt.settings) as session:

@@ -12,15 +12,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from app.reflex import encoded
 from app.reflex.context import Context
-from app.reflex.injection_rules import SEVERITY, Rule, all_rules
+from app.reflex.encoded import candidates, rot13
+from app.reflex.injection_phrases import PHRASES
+from app.reflex.injection_rules import SEVERITY, Rule
+from app.reflex.injection_syntax import SYNTAX
 from app.reflex.match import Match, severity_rank
 from app.reflex.normalize import View, fold, words
 from app.reflex.scanner import Scanner
 
 TYPES = tuple(SEVERITY)
-RULES = all_rules()
+RULES = PHRASES + SYNTAX
 _BY_NAME = {r.name: r for r in RULES}
 # Phrase rules all start at a word; syntax rules at a symbol, a word or a line start.
 _GUARDS = {"words": r"\b(?=[a-z])", "fold": r"(?:(?<=\n)|^|(?=[^\s\w])|\b(?=\w))"}
@@ -70,11 +72,11 @@ def _raw_matches(text: str, depth: int, naive: bool) -> list[Match]:
 def _encoded(text: str, view: View, naive: bool) -> list[Match]:
     """Payloads that decode (base64, hex, escapes, rot13) to an attack, at their encoded span."""
     found = []
-    for start, end, decoded in encoded.candidates(text):
+    for start, end, decoded in candidates(text):
         severity = _decoded_severity(decoded, naive)
         if severity:
             found.append(Match("injection", "encoded_instruction", severity, start, end, 0.9))
-    shifted = View(encoded.rot13(view.text), view.origin)
+    shifted = View(rot13(view.text), view.origin)
     for _, _, hit in _walk("words", shifted, naive):
         if severity_rank(hit.rule.severity) >= severity_rank("medium"):
             start, end = view.span(hit.start, hit.end)

@@ -1,4 +1,4 @@
-"""Prompt-injection rules: the record, the families' severities, and every rule in one list.
+"""Prompt-injection rules: the record, the families' severities and the phrase notation.
 
 Phrase rules (app.reflex.injection_phrases) run on the "words" view (app.reflex.normalize:
 folded, leetspeak undone, spaced letters joined); syntax rules (app.reflex.injection_syntax:
@@ -60,10 +60,3 @@ class Rule:
     pattern: str
     before: tuple[re.Pattern, ...] = ()
 
-
-def all_rules() -> list[Rule]:
-    # Imported here because both rule modules import Rule and phrase from this one.
-    from app.reflex.injection_phrases import PHRASES
-    from app.reflex.injection_syntax import SYNTAX
-
-    return PHRASES + SYNTAX

@@ -29,14 +29,10 @@ class Match:
     end: int
     confidence: float
 
-    def public(self, text: str) -> dict:
-        """What may leave the process: positions and a masked sample, never the raw value."""
-        if self.family == "pii":
-            from app.reflex.pii import mask  # local import: pii imports this module
-
-            masked = mask(self.type, text[self.start : self.end])
-        else:
-            masked = f"[{self.family}:{self.type}]"
+    def public(self, masked: str | None = None) -> dict:
+        """What may leave the process: positions and a masked sample, never the raw value.
+        ``masked`` is the PII detector's sample of the value (app.reflex.pii.mask); matches of
+        the other families show their family and type instead."""
         return {
             "family": self.family,
             "type": self.type,
@@ -44,5 +40,5 @@ class Match:
             "start": self.start,
             "end": self.end,
             "confidence": round(self.confidence, 2),
-            "masked": masked,
+            "masked": f"[{self.family}:{self.type}]" if masked is None else masked,
         }

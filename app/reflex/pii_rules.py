@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from app.reflex import checksums
+import app.reflex.checksums as checksums
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from app.arms.envconfig import env_float, env_list, env_str
+from app.config import env_float, env_list, env_str
 from app.reflex.match import SEVERITIES, Match
 from app.reflex.normalize import normalize
 
@@ -69,6 +69,17 @@ class Policy:
 
     def blocks_pii_in(self, field: str) -> bool:
         return any(f == "*" or field == f or field.startswith(f + ".") for f in self.pii_block_fields)
+
+
+def configured(env: Mapping[str, str]) -> Policy:
+    """The policy of an environment's OCTOLLM_REFLEX_* variables, parsed once per distinct set
+    (the gate, the reflex chord and every stored step output ask for it)."""
+    return _parsed(frozenset((k, v) for k, v in env.items() if k.startswith(PREFIX)))
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(items: frozenset[tuple[str, str]]) -> Policy:
+    return Policy.from_mapping(dict(items))
 
 
 @functools.lru_cache(maxsize=32)

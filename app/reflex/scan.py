@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.reflex import injection, pii
-from app.reflex import policy as policy_mod
+import app.reflex.injection as injection
+import app.reflex.pii as pii
+import app.reflex.policy as policy_mod
 from app.reflex.match import Match
 from app.reflex.policy import Policy
 from app.reflex.verdict import Finding, Verdict, decide, judge
@@ -46,7 +47,9 @@ def _family_matches(family: str, text: str, policy: Policy) -> list[Match]:
 
 
 def _public(field_name: str, match: Match, text: str) -> dict:
-    return {"field": field_name, **match.public(text)}
+    value = text[match.start : match.end]
+    masked = pii.mask(match.type, value) if match.family == "pii" else None
+    return {"field": field_name, **match.public(masked)}
 
 
 def scan_family(family: str, fields: Mapping[str, str], policy: Policy | None = None) -> list[dict]:
@@ -74,6 +77,13 @@ def scan_fields(fields: Mapping[str, str], policy: Policy | None = None) -> Repo
     return Report(judge(findings, policy), per_field, redacted, public)
 
 
+def redact_output(output: dict, policy: Policy | None = None) -> tuple[dict, dict[str, int]]:
+    """``output`` with PII and secrets redacted in every string at any depth (keys are kept),
+    and how many of each type were replaced; the policy's disabled types are left as they are.
+    Every step output and step error goes through here before it is stored."""
+    return pii.redact_json(output, (policy or Policy()).disabled_types)
+
+
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
     if isinstance(value, str):
         out[prefix] = value
@@ -98,4 +108,5 @@ def task_fields(goal: str, context: str = "", constraints: Mapping | None = None
     return out
 
 
-__all__ = ["FAMILIES", "Report", "decide", "scan_family", "scan_fields", "task_fields"]
+__all__ = ["FAMILIES", "Report", "decide", "redact_output", "scan_family", "scan_fields",
+           "task_fields"]

@@ -90,7 +90,7 @@ def test_run_brings_up_everything_on_embedded_services_and_stops_cleanly(tmp_pat
                 break
             time.sleep(1)
         queues = {q["name"] for info in workers.values() for q in info.get("active_queues", [])}
-        from workers.queues import QUEUES
+        from tasks.queues import QUEUES
 
         assert queues == {q.name for q in QUEUES}
 

@@ -7,8 +7,7 @@ from sqlalchemy import select
 
 from app.access.capability import issue
 from app.db import session_scope
-from app.models import TaskStep
-from app.pipeline.lifecycle import StepStatus
+from app.models import StepStatus, TaskStep
 from tests.support.pipeline import staged_task
 
 pytestmark = pytest.mark.integration

@@ -11,11 +11,12 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
+from app import db
 from app.db import session_scope
 from app.memory import service
 from app.memory.episodes import EPISODE_COLLECTIONS
 from app.models import Task, TaskResult, TaskStep
-from app.pipeline import orchestration, reconcile, repo, steps
+from app.pipeline import orchestration, reconcile, steps
 from app.pipeline.submission import Submission, accept
 from app.runtime import Runtime, set_runtime
 from tasks.canvas import build_start
@@ -42,7 +43,7 @@ def test_stalled_processing_task_resumes_without_rerunning_finished_steps(
     executor = step_of(runtime, task_id, "executor")
     steps.execute(runtime, task_id, executor, "lost-message")
     # The rest of the pipeline's messages were lost (a flushed broker): nothing moves any more.
-    _age(runtime.settings, task_id, progress_at=repo.now() - timedelta(minutes=10))
+    _age(runtime.settings, task_id, progress_at=db.now() - timedelta(minutes=10))
 
     producer = api_app.extensions["octollm_celery"]
     counts = reconcile.redispatch_stalled(
@@ -62,7 +63,7 @@ def test_a_task_that_never_progresses_is_failed_after_max_dispatches(runtime):
     impatient = Runtime(runtime.settings.replace(stuck_after_seconds=1, max_dispatches=2))
     sent: list[str] = []
     for _ in range(3):
-        _age(runtime.settings, task_id, progress_at=repo.now() - timedelta(minutes=5))
+        _age(runtime.settings, task_id, progress_at=db.now() - timedelta(minutes=5))
         reconcile.redispatch_stalled(impatient, lambda tid, prio: sent.append(tid))
     assert sent.count(task_id) == 2
     with session_scope(runtime.settings) as session:
@@ -79,7 +80,7 @@ def test_reindex_job_puts_missing_episodes_back(runtime, api_app, client, worker
             if session.get(Task, task_id).indexed_at is not None:
                 break
         time.sleep(0.2)
-    _age(runtime.settings, task_id, indexed_at=None, finished_at=repo.now() - timedelta(minutes=5))
+    _age(runtime.settings, task_id, indexed_at=None, finished_at=db.now() - timedelta(minutes=5))
     assert task_id in reconcile.unindexed_tasks(runtime)
     producer = api_app.extensions["octollm_celery"]
     producer.signature("octollm.maintenance.reindex_episodes").apply_async()
@@ -120,7 +121,7 @@ def test_sync_job_puts_back_the_episodes_of_a_wiped_qdrant(runtime, own_memory, 
         assert service.index_task(own_memory, task_id)
         ids.append(task_id)
     # Finished at one instant: paging must neither skip nor repeat tasks that tie.
-    same = repo.now() - timedelta(hours=1)
+    same = db.now() - timedelta(hours=1)
     for task_id in ids:
         _age(runtime.settings, task_id, finished_at=same)
     memory = service.store(own_memory)
@@ -155,7 +156,7 @@ def test_sync_job_puts_back_the_episodes_of_a_wiped_qdrant(runtime, own_memory, 
 def test_purge_deletes_results_and_steps_past_retention(runtime):
     task_id = staged_task(runtime, "Run `echo old news`")
     orchestration.fail(runtime, task_id, "ARM_ERROR", "long ago")
-    _age(runtime.settings, task_id, finished_at=repo.now() - timedelta(days=400))
+    _age(runtime.settings, task_id, finished_at=db.now() - timedelta(days=400))
     counts = reconcile.purge_expired(runtime)
     assert counts["results_deleted"] >= 1 and counts["steps_deleted"] >= 3
     with session_scope(runtime.settings) as session:
@@ -184,8 +185,8 @@ def test_a_job_that_acts_counts_its_actions(runtime):
     task_id = accept(runtime, Submission(goal="Run `echo past its deadline`",
                                          budget={"max_time_seconds": 5})).task_id
     orchestration.begin(runtime, task_id)
-    _age(runtime.settings, task_id, started_at=repo.now() - timedelta(minutes=5),
-         deadline_at=repo.now() - timedelta(minutes=4))
+    _age(runtime.settings, task_id, started_at=db.now() - timedelta(minutes=5),
+         deadline_at=db.now() - timedelta(minutes=4))
     before = actions("fail_overdue", "timed_out")
     counts = single_flight(SimpleNamespace(rt=runtime), "fail_overdue",
                            lambda: reconcile.fail_overdue(runtime, lambda tid: None))
@@ -199,11 +200,11 @@ def test_a_backlog_makes_reconciliation_patient(runtime):
     """Tasks queued behind a backlog are not flooded with duplicates; lost ones still go out."""
     task_id = accept(runtime, Submission(goal="Run `echo queued behind others`")).task_id
     s = runtime.settings.replace(stuck_after_seconds=10)
-    _age(runtime.settings, task_id, progress_at=repo.now() - timedelta(seconds=30))
+    _age(runtime.settings, task_id, progress_at=db.now() - timedelta(seconds=30))
     sent: list[str] = []
     counts = reconcile.redispatch_stalled(Runtime(s), lambda tid, p: sent.append(tid),
                                           backlog=lambda: 250)
     assert task_id not in sent and counts["deferred_for_backlog"] >= 1
-    _age(runtime.settings, task_id, progress_at=repo.now() - timedelta(seconds=10 * 10 + 5))
+    _age(runtime.settings, task_id, progress_at=db.now() - timedelta(seconds=10 * 10 + 5))
     reconcile.redispatch_stalled(Runtime(s), lambda tid, p: sent.append(tid), backlog=lambda: 250)
     assert task_id in sent

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from app import db
 from app.db import session_scope
 from app.errors import OctoError
-from app.models import TaskStep
+from app.models import StepStatus, TaskStatus, TaskStep
 from app.pipeline import orchestration, steps
-from app.pipeline.lifecycle import StepStatus, TaskStatus
 from tests.support.pipeline import staged_task as _prepared_task
 
 pytestmark = pytest.mark.integration
@@ -86,13 +86,13 @@ def test_live_claim_of_another_message_makes_a_duplicate_wait(runtime):
     step = _step(runtime.settings, task_id, "executor")
     with session_scope(runtime.settings) as session:
         session.execute(update(TaskStep).where(TaskStep.id == step.id).values(
-            status=StepStatus.RUNNING, claimed_by="msg-live", claimed_at=orchestration.repo.now(),
-            lease_expires_at=orchestration.repo.now() + timedelta(seconds=60), attempts=1))
+            status=StepStatus.RUNNING, claimed_by="msg-live", claimed_at=db.now(),
+            lease_expires_at=db.now() + timedelta(seconds=60), attempts=1))
     assert steps.execute(runtime, task_id, step.step_id, "msg-dup").action == "busy"
     # Once the holder's lease has run out it is certainly dead: the executor is not repeated.
     with session_scope(runtime.settings) as session:
         session.execute(update(TaskStep).where(TaskStep.id == step.id).values(
-            lease_expires_at=orchestration.repo.now() - timedelta(seconds=1)))
+            lease_expires_at=db.now() - timedelta(seconds=1)))
     with pytest.raises(OctoError) as caught:
         steps.execute(runtime, task_id, step.step_id, "msg-dup")
     assert caught.value.code == "STEP_INTERRUPTED"
@@ -111,7 +111,7 @@ def test_heartbeat_keeps_a_long_step_claimed_and_a_dead_one_expires(runtime):
     settings = runtime.settings.replace(step_lease_seconds=3)
     task_id = _prepared_task(runtime, "Run `echo long`")
     step = _step(settings, task_id, "executor")
-    now = orchestration.repo.now()
+    now = db.now()
     with session_scope(settings) as session:
         session.execute(update(TaskStep).where(TaskStep.id == step.id).values(
             status=StepStatus.RUNNING, claimed_by="holder", claimed_at=now,
@@ -126,7 +126,7 @@ def test_heartbeat_keeps_a_long_step_claimed_and_a_dead_one_expires(runtime):
     finally:
         heartbeat.stop()
         heartbeat.join()
-    assert _step(settings, task_id, "executor").lease_expires_at > orchestration.repo.now()
+    assert _step(settings, task_id, "executor").lease_expires_at > db.now()
     assert steps.renew(settings, task_id, step.step_id, "someone-else") is False
 
     time.sleep(3.2)  # no more beats: the claim is dead, and the executor is not repeated

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers.cli import worker_argv
-from workers.queues import QUEUES
+from workers.processes import worker_argv
+from tasks.queues import QUEUES
 
 APP = "workers.celery_app"
 

@@ -6,7 +6,7 @@ from app.pipeline.orchestration import GUARDIAN_STEP, StageStep
 from app.planning.rules import rule_plan
 from bench import rawcanvas as raw
 from tasks import canvas
-from workers.queues import queue_for
+from tasks.queues import queue_for
 
 T = "0b6b1f9e-8f7e-4e07-9d1c-3f7f2f1e2a10"
 

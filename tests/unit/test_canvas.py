@@ -14,7 +14,7 @@ from tasks.canvas import (
     build_start,
     step_message_id,
 )
-from workers.queues import PRIORITIES
+from tasks.queues import PRIORITIES
 
 T = "0b6b1f9e-8f7e-4e07-9d1c-3f7f2f1e2a10"
 

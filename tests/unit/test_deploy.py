@@ -1,7 +1,7 @@
 """The deployment files agree with the code: one worker per queue, real commands, known metrics.
 
 Nothing here can run a container (no Docker engine, no cluster), so the files are parsed and
-checked against the single sources of truth: workers/queues.py for the topology, the `octollm`
+checked against the single sources of truth: tasks/queues.py for the topology, the `octollm`
 argument parser for every command, app/config.py for every OCTOLLM_* variable and app/metrics.py
 for every metric an alert reads. Adding a queue without its compose service, Deployment and
 ScaledObject, or misspelling a command, a variable or a metric, fails a test here. So does a
@@ -24,8 +24,8 @@ from prometheus_client.metrics import MetricWrapperBase
 from app import metrics
 from app.config import Settings
 from tests.support.markdown import anchors
-from workers import cli
-from workers.queues import ARM_QUEUES, QUEUES, redis_lists
+from workers import cli, processes
+from tasks.queues import ARM_QUEUES, QUEUES, redis_lists
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -133,7 +133,7 @@ def test_healthchecks(compose):
 def test_worker_node_name_is_what_the_probes_ping():
     # Compose and Kubernetes ping `<queue>@<hostname>`; Celery expands %h to the hostname.
     for q in QUEUES:
-        argv = cli.worker_argv(q.name)
+        argv = processes.worker_argv(q.name)
         assert argv[argv.index("-n") + 1] == f"{q.name}@%h"
 
 
@@ -160,8 +160,8 @@ def test_flower_gets_its_password_from_the_environment_only(compose):
         if name != "flower":
             assert "OCTOLLM_FLOWER_PASSWORD" not in service["environment"], name
     settings = Settings.from_env({"OCTOLLM_FLOWER_USER": "ops", "OCTOLLM_FLOWER_PASSWORD": "pw-9"})
-    assert not [a for a in cli.flower_argv(settings) if "pw-9" in a or "basic" in a.lower()]
-    assert cli.flower_env(settings, "pw-9", {})["FLOWER_BASIC_AUTH"] == "ops:pw-9"
+    assert not [a for a in processes.flower_argv(settings) if "pw-9" in a or "basic" in a.lower()]
+    assert processes.flower_env(settings, "pw-9", {})["FLOWER_BASIC_AUTH"] == "ops:pw-9"
 
 
 def test_one_environment_points_at_the_compose_services_and_validates(compose):

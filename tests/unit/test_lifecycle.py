@@ -1,6 +1,7 @@
 import pytest
 
-from app.pipeline.lifecycle import TERMINAL, TaskStatus, can_transition, is_terminal, sources_of
+from app.pipeline.lifecycle import TERMINAL, can_transition, is_terminal, sources_of
+from app.models import TaskStatus
 
 
 @pytest.mark.parametrize("current, target, allowed", [

@@ -5,8 +5,8 @@ from celery import Celery
 
 import celeryconfig
 from app.config import Settings
-from workers.cli import worker_argv
-from workers.queues import ARM_QUEUES, QUEUES, TASK_MODULES, queue_for, redis_lists
+from workers.processes import worker_argv
+from tasks.queues import ARM_QUEUES, QUEUES, TASK_MODULES, queue_for, redis_lists
 
 ROOT = Path(__file__).resolve().parents[2]
 DESIGN_QUEUES = {"reflex", "planner", "orchestrator", "arm.retriever", "arm.coder",
@@ -79,8 +79,8 @@ def test_every_registered_task_is_routed_and_every_route_names_a_registered_task
     routed = {task for q in QUEUES for task in q.tasks}
     conf = _conf()
     assert set(conf["task_routes"]) == routed
-    assert sorted(ours - routed) == [], "registered but not routed in workers/queues.py"
-    assert sorted(routed - ours) == [], "routed in workers/queues.py but no task has that name"
+    assert sorted(ours - routed) == [], "registered but not routed in tasks/queues.py"
+    assert sorted(routed - ours) == [], "routed in tasks/queues.py but no task has that name"
     for entry in conf["beat_schedule"].values():
         assert entry["task"] in ours
 

@@ -15,7 +15,7 @@ from app.memory import service
 from app.memory.embedders import HashingEmbedder
 from app.memory.store import COLLECTIONS, MemoryStore
 from app.runtime import Runtime
-from workers.queues import BY_NAME
+from tasks.queues import BY_NAME
 from workers.signals import MEMORY_QUEUE, open_memory
 
 

@@ -1,9 +1,11 @@
-"""The safety guardian: redaction of any step output, and the final answer it assembles."""
+"""The safety guardian: redaction of any step output (app.reflex.redact_output), and the final
+answer it assembles."""
 
 import json
 
 from app.arms.base import ArmContext
-from app.arms.guardian import redact_output, run
+from app.arms.guardian import run
+from app.reflex import redact_output
 
 CARD = "4111 1111 1111 1111"
 EMAIL = "jane.roe.4471@example.org"
