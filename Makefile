@@ -23,6 +23,7 @@ test: lint
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 
 test-slow: $(STAMP)

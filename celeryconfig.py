@@ -13,8 +13,8 @@ from datetime import timedelta
 from kombu import Exchange, Queue
 
 from app.config import Settings
-from tasks.results import backend_url
 from tasks.queues import PRIORITY_SEP, PRIORITY_STEPS, QUEUES
+from tasks.results import backend_url
 
 EXCHANGE = Exchange("octollm", type="direct")
 

@@ -103,9 +103,9 @@ def _before() -> None:
     from app import logging as octolog
 
     g.log_tokens = octolog.bind(request_id=g.request_id)
-    if request.method in ("POST", "PUT", "PATCH") and request.content_length:
-        if not request.is_json:
-            raise errors.ApiError(415, "request bodies must be JSON (Content-Type: application/json)")
+    has_body = request.method in ("POST", "PUT", "PATCH") and request.content_length
+    if has_body and not request.is_json:
+        raise errors.ApiError(415, "request bodies must be JSON (Content-Type: application/json)")
     from api import auth, parsing
 
     auth.identify()

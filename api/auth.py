@@ -78,13 +78,14 @@ def identify() -> None:
                            headers={"WWW-Authenticate": 'Bearer realm="octollm"'})
         g.principal = _lookup(rt, key)
         if g.principal is None:
+            challenge = 'Bearer realm="octollm", error="invalid_token"'
             raise ApiError(401, "invalid or revoked API key",
-                           headers={"WWW-Authenticate": 'Bearer realm="octollm", error="invalid_token"'})
+                           headers={"WWW-Authenticate": challenge})
     g.tenant = g.principal.tenant
     from app import logging as octolog
 
     g.log_tokens.update(octolog.bind(tenant=g.tenant))
-    _rate_limit(rt)
+    _rate_limit()
     from api.parsing import current_view_method
 
     _check_scope(getattr(current_view_method(), "required_scope", None))
@@ -97,7 +98,7 @@ def _check_scope(scope: str | None) -> None:
                        details={"required_scope": scope})
 
 
-def _rate_limit(rt) -> None:
+def _rate_limit() -> None:
     limiter = current_app.extensions.get("octollm_ratelimiter")
     if limiter is None:
         return
@@ -105,7 +106,7 @@ def _rate_limit(rt) -> None:
     client = ratelimit.client_key(principal.prefix if principal else None, request.remote_addr)
     try:
         decision = limiter.hit(client)
-    except Exception:  # noqa: BLE001 - Redis down: serve rather than refuse everyone
+    except Exception:  # Redis down: serve rather than refuse everyone
         return
     if not decision.allowed:
         metrics.RATE_LIMITED.inc()

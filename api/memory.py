@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import marshmallow as ma
@@ -98,11 +99,9 @@ class Knowledge(MethodView):
             session.add(doc)
             session.flush()
             session.refresh(doc)
-        try:
+        with contextlib.suppress(Exception):  # the row is kept: it stays "pending" until re-sent
             _celery().signature("octollm.memory.ingest", args=(str(doc.id),)).apply_async(
                 retry=True, retry_policy={"max_retries": 1})
-        except Exception:  # noqa: BLE001 - the row is kept: it stays "pending" until re-sent
-            pass
         return {"document_id": doc.id, "status": doc.status or "pending", "title": title,
                 "chunk_count": 0, "redactions": redactions, "created_at": doc.created_at,
                 "indexed_at": None}
@@ -145,7 +144,7 @@ class MemorySearch(MethodView):
                 args=(g.tenant, args["q"], args["collection"], args["limit"])).apply_async(
                 retry=True, retry_policy={"max_retries": 1, "interval_start": 0,
                                           "interval_step": 0.2})
-        except Exception as exc:  # noqa: BLE001 - the broker refused: unavailable, not a 500
+        except Exception as exc:  # the broker refused: unavailable, not a 500
             raise errors.ApiError(503, f"memory search failed: {type(exc).__name__}",
                                   headers={"Retry-After": errors.RETRY_AFTER_SECONDS}) from None
         try:
@@ -153,7 +152,7 @@ class MemorySearch(MethodView):
         except CeleryTimeout:
             raise errors.ApiError(503, "the memory worker did not answer in time",
                                   headers={"Retry-After": errors.RETRY_AFTER_SECONDS}) from None
-        except Exception as exc:  # noqa: BLE001 - surfaced as unavailable, not as a 500
+        except Exception as exc:  # surfaced as unavailable, not as a 500
             raise errors.ApiError(503, f"memory search failed: {type(exc).__name__}",
                                   headers={"Retry-After": errors.RETRY_AFTER_SECONDS}) from None
         finally:

@@ -58,7 +58,8 @@ def headers(*parameters: dict):
 
 
 class OctoSpecPlugin(BasePlugin):
-    def operation_helper(self, path=None, operations=None, **kwargs):
+    # apispec calls the hook with these keywords, so they keep their names.
+    def operation_helper(self, path=None, operations=None, **kwargs):  # noqa: ARG002
         for method, operation in (operations or {}).items():
             if method not in _METHODS:
                 continue

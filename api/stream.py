@@ -1,7 +1,8 @@
 """GET /tasks/<id>/events: server-sent events of every status and step change.
 
 The stream opens with a ``snapshot`` of the task as stored, then relays the task's event stream
-(app/pipeline/events.py) with the Redis stream id as the SSE id, so ``Last-Event-ID`` resumes exactly.
+(app/pipeline/events.py) with the Redis stream id as the SSE id, so ``Last-Event-ID`` resumes
+exactly.
 Without ``Last-Event-ID`` the relay starts at the current attempt: after a retry, at the retry's
 ``status`` event, so the previous attempt's events (and its terminal status) are not replayed.
 
@@ -136,7 +137,7 @@ class TaskEvents(MethodView):
             try:
                 following = events.read(rt.redis, task_id, later[-1].id if later else event.id,
                                         count=100)
-            except Exception:  # noqa: BLE001 - Redis gone: the database decides
+            except Exception:  # Redis gone: the database decides
                 following = []
             if any(e.type == "status" for e in following):
                 return False
@@ -168,7 +169,7 @@ class TaskEvents(MethodView):
             try:
                 backlog = current_attempt(_history(rt.redis, task_id)) if last_id is None \
                     else _history(rt.redis, task_id, last_id)
-            except Exception:  # noqa: BLE001 - Redis gone: follow from the database
+            except Exception:  # Redis gone: follow from the database
                 backlog = []
             after = backlog[-1].id if backlog else (last_id or "0")
             chunks, closed = relay(backlog)
@@ -191,7 +192,7 @@ class TaskEvents(MethodView):
                     try:
                         batch = events.read(rt.redis, task_id, after,
                                             block_ms=max(1, min(block_ms, int(wait * 1000))))
-                    except Exception:  # noqa: BLE001 - Redis gone: fall back to the database
+                    except Exception:  # Redis gone: fall back to the database
                         time.sleep(min(wait, 1.0))
                 if batch:
                     after = batch[-1].id

@@ -30,7 +30,8 @@ class Root(MethodView):
         return {
             "service": "octollm-orchestrator", "version": VERSION, "docs": "/openapi.json",
             "endpoints": {"submit": "POST /submit", "task": "GET /tasks/{task_id}",
-                          "health": "GET /health", "ready": "GET /ready", "metrics": "GET /metrics"},
+                          "health": "GET /health", "ready": "GET /ready",
+                          "metrics": "GET /metrics"},
         }
 
 
@@ -76,7 +77,7 @@ def _check_database() -> str:
         with get_engine(runtime().settings).connect() as conn:
             conn.execute(text("SELECT 1"))
         return "ok"
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
+    except Exception as exc:  # reported, not raised
         return f"error: {type(exc).__name__}"
 
 
@@ -84,5 +85,5 @@ def _check_broker() -> str:
     try:
         runtime().broker.ping()
         return "ok"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"error: {type(exc).__name__}"

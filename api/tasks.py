@@ -74,7 +74,7 @@ def send(task_id: str, priority: str) -> bool:
             retry=True, retry_policy={"max_retries": 1, "interval_start": 0,
                                       "interval_step": 0.2})
         return True
-    except Exception as exc:  # noqa: BLE001 - the row is committed: reconciliation sends it
+    except Exception as exc:  # the row is committed: reconciliation sends it
         log.warning("enqueue of task %s failed, left for reconciliation: %s", task_id,
                     type(exc).__name__)
         return False
@@ -121,7 +121,7 @@ class TaskCancel(MethodView):
         _control(control.cancel, task_id)
         try:
             revoke_steps(current_app.extensions["octollm_celery"], runtime(), task_id)
-        except Exception as exc:  # noqa: BLE001 - queued steps also stop on their own check
+        except Exception as exc:  # queued steps also stop on their own check
             log.warning("revoking steps of %s failed: %s", task_id, type(exc).__name__)
         return _read(task_id)
 
@@ -201,7 +201,8 @@ def task_view(task: Task, steps) -> dict:
     return {
         "task_id": task.id, "status": str(task.status), "goal": task.goal,
         "priority": str(task.priority), "tenant": task.tenant,
-        "constraints": task.constraints or {}, "acceptance_criteria": task.acceptance_criteria or [],
+        "constraints": task.constraints or {},
+        "acceptance_criteria": task.acceptance_criteria or [],
         "budget": task.budget or {}, "metadata": task.task_metadata or {},
         "created_at": task.created_at, "updated_at": task.updated_at,
         "started_at": task.started_at, "finished_at": task.finished_at,

@@ -141,7 +141,8 @@ class Settings:
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"OCTOLLM_LOG_LEVEL must be a logging level, got {self.log_level!r}")
         if self.auth_disabled and self.environment == "production":
-            raise ConfigError("OCTOLLM_AUTH_DISABLED may not be set when OCTOLLM_ENVIRONMENT=production")
+            raise ConfigError(
+                "OCTOLLM_AUTH_DISABLED may not be set when OCTOLLM_ENVIRONMENT=production")
         if self.environment == "production" and not self.secret_key:
             raise ConfigError("OCTOLLM_SECRET_KEY is required when OCTOLLM_ENVIRONMENT=production")
 

@@ -58,7 +58,7 @@ class QueueDepthCollector:
                                    labels=["queue"])
         try:
             depths = self._depths()
-        except Exception:  # noqa: BLE001 - a broker outage must not break /metrics
+        except Exception:  # a broker outage must not break /metrics
             depths = {}
         for queue, depth in sorted(depths.items()):
             family.add_metric([queue], depth)
@@ -77,7 +77,8 @@ def render(extra: Iterable[object] = ()) -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = CollectorRegistry()
-        for collector in list(REGISTRY._collector_to_names):  # noqa: SLF001 - copy the defaults
+        # The default collectors (process, platform, gc): prometheus-client has no public list.
+        for collector in list(REGISTRY._collector_to_names):
             registry.register(collector)
     for collector in extra:
         registry.register(collector)

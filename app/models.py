@@ -6,8 +6,8 @@ Text fields are stored after reflex redaction: no PII reaches these tables in cl
 from __future__ import annotations
 
 import uuid
-from enum import StrEnum
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,

@@ -63,7 +63,8 @@ class Run:
         return self.p50_weighted / self.requests if self.requests else float("nan")
 
 
-def locust(url: str, endpoint: str, seconds: int, users: int, env: dict, out: Path) -> tuple[dict, float]:
+def locust(url: str, endpoint: str, seconds: int, users: int, env: dict,
+           out: Path) -> tuple[dict, float]:
     prefix = out / f"locust-{endpoint}-{time.time_ns()}"
     argv = [str(Path(sys.executable).with_name("locust")), "-f",
             str(Path(__file__).with_name("locustfile.py")), "--headless", "-u", str(users),
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         per_round = max(2, args.seconds // args.rounds)
         for endpoint in ("submit", "read"):
-            for name, server in sides.items():
+            for server in sides.values():
                 warm(server.url, endpoint, headers, ids)
             runs = {name: Run() for name in sides}
             for _ in range(args.rounds):

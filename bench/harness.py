@@ -9,6 +9,7 @@ workers up and take turns, which is what makes their ratio fair on a busy machin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -25,8 +26,8 @@ from pathlib import Path
 import psycopg2
 import redis
 
-from tests.support.workers import WorkerSet
 from tasks.queues import ARM_QUEUES
+from tests.support.workers import WorkerSet
 
 OURS_APP = "workers.celery_app"
 RAW_APP = "bench.rawcanvas"
@@ -53,10 +54,8 @@ class Services:
 
     def close(self) -> None:
         for fn in reversed(self._cleanup):
-            try:
+            with contextlib.suppress(Exception):  # teardown tries every step
                 fn()
-            except Exception:  # noqa: BLE001 - teardown tries every step
-                pass
 
 
 def provision(embedded: bool = False) -> Services:
@@ -131,7 +130,8 @@ def bench_env(services: Services, **extra: str) -> dict[str, str]:
 
 def raw_env(services: Services) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOLLM_")}
-    env.update({"OCTOLLM_REDIS_URL": services.raw_redis_url, "OCTOLLM_VAR_DIR": str(services.workdir)})
+    env.update({"OCTOLLM_REDIS_URL": services.raw_redis_url,
+                "OCTOLLM_VAR_DIR": str(services.workdir)})
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return env
 
@@ -158,7 +158,8 @@ def prepare(services: Services) -> tuple[dict[str, str], object]:
 
 
 def api_key(settings, tenant: str = "bench") -> str:
-    """A real API key (as `octollm apikey create` makes), so requests take the authenticated path."""
+    """A real API key (as `octollm apikey create` makes): requests take the authenticated
+    path."""
     from app.access import keys
     from app.db import session_scope
 
@@ -204,7 +205,7 @@ def worker_set(label: str, app_module: str, env: dict[str, str], workdir: Path,
     """One worker process per queue, started as `octollm worker --queue Q` starts them (the
     test suite's WorkerSet), for ``app_module`` (ours, or the raw canvas); waits until ready."""
     workers = WorkerSet(env=env, workdir=workdir, app=app_module, label=label)
-    concurrency = {q: arm_concurrency for q in ARM_QUEUES} if arm_concurrency else None
+    concurrency = dict.fromkeys(ARM_QUEUES, arm_concurrency) if arm_concurrency else None
     try:
         workers.start_all(concurrency=concurrency, timeout=180.0)
     except BaseException:
@@ -322,8 +323,8 @@ def serve(label: str, wsgi_app: str, env: dict[str, str], workdir: Path, *, work
     """gunicorn with the command line `octollm api` uses (api_argv), for ``wsgi_app``."""
     from app.config import Settings
     from tests.support.workers import _die_with_parent
-    from workers.processes import api_argv
     from workers.embedded import free_port, port_open
+    from workers.processes import api_argv
 
     port = free_port()
     settings = Settings.from_env({**env, "OCTOLLM_API_PORT": str(port)})

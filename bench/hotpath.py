@@ -53,14 +53,17 @@ class Counters:
 def instrument(engine, counters: Counters) -> None:
     from sqlalchemy import event
 
-    @event.listens_for(engine, "before_cursor_execute")
-    def _before(conn, cursor, statement, parameters, context, executemany):
+    # named=True: SQLAlchemy passes the event's arguments as keywords, so a listener takes only
+    # the ones it reads.
+    @event.listens_for(engine, "before_cursor_execute", named=True)
+    def _before(conn, **_):
         conn.info["bench_t"] = time.perf_counter()
         counters.add("statements")
 
-    @event.listens_for(engine, "after_cursor_execute")
-    def _after(conn, cursor, statement, parameters, context, executemany):
-        counters.add("sql_wall", time.perf_counter() - conn.info.pop("bench_t", time.perf_counter()))
+    @event.listens_for(engine, "after_cursor_execute", named=True)
+    def _after(conn, cursor, statement, **_):
+        counters.add("sql_wall",
+                     time.perf_counter() - conn.info.pop("bench_t", time.perf_counter()))
         head = statement.lstrip()[:6].upper()
         # A row written or locked gives the transaction an id: its COMMIT waits for a WAL flush.
         if (head in ("INSERT", "UPDATE", "DELETE") or "FOR UPDATE" in statement) and \
@@ -77,8 +80,8 @@ def instrument(engine, counters: Counters) -> None:
     def _rollback(conn):
         conn.info.pop("bench_wrote", None)
 
-    @event.listens_for(engine.pool, "checkout")
-    def _checkout(dbapi_connection, record, proxy):
+    @event.listens_for(engine.pool, "checkout", named=True)
+    def _checkout(**_):
         counters.add("checkouts")
 
     import redis
@@ -144,7 +147,8 @@ def report(counters: Counters, tasks: int) -> str:
     for stage in counters.order:
         d = counters.data[stage]
         per = defaultdict(float, {k: v / tasks for k, v in d.items()})
-        trips = per["checkouts"] * 2 + per["statements"] + per["commits"]  # ping+BEGIN, stmts, COMMIT
+        # ping + BEGIN per checkout, the statements, a COMMIT per commit
+        trips = per["checkouts"] * 2 + per["statements"] + per["commits"]
         for k, v in per.items():
             total[k] += v
         total["trips"] += trips
@@ -159,7 +163,8 @@ def report(counters: Counters, tasks: int) -> str:
                  f"**{total['statements']:.0f}**",
                  f"**{total['trips']:.0f}**", f"**{total['redis']:.0f}**"])
     return harness.table(["stage", "runs/task", "wall ms", "in SQL ms", "sessions (pings)",
-                          "commits", "of which write (WAL flush)", "SQL statements", "≈ DB round trips", "Redis commands"],
+                          "commits", "of which write (WAL flush)", "SQL statements",
+                          "≈ DB round trips", "Redis commands"],
                          rows)
 
 

@@ -112,7 +112,7 @@ class Raw:
         pipe.hmget(self.keys[1], ids)
         done, indexed = pipe.execute()
         out = {}
-        for task_id, d, i in zip(ids, done, indexed):
+        for task_id, d, i in zip(ids, done, indexed, strict=True):
             if d is None:
                 out[task_id] = ("pending", None, False)
             elif d == b"failed":
@@ -129,7 +129,7 @@ class Raw:
 def wait(side, batch: Batch, timeout: float, interval: float = 0.05) -> None:
     """Until every job of the batch is terminal and its memory.index ran (the queues drained)."""
     deadline = time.monotonic() + timeout
-    open_ids = [i for i in batch.submitted]
+    open_ids = list(batch.submitted)
     while open_ids:
         for task_id, (status, ended, indexed) in side.poll(open_ids).items():
             if status in harness.TERMINAL and ended is not None:
@@ -267,8 +267,8 @@ def sequential_table(results: dict[str, Result], services_label: str) -> str:
                      harness.ms(percentile(r.latencies, 0.95)),
                      harness.ms(statistics.mean(r.latencies)) if r.latencies else "n/a",
                      r.failures])
-    rows.append([f"**ours / raw** ({services_label})", "",
-                 f"**{harness.ratio(percentile(ours.latencies, 0.5), percentile(raw.latencies, 0.5))}**",
+    p50 = harness.ratio(percentile(ours.latencies, 0.5), percentile(raw.latencies, 0.5))
+    rows.append([f"**ours / raw** ({services_label})", "", f"**{p50}**",
                  harness.ratio(percentile(ours.latencies, 0.95), percentile(raw.latencies, 0.95)),
                  "", ""])
     return harness.table(["side", "tasks", "p50 ms", "p95 ms", "mean ms", "not completed"], rows)

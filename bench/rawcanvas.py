@@ -90,7 +90,8 @@ def _sig(celery: Celery, name: str, *args, priority: int) -> Signature:
 
 @lru_cache(maxsize=1)
 def bench_stage() -> tuple[tuple[str, ...], ...]:
-    """Arms per level of the benchmark goal's plan, plus the guardian level, as dispatch makes it."""
+    """Arms per level of the benchmark goal's plan, plus the guardian level, as dispatch makes
+    it."""
     from app.planning.rules import rule_plan
 
     plan = rule_plan(BENCH_GOAL)

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         for key, r in results.items():
             base.setdefault(key, r.rate)
         rows.append([concurrency, ours.jobs, f"{ours.rate:.2f}",
-                     f"{ours.rate / base['ours']:.2f}x", harness.ms(percentile(ours.latencies, 0.5)),
+                     f"{ours.rate / base['ours']:.2f}x",
+                     harness.ms(percentile(ours.latencies, 0.5)),
                      f"{raw.rate:.2f}", f"{raw.rate / base['raw']:.2f}x",
                      harness.ms(percentile(raw.latencies, 0.5)),
                      f"**{harness.ratio(ours.rate, raw.rate)}**", ours.failures + raw.failures])

@@ -41,14 +41,14 @@ class OctoTask(Task):
     def rt(self) -> Runtime:
         return get_runtime()
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: D401 - Celery hook
+    def on_failure(self, exc, _task_id, args, kwargs, _einfo):  # Celery's hook, positional
         octo_id = _octo_task_id(args, kwargs)
         if octo_id is None or not self.fails_pipeline:
             return
         code, message = describe(exc)
         try:
             orchestration.fail(self.rt, octo_id, code, f"{where(self.name, args)}: {message}")
-        except Exception:  # noqa: BLE001 - the link_error callback and reconciliation still follow
+        except Exception:  # the link_error callback and reconciliation still follow
             log.exception("could not record failure of %s", self.name)
 
 

@@ -113,7 +113,8 @@ def build_arm_stage(app: Celery, task_id: str, stage: Sequence[Sequence[StageSte
         limits["expires"] = expires
     links: list[Signature] = []
     for level, steps in enumerate(stage):
-        members = [_step(app, t, s, p, {**limits, "task_id": step_message_id(t, s.step_id, dispatch)})
+        members = [_step(app, t, s, p,
+                         {**limits, "task_id": step_message_id(t, s.step_id, dispatch)})
                    for s in steps]
         collect = _sig(app, "octollm.orchestration.collect", t, level, priority=p)
         links.append(chord(members, collect) if len(members) > 1 else chain(members[0], collect))

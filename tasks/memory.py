@@ -10,8 +10,8 @@ from celery.exceptions import Ignore
 from app.memory import service
 from app.pipeline.orchestration import TaskInactive
 from tasks.base import PIPELINE, SIDE_JOB
-from tasks.reconcile import single_flight
 from tasks.queues import BY_NAME
+from tasks.reconcile import single_flight
 
 # A pass re-indexing a wiped Qdrant can outlast the memory queue's time limit: it stops in time
 # and leaves the rest to the next pass (every reindex_episodes run sends one).

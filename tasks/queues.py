@@ -28,7 +28,8 @@ class QueueSpec:
         return "worker-" + self.name.replace(".", "-")
 
 
-def _arm(name: str, *, soft: int, hard: int, concurrency: int = 1, max_replicas: int = 8) -> QueueSpec:
+def _arm(name: str, *, soft: int, hard: int, concurrency: int = 1,
+         max_replicas: int = 8) -> QueueSpec:
     return QueueSpec(f"arm.{name}", (f"octollm.arm.{name}",), concurrency=concurrency,
                      soft_time_limit=soft, time_limit=hard, max_replicas=max_replicas)
 

@@ -6,6 +6,7 @@ second beat (or a beat restarted mid-interval) that fires the same job meanwhile
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +26,8 @@ OPTIONS = {"base": OctoTask, "bind": True, "ignore_result": True, "max_retries":
 
 
 def single_flight(task, job: str, body: Callable[[], dict[str, int]]) -> dict[str, int] | None:
-    lock = task.rt.redis.lock(LOCK_KEY.format(job), timeout=task.rt.settings.visibility_timeout // 4,
+    lock = task.rt.redis.lock(LOCK_KEY.format(job),
+                              timeout=task.rt.settings.visibility_timeout // 4,
                               blocking=False)
     if not lock.acquire():
         log.info("maintenance job %s already running elsewhere; skipped", job)
@@ -34,10 +36,8 @@ def single_flight(task, job: str, body: Callable[[], dict[str, int]]) -> dict[st
     try:
         counts = body()
     finally:
-        try:
+        with contextlib.suppress(Exception):  # an expired lock is released already
             lock.release()
-        except Exception:  # noqa: BLE001 - an expired lock is released already
-            pass
     for action, n in counts.items():
         if n:
             metrics.RECONCILE.labels(job=job, action=action).inc(n)
@@ -54,7 +54,7 @@ def redispatch_stalled(self):
     def backlog() -> int:
         try:
             return sum(queue_depths(self.rt.broker).values())
-        except Exception:  # noqa: BLE001 - an unreadable broker is treated as empty
+        except Exception:  # an unreadable broker is treated as empty
             return 0
 
     return single_flight(self, "redispatch_stalled",

@@ -25,7 +25,7 @@ from celery.backends.redis import RedisBackend
 
 
 class OctoRedisBackend(RedisBackend):
-    def on_task_call(self, producer, task_id):
+    def on_task_call(self, _producer, _task_id):
         return None
 
     def add_pending_result(self, result, weak=False, start_drainer=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from celery import shared_task
@@ -31,12 +32,10 @@ def run_step(task, task_id: str, step_id: str, capability: str | None) -> str:
         outcome = steps.execute(task.rt, task_id, step_id, claimant=task.request.id)
     except TRANSIENT as exc:
         # Give the claim back first, or the retry would look like a dead attempt of itself.
-        try:
+        with contextlib.suppress(TRANSIENT):  # the lease runs out on its own
             steps.release(task.rt.settings, task_id, step_id)
-        except TRANSIENT:
-            pass  # the lease runs out on its own
         metrics.STEPS.labels(arm=task.name.rsplit(".", 1)[-1], outcome="retried").inc()
-        raise task.retry(exc=exc, countdown=retry_countdown(task.request.retries))
+        raise task.retry(exc=exc, countdown=retry_countdown(task.request.retries)) from exc
     if outcome.action == "inactive":
         raise Ignore()
     if outcome.action == "busy":

@@ -14,6 +14,9 @@ import pytest
 from app.config import Settings
 from tests.support.services import provision
 
+# Fixtures shared by files in several directories, registered once instead of imported per file.
+pytest_plugins = ["tests.support.fixtures_llm"]
+
 
 @pytest.fixture(scope="session")
 def services():

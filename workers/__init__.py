@@ -1,1 +1,1 @@
-"""Celery app, queue topology and the entry points that start workers, beat, Flower and the stack."""
+"""The Celery app and the entry points that start workers, beat, Flower and the stack."""

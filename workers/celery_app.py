@@ -15,7 +15,7 @@ def make_celery(settings: Settings) -> Celery:
     celery = Celery("octollm", set_as_current=True)
     celery.conf.update(celeryconfig.from_settings(settings))
     celery.conf.include = TASK_MODULES
-    signals.connect(celery, settings)
+    signals.connect(settings)
     return celery
 
 

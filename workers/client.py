@@ -125,9 +125,11 @@ def _progress(event_type: str, data: dict) -> None:
     if event_type == "snapshot":
         line = f"status {data['status']}"
     elif event_type == "status":
-        line = f"status {data.get('status')}" + (f" ({data['error_code']})" if data.get("error_code") else "")
+        code = f" ({data['error_code']})" if data.get("error_code") else ""
+        line = f"status {data.get('status')}{code}"
     elif event_type == "plan":
-        line = f"plan ({data.get('source')}, {data.get('task_kind')}): {' -> '.join(data.get('steps', []))}"
+        steps = " -> ".join(data.get("steps", []))
+        line = f"plan ({data.get('source')}, {data.get('task_kind')}): {steps}"
     elif event_type == "step":
         line = f"  step {data.get('step_id')} [{data.get('arm')}] {data.get('status')}"
         if data.get("summary"):

@@ -80,7 +80,8 @@ def start_postgres(data_dir: Path):
 
 
 def with_database(url: str, name: str, driver: bool = True) -> str:
-    """``url`` pointing at database ``name``; ``driver=False`` gives the libpq form psycopg2 takes."""
+    """``url`` pointing at database ``name``; ``driver=False`` gives the libpq form psycopg2
+    takes."""
     from sqlalchemy.engine import make_url
 
     out = make_url(url).set(database=name)

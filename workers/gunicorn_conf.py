@@ -3,5 +3,5 @@
 from app import metrics
 
 
-def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
+def child_exit(_server, worker):  # gunicorn calls its hooks positionally
     metrics.mark_dead(worker.pid)

@@ -29,7 +29,7 @@ _connected = False
 _tokens: dict[str, dict] = {}
 
 
-def connect(celery, settings: Settings) -> None:
+def connect(settings: Settings) -> None:
     global _connected
     if _connected:
         return
@@ -115,7 +115,7 @@ def connect(celery, settings: Settings) -> None:
         try:
             orchestration.step_expired(get_runtime(), str(args[0]), str(args[1]),
                                        name.rsplit(".", 1)[-1])
-        except Exception:  # noqa: BLE001 - fail_overdue ends the task later
+        except Exception:  # fail_overdue ends the task later
             logging.getLogger(__name__).exception("could not end task %s after expiry",
                                                   args[0])
 
@@ -141,7 +141,7 @@ def open_memory(queues: Iterable[str], rt: Runtime) -> list[str] | None:
 
     try:
         created = service.open_at_start(rt)
-    except Exception as exc:  # noqa: BLE001 - a worker that cannot reach Qdrant still serves
+    except Exception as exc:  # a worker that cannot reach Qdrant still serves
         # Our own errors (a collection sized for another embedder) say what to do; a transport
         # error's text may carry the server URL, so only its type is logged.
         reason = exc.message if isinstance(exc, OctoError) else type(exc).__name__
@@ -167,6 +167,6 @@ def _stored_context(settings: Settings, task_id: str) -> dict[str, str | None]:
         with db.session_scope(settings) as session:
             row = session.execute(select(Task.request_id, Task.tenant)
                                   .where(Task.id == db.as_uuid(task_id))).first()
-    except Exception:  # noqa: BLE001 - log context is best effort; the task reports DB errors
+    except Exception:  # log context is best effort; the task reports DB errors
         return {}
     return {"request_id": row.request_id, "tenant": row.tenant} if row else {}

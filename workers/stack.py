@@ -19,9 +19,9 @@ from pathlib import Path
 import requests
 
 from app.config import Settings
+from tasks.queues import QUEUES
 from workers import processes
 from workers.embedded import port_open, start_postgres, start_redis
-from tasks.queues import QUEUES
 
 
 def migrate(database_url: str) -> None:
@@ -63,7 +63,7 @@ RESTART_LIMIT = 5
 RESTART_WINDOW_SECONDS = 60.0
 
 
-def _start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     # Own process group: Ctrl-C reaches us once and we stop children in order.
     return subprocess.Popen(argv, env=env, start_new_session=True)
 
@@ -103,9 +103,9 @@ def run_stack(settings: Settings) -> int:
 
     def launch(name: str, argv: list[str], child_env: dict[str, str]) -> None:
         commands[name] = (argv, child_env)
-        children[name] = _start(name, argv, child_env)
+        children[name] = _start(argv, child_env)
 
-    def _on_signal(signum, _frame):
+    def _on_signal(_signum, _frame):
         nonlocal stopping
         stopping = True
 
@@ -129,7 +129,8 @@ def run_stack(settings: Settings) -> int:
         for queue in QUEUES:
             launch(queue.service, processes.worker_argv(queue.name), env)
         launch("beat", processes.beat_argv(stack), env)
-        launch("flower", processes.flower_argv(stack), processes.flower_env(stack, flower_password, env))
+        launch("flower", processes.flower_argv(stack),
+               processes.flower_env(stack, flower_password, env))
         api_url = f"http://{stack.api_host}:{stack.api_port}"
         if not _wait_http(api_url + "/health", 60):
             print("the API did not come up; see its log above", file=sys.stderr)
@@ -157,17 +158,20 @@ def run_stack(settings: Settings) -> int:
         for stop in reversed(stops):
             try:
                 stop()
-            except Exception as exc:  # noqa: BLE001 - stop the rest regardless
+            except Exception as exc:  # stop the rest regardless
                 print(f"cleanup: {exc}", file=sys.stderr)
 
 
 def _banner(settings: Settings, api_url: str, flower_password: str, dev_key: str | None) -> None:
     auth = f" \\\n  -H 'X-API-Key: {dev_key}'" if dev_key else ""
+    flower = f"http://{settings.api_host}:{settings.flower_port}"
+    key = (f"API key  {dev_key}   (development key, tenant 'dev')" if dev_key
+           else "auth     disabled (OCTOLLM_AUTH_DISABLED)")
     print(f"""
 OctoLLM is running.
   API      {api_url}   (OpenAPI: {api_url}/openapi.json, metrics: {api_url}/metrics)
-  Flower   http://{settings.api_host}:{settings.flower_port}   (user {settings.flower_user}, password {flower_password})
-  {"API key  " + dev_key + "   (development key, tenant 'dev')" if dev_key else "auth     disabled (OCTOLLM_AUTH_DISABLED)"}
+  Flower   {flower}   (user {settings.flower_user}, password {flower_password})
+  {key}
 
 Try:
   curl -s -X POST {api_url}/submit -H 'Content-Type: application/json'{auth} \\

@@ -23,8 +23,8 @@ from app.arms.codeblocks import (
     raw_python,
     without_blocks,
 )
-from app.config import env_bool, env_float, env_int
 from app.arms.pyanalysis import analyze, report
+from app.config import env_bool, env_float, env_int
 from app.llm import LLMError
 from app.planning.classify import detect_language
 
@@ -219,7 +219,10 @@ def _data_text(ctx: ArmContext) -> str:
     """The data to transform: ``inputs.data``, else the context, else data inside the goal."""
     given = ctx.inputs.get("data")
     in_goal = not (isinstance(given, str) and given.strip()) and not ctx.context.strip()
-    text = ctx.goal if in_goal else given if isinstance(given, str) and given.strip() else ctx.context
+    if in_goal:
+        text = ctx.goal
+    else:
+        text = given if isinstance(given, str) and given.strip() else ctx.context
     blocks = fenced_blocks(text)
     if blocks:  # data pasted inside a fence: the first block's content
         return blocks[0].code
@@ -236,7 +239,8 @@ def _ask(ctx, config, language, task, sources):
     if ctx.constraints:
         parts.append("Constraints: " + json.dumps(ctx.constraints, sort_keys=True, default=str))
     if ctx.acceptance_criteria:
-        parts.append("Acceptance criteria:\n" + "\n".join(f"- {c}" for c in ctx.acceptance_criteria))
+        listed = "\n".join(f"- {c}" for c in ctx.acceptance_criteria)
+        parts.append("Acceptance criteria:\n" + listed)
     if isinstance(ctx.inputs.get("instructions"), str):
         parts.append(f"Instructions: {ctx.inputs['instructions']}")
     for src in sources:

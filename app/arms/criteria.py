@@ -46,7 +46,8 @@ _RULES: list[tuple[str, re.Pattern]] = [(kind, re.compile(p, _I)) for kind, p in
     ("format", r"^(?:output[_\s])?format\s*[:=]\s*(?P<format>[\w-]+)$"),
     ("length", r"^(?P<bound>max|min)(?:imum)?[_\s]?(?:length|len)\s*[:=]?\s*(?P<n>\d+)\s*"
                r"(?P<unit>characters?|chars?|words?|lines?|bytes?)?$"),
-    ("exclude", r"^(?:must[_\s]not[_\s](?:include|contain)|excludes?|forbidden)\s*[:=]\s*(?P<value>.+)$"),
+    ("exclude",
+     r"^(?:must[_\s]not[_\s](?:include|contain)|excludes?|forbidden)\s*[:=]\s*(?P<value>.+)$"),
     ("include", r"^(?:must[_\s](?:include|contain)|includes?|contains?)\s*[:=]\s*(?P<value>.+)$"),
     # A failure the task asks for ("exits with a non-zero status", "the command fails"): checked
     # before the numeric form, which would otherwise read "exit code is not 0" as a number rule.
@@ -60,28 +61,38 @@ _RULES: list[tuple[str, re.Pattern]] = [(kind, re.compile(p, _I)) for kind, p in
                   r"(?:is|of|=|==|:|must\s+be|should\s+be|equals?)?\s*(?P<n>\d+)\b"),
     ("exit_code", r"^(?:the\s+)?(?:command|program|script)\s+(?:succeeds|exits\s+successfully|"
                   r"runs\s+successfully|completes\s+successfully)$"),
-    ("non_empty", rf"^{_SUBJECT}(?:is\s+|must\s+be\s+|should\s+be\s+)?(?:non[-\s]?empty|not\s+empty)$"),
+    ("non_empty",
+     rf"^{_SUBJECT}(?:is\s+|must\s+be\s+|should\s+be\s+)?(?:non[-\s]?empty|not\s+empty)$"),
     ("non_empty", rf"^{_SUBJECT}(?:must|should)\s+not\s+be\s+empty$"),
-    ("non_empty", r"^(?:has|produces?|returns?|gives?)\s+(?:some\s+|an?\s+)?(?:output|result|answer)$"),
-    ("format", r"\b(?:valid|well[-\s]formed|parse?able|proper)\s+(?P<format>json|csv|tsv|yaml|python)\b"),
+    ("non_empty",
+     r"^(?:has|produces?|returns?|gives?)\s+(?:some\s+|an?\s+)?(?:output|result|answer)$"),
+    ("format",
+     r"\b(?:valid|well[-\s]formed|parse?able|proper)\s+(?P<format>json|csv|tsv|yaml|python)\b"),
     ("format", rf"^{_SUBJECT}(?:is|must\s+be|should\s+be|in|as|parses\s+as)\s+(?:an?\s+)?"
-               r"(?P<format>json|csv|tsv|yaml|python)(?:\s+(?:format|object|array|document|code))?$"),
+               r"(?P<format>json|csv|tsv|yaml|python)"
+               r"(?:\s+(?:format|object|array|document|code))?$"),
     ("format", r"^(?:returns?|outputs?|produces?)\s+(?P<format>json|csv|tsv|yaml)\b"),
     ("format", r"\b(?P<format>python|json|yaml)\s+(?:code|data|output)?\s*(?:that|which)\s+"
                r"(?:parses|compiles|is\s+valid)\b"),
-    ("length", rf"(?<!\S){_OPS}\s*(?P<n>\d+)\s*(?P<unit>characters?|chars?|words?|lines?|bytes?)\b"),
+    ("length",
+     rf"(?<!\S){_OPS}\s*(?P<n>\d+)\s*(?P<unit>characters?|chars?|words?|lines?|bytes?)\b"),
     ("length", r"\b(?P<unit>length|len|character\s+count|word\s+count|line\s+count)\s*"
                r"(?P<op><=|<|>=|>|==|=)\s*(?P<n>\d+)$"),
-    ("exclude", rf"^{_SUBJECT}(?:must\s+not|should\s+not|shall\s+not|does\s+not|doesn't|must\s+never|"
-                r"never|may\s+not|cannot)\s+(?:include|contain|mention|say)s?"
-                r"(?:\s+the\s+(?:word|text|string|phrase))?\s*:?\s*(?P<value>.+)$"),
-    ("include", rf"^{_SUBJECT}(?:must\s+|should\s+|shall\s+|will\s+)?(?:include|contain|mention|say)s?"
-                r"(?:\s+the\s+(?:word|text|string|phrase))?\s*:?\s*(?P<value>.+)$"),
-    ("number", rf"^(?:(?P<name>[a-z_][\w\s.-]*?)\s+)?(?:is\s+|must\s+be\s+|should\s+be\s+|lies\s+)?"
+    ("exclude",
+     rf"^{_SUBJECT}(?:must\s+not|should\s+not|shall\s+not|does\s+not|doesn't|must\s+never|"
+     r"never|may\s+not|cannot)\s+(?:include|contain|mention|say)s?"
+     r"(?:\s+the\s+(?:word|text|string|phrase))?\s*:?\s*(?P<value>.+)$"),
+    ("include",
+     rf"^{_SUBJECT}(?:must\s+|should\s+|shall\s+|will\s+)?(?:include|contain|mention|say)s?"
+     r"(?:\s+the\s+(?:word|text|string|phrase))?\s*:?\s*(?P<value>.+)$"),
+    ("number", rf"^(?:(?P<name>[a-z_][\w\s.-]*?)\s+)?"
+               r"(?:is\s+|must\s+be\s+|should\s+be\s+|lies\s+)?"
                rf"(?:between\s+(?P<low>{_NUM})\s+and\s+(?P<high>{_NUM})|in\s+(?:the\s+)?range\s+"
-               rf"\[?(?P<low2>{_NUM})\s*(?:-|to|\.\.|,)\s*(?P<high2>{_NUM})\]?)(?:\s*\(?inclusive\)?)?$"),
-    ("number", rf"^(?:(?P<name>[a-z_][\w\s.-]*?)\s+)?(?:is\s+|must\s+be\s+|should\s+be\s+)?{_OPS}\s*"
-               rf"(?P<n>{_NUM})$"),
+               rf"\[?(?P<low2>{_NUM})\s*(?:-|to|\.\.|,)\s*(?P<high2>{_NUM})\]?)"
+               r"(?:\s*\(?inclusive\)?)?$"),
+    ("number",
+     rf"^(?:(?P<name>[a-z_][\w\s.-]*?)\s+)?(?:is\s+|must\s+be\s+|should\s+be\s+)?{_OPS}\s*"
+     rf"(?P<n>{_NUM})$"),
 ]]
 
 
@@ -187,7 +198,8 @@ def _check_length(args: dict, text: str) -> tuple[str, str]:
     # Surrounding whitespace (e.g. the newline ending a command's output) is not counted.
     body = text.strip()
     unit = args.get("unit", "characters").lower().rstrip("s")
-    unit = _UNITS.get(unit, "words" if "word" in unit else "lines" if "line" in unit else "characters")
+    unit = _UNITS.get(unit,
+                      "words" if "word" in unit else "lines" if "line" in unit else "characters")
     size = {"characters": len(body), "words": len(body.split()), "lines": len(body.splitlines()),
             "bytes": len(body.encode())}[unit]
     op = ("<=" if args["bound"].lower() == "max" else ">=") if "bound" in args else _op(args["op"])
@@ -202,7 +214,8 @@ def _check_regex(args: dict, text: str, timeout: float, max_chars: int) -> tuple
     if slashed and not letters:
         pattern, letters = slashed.groups()
     if len(text) > max_chars:
-        return UNVERIFIED, f"result has {len(text)} characters; regexes are checked up to {max_chars}"
+        return UNVERIFIED, (f"result has {len(text)} characters; "
+                            f"regexes are checked up to {max_chars}")
     try:
         matched = saferegex.search(pattern, text, saferegex.flags_from(letters), timeout=timeout)
     except saferegex.RegexError as exc:
@@ -221,7 +234,8 @@ def _check_number(args: dict, text: str) -> tuple[str, str]:
         op, bound = _op(args["op"]), float(args["n"])
         ok, wanted = _compare(value, op, bound), f"{op} {args['n']}"
     else:
-        low, high = float(args.get("low", args.get("low2"))), float(args.get("high", args.get("high2")))
+        low = float(args.get("low", args.get("low2")))
+        high = float(args.get("high", args.get("high2")))
         ok, wanted = min(low, high) <= value <= max(low, high), f"between {low:g} and {high:g}"
     return (PASSED if ok else FAILED), f"{where} is {value:g} (required {wanted})"
 

@@ -26,8 +26,8 @@ from typing import NoReturn
 
 from app.arms.base import ArmContext, ArmError
 from app.arms.criteria import ExitRule, exit_rules
-from app.config import env_float, env_int, env_list, env_size, env_str
 from app.arms.sandbox import Limits, run_sandboxed
+from app.config import env_float, env_int, env_list, env_size, env_str
 from app.errors import ErrorCode
 
 COMMAND_REFUSED = ErrorCode.COMMAND_REFUSED

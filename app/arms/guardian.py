@@ -1,10 +1,10 @@
 """The safety-guardian arm: no PII or secret leaves a step in clear.
 
 app.reflex.redact_output runs on every step output before it is stored (app.pipeline.steps.store),
-whatever the arm. ``run`` is the guardian's own plan step, after the judge: it assembles the task's final
-answer from the steps the judge judged, redacts it once more (defence in depth: an output stored
-before a detector improved, or text joined across two outputs) and records what the final
-answer had redacted, as types and counts only.
+whatever the arm. ``run`` is the guardian's own plan step, after the judge: it assembles the
+task's final answer from the steps the judge judged, redacts it once more (defence in depth: an
+output stored before a detector improved, or text joined across two outputs) and records what
+the final answer had redacted, as types and counts only.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The judge arm: check the combined result against acceptance criteria and constraints.
 
-Criteria come from the task (``acceptance_criteria``), the judge step (``inputs.acceptance_criteria``)
-and the checkable constraints (format, max_length, min_length, must_include, must_not_include,
-regex). Each is checked offline by app.arms.criteria; what that cannot decide stays ``unverified``
-unless an LLM is configured, which is then asked about those criteria only. The verdict is
-``failed`` when any criterion failed, ``passed`` when all passed, else ``unverified``.
+Criteria come from the task (``acceptance_criteria``), the judge step
+(``inputs.acceptance_criteria``) and the checkable constraints (format, max_length, min_length,
+must_include, must_not_include, regex). Each is checked offline by app.arms.criteria; what that
+cannot decide stays ``unverified`` unless an LLM is configured, which is then asked about those
+criteria only. The verdict is ``failed`` when any criterion failed, ``passed`` when all passed,
+else ``unverified``.
 """
 
 from __future__ import annotations

@@ -128,8 +128,10 @@ class _Visitor(ast.NodeVisitor):
 
     def _check_defaults(self, args: ast.arguments) -> None:
         positional = args.posonlyargs + args.args
-        pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
-        pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+        pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults,
+                         strict=True))
+        pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)
+                  if d is not None]
         for arg, default in pairs:
             if isinstance(default, _MUTABLE_NODES) or (
                     isinstance(default, ast.Call) and isinstance(default.func, ast.Name)
@@ -169,9 +171,10 @@ class _Visitor(ast.NodeVisitor):
 
     def visit_Compare(self, node: ast.Compare) -> None:
         left = node.left
-        for op, right in zip(node.ops, node.comparators):
-            if isinstance(op, (ast.Eq, ast.NotEq)) and any(
-                    isinstance(side, ast.Constant) and side.value is None for side in (left, right)):
+        for op, right in zip(node.ops, node.comparators, strict=True):
+            none_side = any(isinstance(side, ast.Constant) and side.value is None
+                            for side in (left, right))
+            if isinstance(op, (ast.Eq, ast.NotEq)) and none_side:
                 better = "is None" if isinstance(op, ast.Eq) else "is not None"
                 self.issues.append(_issue(node.lineno, node.col_offset, "none-comparison",
                                           f"comparison to None with ==/!=; use `{better}`"))

@@ -20,10 +20,12 @@ MAX_SNIPPET_CHARS_FOR_LLM = 1500
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _STOPWORDS = frozenset(
-    "a an and are as at be by can could did do does for from had has have how i if in into is it "
-    "its me my of on or our please should so tell than that the their them then there these they "
-    "this to us was we were what when where which who whom why will with would you your about "
-    "explain describe give show find".split()
+    ["a", "an", "and", "are", "as", "at", "be", "by", "can", "could", "did", "do", "does", "for",
+     "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my",
+     "of", "on", "or", "our", "please", "should", "so", "tell", "than", "that", "the", "their",
+     "them", "then", "there", "these", "they", "this", "to", "us", "was", "we", "were", "what",
+     "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you", "your",
+     "about", "explain", "describe", "give", "show", "find"]
 )
 
 

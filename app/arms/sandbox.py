@@ -17,6 +17,7 @@ Linux only (rlimits, /proc, waitid); the executor queue runs on Linux workers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import resource
@@ -106,10 +107,9 @@ def run_sandboxed(argv: list[str], limits: Limits, *, path: str,
             out, err, timed_out, stopped = _supervise(proc, limits, token, started, stop)
         finally:
             _kill_group(proc.pid)
-            try:
+            # A process stuck in the kernel (D state) may not die at once: do not hang with it.
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:  # stuck in the kernel (D state); do not hang too
-                pass
         code = proc.returncode
         return Outcome(
             exit_code=code, signal=_signal_name(-code) if code is not None and code < 0 else None,
@@ -178,10 +178,8 @@ def _has_exited(pid: int) -> bool:
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress((ProcessLookupError, PermissionError)):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _sweep(token: str) -> None:
@@ -198,10 +196,8 @@ def _sweep(token: str) -> None:
         except OSError:
             continue
         if needle in environ.split(b"\0"):
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
 
 
 def _rlimit_setter(limits: Limits):

@@ -9,6 +9,7 @@ process that never embeds never pays for importing torch.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import os
 import re
@@ -91,7 +92,7 @@ class HashingEmbedder:
             for n in self.CHAR_SIZES:
                 for i in range(len(padded) - n + 1):
                     yield "c:" + padded[i:i + n], self.CHAR_WEIGHT
-        for first, second in zip(words, words[1:]):
+        for first, second in itertools.pairwise(words):
             yield f"b:{first} {second}", self.BIGRAM_WEIGHT
 
 
@@ -155,7 +156,7 @@ def get_embedder(name: str | None = None) -> Embedder:
 
 
 def cosine(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b))
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
     na = math.sqrt(sum(x * x for x in a))
     nb = math.sqrt(sum(y * y for y in b))
     return dot / (na * nb) if na and nb else 0.0

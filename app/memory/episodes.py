@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from app.planning.classify import extract_command
@@ -81,7 +81,7 @@ def episode_payload(episode: dict, embedder_name: str) -> dict:
         judge_passed=episode.get("judge_passed"),
         result_summary=str(episode.get("result_summary") or "")[:MAX_SUMMARY_CHARS],
         created_at=_iso(episode.get("created_at")),
-        indexed_at=_iso(datetime.now(timezone.utc)),
+        indexed_at=_iso(datetime.now(UTC)),
         embedder=embedder_name,
     )
     return payload

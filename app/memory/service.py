@@ -80,7 +80,7 @@ def search_hints(rt: Runtime, task_id: str) -> int:
         tenant, goal = task.tenant, task.goal
     try:
         hits = store(rt).search_episodes(tenant, goal, only_successful=True, limit=HINT_LIMIT)
-    except Exception as exc:  # noqa: BLE001 - no hints is a valid answer; planning goes on
+    except Exception as exc:  # no hints is a valid answer; planning goes on
         log.warning("episode search failed, planning without hints: %s", type(exc).__name__)
         hits = []
     hints = [{k: hit.get(k) for k in HINT_KEYS} for hit in hits if hit.get("task_id") != task_id]
@@ -103,7 +103,7 @@ def retrieve_for_step(rt: Runtime, task_id: str, step_id: str) -> int:
     error = None
     try:
         hits = retrieve(store(rt), tenant, query, limit=int(inputs.get("limit") or 5))
-    except Exception as exc:  # noqa: BLE001 - the retriever reports "knowledge unavailable"
+    except Exception as exc:  # the retriever reports "knowledge unavailable"
         log.warning("retrieval failed for step %s: %s", step_id, type(exc).__name__)
         hits, error = [], f"knowledge store unavailable ({type(exc).__name__})"
     with session_scope(rt.settings) as session:

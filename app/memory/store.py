@@ -178,7 +178,7 @@ class MemoryStore:
                 "title": str(metadata.get("title") or ""), "metadata": metadata,
                 "embedder": self.embedder.name,
             })
-            for i, (text, vector) in enumerate(zip(texts, vectors))
+            for i, (text, vector) in enumerate(zip(texts, vectors, strict=True))
         ]
         if points:
             self.client.upsert(KNOWLEDGE, points=points)

@@ -1,7 +1,7 @@
 """What a client may do to a task after submitting it: cancel it, retry it.
 
-Both are guarded status moves (app/pipeline/lifecycle.py), so a cancel racing a completion has exactly one
-winner and the loser is told why (Conflict).
+Both are guarded status moves (app/pipeline/lifecycle.py), so a cancel racing a completion has
+exactly one winner and the loser is told why (Conflict).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from app import metrics
 from app.access import audit
 from app.db import session_scope
 from app.errors import ErrorCode, OctoError
-from app.pipeline import events, orchestration, repo
 from app.models import TaskStatus
+from app.pipeline import events, orchestration, repo
 from app.runtime import Runtime
 
 

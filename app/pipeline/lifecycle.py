@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from app.models import TaskStatus
 
-
 TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {

@@ -105,7 +105,8 @@ def time_budget(rt: Runtime, task: Task) -> float:
 
 
 def plan(rt: Runtime, task_id: str) -> dict:
-    """Plan the task once; a re-dispatched task keeps its stored plan so finished steps still fit."""
+    """Plan the task once; a re-dispatched task keeps its stored plan, so finished steps still
+    fit."""
     from app.llm import Usage
     from app.planning.planner import make_plan
 
@@ -114,10 +115,10 @@ def plan(rt: Runtime, task_id: str) -> dict:
         if task.plan:
             return task.plan
         budget = dict(task.budget or {})
-        request = dict(goal=task.goal, context=task.context or "",
-                       constraints=dict(task.constraints or {}),
-                       acceptance_criteria=list(task.acceptance_criteria or []),
-                       hints=list(task.memory_hints or []))
+        request = {"goal": task.goal, "context": task.context or "",
+                   "constraints": dict(task.constraints or {}),
+                   "acceptance_criteria": list(task.acceptance_criteria or []),
+                   "hints": list(task.memory_hints or [])}
     usage = Usage(max_tokens=budget.get("max_tokens"), max_cost_usd=budget.get("max_cost_usd"))
     made = make_plan(**request, llm=rt.llm, usage=usage if rt.llm else None,
                      reuse_threshold=rt.settings.reuse_threshold).to_dict()
@@ -237,7 +238,8 @@ def finalize(rt: Runtime, task_id: str) -> str:
         elapsed_ms = _elapsed_ms(task)
         error = None if passed else "acceptance criteria not met: " + "; ".join(
             c["criterion"] for c in judge.get("criteria") or [] if c.get("status") == "failed")
-        repo.save_result(session, task_id, result=result, error=error, processing_time_ms=elapsed_ms)
+        repo.save_result(session, task_id, result=result, error=error,
+                         processing_time_ms=elapsed_ms)
     target = TaskStatus.COMPLETED if passed else TaskStatus.FAILED
     moved = change_status(rt, task_id, target,
                           error_code=None if passed else ErrorCode.VALIDATION_FAILED,

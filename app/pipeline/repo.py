@@ -18,7 +18,8 @@ from app.models import StepStatus, Task, TaskResult, TaskStatus, TaskStep
 from app.pipeline.lifecycle import is_terminal, sources_of
 
 
-def get_task(session: Session, task_id, tenant: str | None = None, *, lock: bool = False) -> Task | None:
+def get_task(session: Session, task_id, tenant: str | None = None, *,
+             lock: bool = False) -> Task | None:
     tid = as_uuid(task_id)
     if tid is None:
         return None
@@ -75,7 +76,8 @@ def ensure_steps(session: Session, task_id, rows: list[dict]) -> None:
 
 
 def get_step(session: Session, task_id, step_id: str, *, lock: bool = False) -> TaskStep | None:
-    query = select(TaskStep).where(TaskStep.task_id == as_uuid(task_id), TaskStep.step_id == step_id)
+    query = select(TaskStep).where(TaskStep.task_id == as_uuid(task_id),
+                                   TaskStep.step_id == step_id)
     if lock:
         query = query.with_for_update()
     return session.scalars(query).first()
@@ -83,7 +85,8 @@ def get_step(session: Session, task_id, step_id: str, *, lock: bool = False) -> 
 
 def steps_of(session: Session, task_id) -> list[TaskStep]:
     return list(session.scalars(
-        select(TaskStep).where(TaskStep.task_id == as_uuid(task_id)).order_by(TaskStep.level, TaskStep.id)
+        select(TaskStep).where(TaskStep.task_id == as_uuid(task_id))
+        .order_by(TaskStep.level, TaskStep.id)
     ))
 
 
@@ -145,7 +148,8 @@ def stalled_tasks(session: Session, older_than: timedelta, limit: int = 500) -> 
     cutoff = now() - older_than
     return list(session.scalars(
         select(Task)
-        .where(Task.status.in_([TaskStatus.PENDING, TaskStatus.PROCESSING]), Task.progress_at < cutoff)
+        .where(Task.status.in_([TaskStatus.PENDING, TaskStatus.PROCESSING]),
+               Task.progress_at < cutoff)
         .order_by(Task.progress_at)
         .limit(limit)
     ))
@@ -168,11 +172,13 @@ def list_tasks(session: Session, tenant: str, *, status: str | None = None,
         query = query.where(Task.created_at > created_after)
     if before:
         query = query.where(tuple_(Task.created_at, Task.id) < tuple_(*before))
-    return list(session.scalars(query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit)))
+    query = query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit)
+    return list(session.scalars(query))
 
 
 def reset_steps_for_retry(session: Session, task_id, arms_to_rerun: set[str]) -> int:
-    """Failed, cancelled or interrupted steps (and steps of ``arms_to_rerun``) go back to pending."""
+    """Failed, cancelled or interrupted steps (and steps of ``arms_to_rerun``) go back to
+    pending."""
     rerun = or_(TaskStep.status.in_([StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.RUNNING]),
                 TaskStep.arm.in_(sorted(arms_to_rerun)))
     return session.execute(

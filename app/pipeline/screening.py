@@ -24,7 +24,8 @@ def policy_of(rt: Runtime) -> Policy:
 
 
 def fields_of(task: Task) -> dict[str, str]:
-    return task_fields(task.goal, task.context or "", task.constraints or {}, task.task_metadata or {})
+    return task_fields(task.goal, task.context or "", task.constraints or {},
+                       task.task_metadata or {})
 
 
 def check(rt: Runtime, task_id: str, family: str) -> list[dict]:

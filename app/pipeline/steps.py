@@ -162,7 +162,7 @@ class Heartbeat(threading.Thread):
                     held = renew(self.settings, self.task_id, self.step_id, self.claimant)
                 else:
                     held = holds(self.settings, self.task_id, self.step_id, self.claimant)
-            except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the step
+            except Exception as exc:  # a missed beat must not kill the step
                 log.warning("lease renewal for step %s failed: %s", self.step_id, exc)
                 continue
             if not held:
@@ -245,8 +245,8 @@ def store(settings: Settings, task_id: str, step_id: str, output: dict,
     """Persist the output once and return what is stored (the first writer's output wins);
     None when the step was cancelled or failed meanwhile and nothing is stored.
 
-    The safety guardian's redaction (app.reflex.redact_output) runs on every output here, before anything is written, so no
-    step can store PII or a secret in clear whatever its arm produced.
+    The safety guardian's redaction (app.reflex.redact_output) runs on every output here, before
+    anything is written, so no step can store PII or a secret in clear whatever its arm produced.
     """
     output, redactions = redact_output(output, configured(settings.env))
     if redactions:

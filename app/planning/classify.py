@@ -13,9 +13,11 @@ from app.planning.plan import TASK_KINDS
 
 # Commands recognised without backticks or quotes, so "run the tests" is not mistaken for a binary.
 KNOWN_COMMANDS = frozenset(
-    "echo cat ls grep egrep head tail wc python python3 pwd date env printenv sort uniq cut tr find "
-    "sed awk git pip pytest make whoami uname df du ps true false printf seq basename dirname stat "
-    "file diff jq node npm id hostname which sha256sum md5sum base64 tee xargs".split()
+    ["echo", "cat", "ls", "grep", "egrep", "head", "tail", "wc", "python", "python3", "pwd", "date",
+     "env", "printenv", "sort", "uniq", "cut", "tr", "find", "sed", "awk", "git", "pip", "pytest",
+     "make", "whoami", "uname", "df", "du", "ps", "true", "false", "printf", "seq", "basename",
+     "dirname", "stat", "file", "diff", "jq", "node", "npm", "id", "hostname", "which", "sha256sum",
+     "md5sum", "base64", "tee", "xargs"]
 )
 
 _COMMAND_INTENT = re.compile(r"\b(run|execute|exec|invoke|output of|result of)\b", re.I)
@@ -103,7 +105,8 @@ def classify(goal: str, context: str = "", constraints: dict | None = None) -> s
     if _TRANSFORM_VERB.search(goal) and (
         looks_like_data(context)
         # "How does X sort data?" asks about a transformation rather than for one.
-        or ((_DATA_NOUN.search(goal) or "format" in constraints) and not _QUESTION_START.match(goal))
+        or ((_DATA_NOUN.search(goal) or "format" in constraints)
+            and not _QUESTION_START.match(goal))
     ):
         return "data_transformation"
     if _RESEARCH.search(goal):

@@ -24,7 +24,8 @@ ARM_ACTIONS = {
 # Inputs without which a step cannot do anything useful (checked so a bad LLM plan gets repaired).
 REQUIRED_INPUTS = {"retriever": ("query",), "executor": ("command",)}
 PLAN_SOURCES = ("rule", "llm", "reused")
-TASK_KINDS = ("command", "code_review", "code_generation", "question", "data_transformation", "research")
+TASK_KINDS = ("command", "code_review", "code_generation", "question", "data_transformation",
+              "research")
 DEFAULT_MAX_STEPS = 12
 _STEP_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
@@ -53,7 +54,7 @@ class Step:
         }
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Step":
+    def from_dict(cls, d: Any) -> Step:
         if not isinstance(d, dict):
             raise PlanError(f"a step must be an object, got {type(d).__name__}")
         missing = [k for k in ("id", "arm", "action") if k not in d]
@@ -120,7 +121,7 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, d: Any, *, max_steps: int = DEFAULT_MAX_STEPS) -> "Plan":
+    def from_dict(cls, d: Any, *, max_steps: int = DEFAULT_MAX_STEPS) -> Plan:
         if not isinstance(d, dict):
             raise PlanError(f"a plan must be an object, got {type(d).__name__}")
         steps = d.get("steps")
@@ -146,7 +147,8 @@ def validate(plan: Plan, *, max_steps: int = DEFAULT_MAX_STEPS) -> Plan:
     if len(plan.steps) > max_steps:
         raise PlanError(f"plan has {len(plan.steps)} steps; at most {max_steps} are allowed")
     if plan.task_kind not in TASK_KINDS:
-        raise PlanError(f"unknown task_kind {plan.task_kind!r}; expected one of {', '.join(TASK_KINDS)}")
+        raise PlanError(f"unknown task_kind {plan.task_kind!r}; "
+                        f"expected one of {', '.join(TASK_KINDS)}")
     if plan.source not in PLAN_SOURCES:
         raise PlanError(f"unknown plan source {plan.source!r}")
     by_id: dict[str, Step] = {}
@@ -166,7 +168,8 @@ def _check_step(s: Step) -> None:
             f"invalid step id {s.id!r}: use a letter then letters, digits, '_' or '-' (max 64)"
         )
     if s.arm not in PLAN_ARMS:
-        raise PlanError(f"step {s.id!r} names unknown arm {s.arm!r}; known arms: {', '.join(PLAN_ARMS)}")
+        raise PlanError(f"step {s.id!r} names unknown arm {s.arm!r}; "
+                        f"known arms: {', '.join(PLAN_ARMS)}")
     if s.action not in ARM_ACTIONS[s.arm]:
         raise PlanError(
             f"step {s.id!r}: arm {s.arm!r} has no action {s.action!r}; "

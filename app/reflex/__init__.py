@@ -6,8 +6,7 @@ Pure functions, no I/O: the API gate, the reflex chord and the safety guardian c
 
 from app.reflex.match import Match
 from app.reflex.policy import Policy
-from app.reflex.scan import (FAMILIES, Report, redact_output, scan_family, scan_fields,
-                             task_fields)
+from app.reflex.scan import FAMILIES, Report, redact_output, scan_family, scan_fields, task_fields
 from app.reflex.verdict import Verdict, decide, verdict
 
 __all__ = ["FAMILIES", "Match", "Policy", "Report", "Verdict", "decide", "redact_output",

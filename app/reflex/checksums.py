@@ -44,7 +44,7 @@ def ssn_ok(area: str, group: str, serial: str) -> bool:
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
-def itin_ok(area: str, group: str, serial: str) -> bool:
+def itin_ok(area: str, group: str, _serial: str) -> bool:
     """IRS ITINs start with 9 and use groups 50-65, 70-88, 90-92, 94-99."""
     g = int(group)
     return area[0] == "9" and (50 <= g <= 65 or 70 <= g <= 88 or 90 <= g <= 92 or 94 <= g <= 99)

@@ -63,7 +63,8 @@ class Context:
 
     def quoted(self, start: int, end: int) -> bool:
         ls, le = self._bounds(self.newlines, start, end)
-        return self._count(self.quotes, ls, start) % 2 == 1 and self._count(self.quotes, end, le) > 0
+        opened = self._count(self.quotes, ls, start) % 2 == 1
+        return opened and self._count(self.quotes, end, le) > 0
 
     def judge(self, start: int, end: int, severity: str, *, wording: bool = True
               ) -> tuple[str, float, list[str]]:

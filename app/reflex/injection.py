@@ -136,4 +136,5 @@ def explain(text: str) -> list[dict]:
     """Matches with their base severity and the context notes that changed it (for tuning)."""
     raw = _dedupe(_raw_matches(text, 0, naive=False))
     return [{"type": m.type, "severity": m.severity, "base": base.severity, "start": m.start,
-             "end": m.end, "notes": notes} for (m, notes), base in zip(_judged(text, raw), raw)]
+             "end": m.end, "notes": notes}
+            for (m, notes), base in zip(_judged(text, raw), raw, strict=True)]

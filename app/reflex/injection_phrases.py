@@ -54,7 +54,8 @@ PHRASES: list[Rule] = [
                 "so far|earlier|you were told|you've been told|you have been told|i said|"
                 r"you know|you learned|you were given)\b")),
     Rule("ig4", "ignore_instructions", "critical", "words",
-         phrase("(?:do not|don't|dont|stop|quit|no longer|never again) (?:follow(?:ing)?|obey(?:ing)?|"
+         phrase("(?:do not|don't|dont|stop|quit|no longer|never again) (?:follow(?:ing)?|"
+                "obey(?:ing)?|"
                 "listen(?:ing)? to|adher(?:e|ing) to|comply(?:ing)? with|apply(?:ing)?) ~"
                 "(?:previous|prior|above|earlier|original|initial|your|system) ~"
                 + _N_CORE + r"\b")),
@@ -68,7 +69,8 @@ PHRASES: list[Rule] = [
                 "you have been|you are|you're) ~(?:given|told|configured|programmed|trained|"
                 r"instructed|set up)\b")),
     Rule("ig7", "ignore_instructions", "critical", "words",
-         phrase(r"(?:ignore|disregard|forget) (?:all |the |everything )?(?:above|foregoing|previous|"
+         phrase(r"(?:ignore|disregard|forget) (?:all |the |everything )?(?:above|foregoing|"
+                r"previous|"
                 r"prior)\b(?=\s{0,2}(?:[.!;:,]|and\b|then\b|$))")),
     # -- new instructions ----------------------------------------------------------------------
     Rule("new1", "new_instructions", "high", "words",
@@ -79,7 +81,8 @@ PHRASES: list[Rule] = [
                 r"have to|only|always|never|respond|answer|reply|act|behave|speak|obey)\b")),
     Rule("new3", "new_instructions", "high", "words",
          phrase("your (?:new|real|true|actual|updated) (?:task|goal|objective|purpose|mission|"
-                r"job|role|instructions?|directive|orders) (?:is|are|will be)(?: to\b|[\W_]{0,2}:)")),
+                r"job|role|instructions?|directive|orders) (?:is|are|will be)"
+                r"(?: to\b|[\W_]{0,2}:)")),
     Rule("new4", "new_instructions", "high", "words",
          phrase("(?:update|replace|change|rewrite|overwrite) (?:your|the assistant's) "
                 r"(?:system prompt|instructions|rules|guidelines|directives|programming)\b")),
@@ -87,7 +90,8 @@ PHRASES: list[Rule] = [
          phrase("(?:instead|now)[\\W_]{0,3}(?:you (?:must|will|should|shall)|your task is) ~"
                 r"(?:only )?(?:say|output|respond|reply|print|write)\b")),
     Rule("new6", "new_instructions", "high", "words",
-         phrase("(?:assistant|ai|bot|model|chatgpt|gpt)[\\W_]{0,3}~(?:new|updated|revised) (?:rules?|"
+         phrase("(?:assistant|ai|bot|model|chatgpt|gpt)[\\W_]{0,3}~(?:new|updated|"
+                "revised) (?:rules?|"
                 r"instructions?|directives?|polic(?:y|ies))[\W_]{0,3}[:\-]")),
     # -- system-role manipulation -----------------------------------------------------------
     Rule("sys1", "system_role", "high", "words",
@@ -97,21 +101,24 @@ PHRASES: list[Rule] = [
                 r"new instructions|from now on|act as|override|the assistant)\b")),
     Rule("sys2", "system_role", "high", "words",
          phrase("you are now (?:in |an? |the )?(?:system|admin|administrator|root|superuser|sudo|"
-                r"developer|operator|god|unrestricted|unfiltered|jailbroken|uncensored|unbound|free)"
+                r"developer|operator|god|unrestricted|unfiltered|jailbroken|uncensored|unbound|"
+                r"free)"
                 r"\b")),
     Rule("sys3", "system_role", "high", "words",
          phrase("(?:i am|i'm|im|this is|speaking as) your (?:developer|creator|administrator|admin|"
                 r"owner|operator|programmer|maker|master|trainer|system administrator)\b")),
     Rule("sys4", "system_role", "high", "words",
          phrase("(?:this is|message from|a message from|note from) (?:openai|anthropic|"
-                r"the system|your system|the developers?|your developers?|the admin team)\b[\W_]{0,3}"
+                r"the system|your system|the developers?|your developers?|"
+                r"the admin team)\b[\W_]{0,3}"
                 r"(?:[:,]|you|we|please|ignore|override)")),
     Rule("sys5", "system_role", "high", "words",
          phrase("(?:switch|change|elevate|escalate|upgrade) (?:your|my) (?:role|privileges|"
                 "permissions|access level|clearance) (?:to|into) ~(?:system|admin|administrator|"
                 r"root|developer|superuser|unrestricted)\b")),
     Rule("sys6", "system_role", "high", "words",
-         phrase("the real (?:admin|administrator|developer|owner|operator|system|user) (?:says|said|"
+         phrase("the real (?:admin|administrator|developer|owner|operator|system|user) (?:says|"
+                "said|"
                 r"wants|instructs|orders|commands|is telling you)\b")),
     Rule("sys7", "system_role", "high", "words",
          phrase("(?:grant|give|assign) yourself (?:full |unrestricted |elevated )?(?:admin|"
@@ -121,10 +128,12 @@ PHRASES: list[Rule] = [
     Rule("dan1", "jailbreak_persona", "critical", "words",
          phrase(r"(?:do anything now|dan mode|dan prompt|stan mode|jailbreak mode|jailbroken mode|"
                 r"god mode (?:enabled|activated|on)|evil mode|chaos mode|unrestricted mode|"
-                r"unfiltered mode|uncensored mode|no[- ]?filter mode|sudo mode|betterdan|antigpt)\b")),
+                r"unfiltered mode|uncensored mode|no[- ]?filter mode|sudo mode|betterdan|"
+                r"antigpt)\b")),
     Rule("dan2", "jailbreak_persona", "critical", "words",
          phrase("(?:you are|you're|act as|pretend to be|roleplay as|become) (?:now )?"
-                "(?:a |an |the )?(?:dan|stan|dude|aim|evilbot|evil bot|mongo tom|chaosgpt|chaos gpt|"
+                "(?:a |an |the )?(?:dan|stan|dude|aim|evilbot|evil bot|mongo tom|chaosgpt|"
+                "chaos gpt|"
                 r"jailbroken ai|unfiltered ai|uncensored ai|unrestricted ai|devmode)\b")),
     Rule("dan3", "jailbreak_persona", "critical", "words",
          phrase("(?:enable|activate|enter|switch to|turn on|unlock|engage) ~(?:god|jailbreak|"
@@ -188,7 +197,8 @@ PHRASES: list[Rule] = [
                 r"even if|always)\b")),
     Rule("rp6", "roleplay_jailbreak", "high", "words",
          phrase("(?:answer|respond|reply|talk|speak|act|behave|operate) ~(?:without|with no|free "
-                "of|free from|unbound by|not bound by) ~(?:any )?(?:ethical |moral |content |safety )?"
+                "of|free from|unbound by|not bound by) ~(?:any )?(?:ethical |moral |content |"
+                "safety )?"
                 r"(?:restrictions|censorship|filters|guardrails|ethics|morals|limits|boundaries)\b")),
 ]
 
@@ -258,12 +268,14 @@ PHRASES += [
                 r"developer|admin|administrator|root) (?:prompt|instructions?|commands?|"
                 r"directives?|messages?)\b")),
     Rule("ne4", "nested_prompt", "high", "words",
-         phrase("(?:end|close|stop|terminate) ~(?:of )?(?:the )?(?:system |user |original |previous |"
+         phrase("(?:end|close|stop|terminate) ~(?:of )?(?:the )?(?:system |user |original |"
+                "previous |"
                 "current |first )?(?:prompt|instructions|context|input|message)\\b ~(?:new|begin|"
                 r"start|next|second|now|real) ~(?:prompt|instructions?|task|session|message)\b")),
     Rule("ne5", "nested_prompt", "medium", "words",
          phrase("(?:prompts?|instructions?) (?:inside|within|embedded in|hidden in|nested in) ~"
-                "(?:a |an |the |another |this )?(?:prompt|instructions?|image|document|file|comment|"
+                "(?:a |an |the |another |this )?(?:prompt|instructions?|image|document|file|"
+                "comment|"
                 r"email|message|pdf|webpage)\b")),
     # -- data exfiltration ---------------------------------------------------------------------
     Rule("xf1", "data_exfiltration", "critical", "words",
@@ -273,9 +285,11 @@ PHRASES += [
     # -- memory / state access -----------------------------------------------------------------
     Rule("me1", "memory_access", "high", "words",
          phrase("(?:show|tell|give|list|print|dump|reveal|display|share|read|access|retrieve|fetch|"
-                "output|what (?:are|were|did|was)|repeat) ~(?:me )?~(?:the |any )?(?:other|previous|"
+                "output|what (?:are|were|did|was)|repeat) ~(?:me )?~(?:the |any )?(?:other|"
+                "previous|"
                 "prior|earlier|last|past|another|different) ~(?:users?|customers?|sessions?|people|"
-                "tenants?|clients?|person)['’]?s? ~(?:conversations?|chats?|messages?|data|memories|"
+                "tenants?|clients?|person)['’]?s? ~(?:conversations?|chats?|messages?|data|"
+                "memories|"
                 "history|queries|prompts|questions|requests|files|inputs|outputs|answers|details|"
                 r"records)\b")),
     Rule("me2", "memory_access", "high", "words",
@@ -304,7 +318,8 @@ PHRASES += [
                 r"uploaded|typed|wrote)\b")),
     Rule("me6", "memory_access", "medium", "words",
          phrase("(?:access|read|query|open|load|retrieve|search|browse|inspect) ~(?:your|the)? ~"
-                "(?:long[- ]term |persistent |internal |hidden |stored |private )(?:memory|memories|"
+                "(?:long[- ]term |persistent |internal |hidden |stored |private )(?:memory|"
+                "memories|"
                 r"state)\b")),
 ]
 

@@ -39,7 +39,8 @@ SYNTAX: list[Rule] = [
          r"(?:system|user|admin|original)?[ \t]{0,2}(?:prompt|instructions?|message|input|context)"
          r"[ \t]{0,2}[=\-#*]{0,40}"),
     Rule("de6", "delimiter_injection", "high", "fold",
-         _LINE + r"system[ \t]{0,2}:[ \t]{0,3}(?:you|ignore|new|from now on|disregard|the assistant|"
+         _LINE + r"system[ \t]{0,2}:[ \t]{0,3}(?:you|ignore|new|from now on|disregard|"
+                 r"the assistant|"
          r"override|forget)\b"),
     Rule("de8", "delimiter_injection", "high", "fold",
          r"<!--[ \t]{0,3}(?:system|assistant|user|admin|ai|instructions?)[ \t]{0,2}:"),
@@ -67,10 +68,12 @@ SYNTAX: list[Rule] = [
     Rule("sh6", "command_injection", "high", "fold",
          r"\b(?:curl|wget)\b[^\n|;&]{0,200}\|[ \t]{0,3}(?:sudo[ \t]{1,3})?" + _SH + r"\b"),
     Rule("sh7", "command_injection", "high", "fold",
-         r"(?:;|&&|\|\|)[ \t]{0,3}(?:sudo[ \t]{1,3})?rm[ \t]{1,3}-[a-z]{0,3}[rf][a-z]{0,3}[ \t]{1,3}"
+         r"(?:;|&&|\|\|)[ \t]{0,3}(?:sudo[ \t]{1,3})?"
+         r"rm[ \t]{1,3}-[a-z]{0,3}[rf][a-z]{0,3}[ \t]{1,3}"
          r"(?:~|\*|\$home|/(?:[ \t*]|$)|\.\.?/?(?:[ \t]|$))"),
     Rule("sh8", "command_injection", "high", "fold",
-         r"(?:;|&&|\|\||\|)[ \t]{0,3}(?:sudo[ \t]{1,3})?(?:cat|less|more|head|tail|cp|scp)[ \t]{1,3}"
+         r"(?:;|&&|\|\||\|)[ \t]{0,3}(?:sudo[ \t]{1,3})?"
+         r"(?:cat|less|more|head|tail|cp|scp)[ \t]{1,3}"
          + _SECRET_FILES + r"|(?:;|&&|\|)[ \t]{0,3}(?:shutdown|reboot|halt|poweroff)\b"
          r"|(?:;|&&|\|)[ \t]{0,3}(?:nc|ncat|netcat)[ \t]{1,3}[\w.-]{1,100}[ \t]{1,3}\d{1,5}"),
     Rule("sh9", "command_injection", "high", "fold",
@@ -88,7 +91,8 @@ SYNTAX: list[Rule] = [
          r"-(?:enc|encodedcommand|e)[ \t]{1,3}[a-z0-9+/=]{16,}"),
     Rule("sh13", "command_injection", "medium", "fold", r"/etc/shadow\b"),
     Rule("sh14", "command_injection", "high", "fold",
-         r"(?:;|&&|\|\|)[ \t]{0,3}(?:" + _SH + r"|chmod[ \t]{1,3}\+x)[ \t]{1,3}(?:/tmp/|/dev/shm/)"),
+         r"(?:;|&&|\|\|)[ \t]{0,3}(?:" + _SH + r"|chmod[ \t]{1,3}\+x)[ \t]{1,3}"
+         r"(?:/tmp/|/dev/shm/)"),
     # SQL injection through a quoted value: "admin'; DROP TABLE", "' OR '1'='1", "' UNION SELECT"
     Rule("sql1", "command_injection", "high", "fold",
          r"'[ \t]{0,3}(?:;[ \t]{0,3}(?:drop|delete|truncate|update|insert|alter|exec)\b"
@@ -109,5 +113,6 @@ SYNTAX: list[Rule] = [
     Rule("tp4", "template_injection", "medium", "fold",
          r"\{\{[ \t]{0,3}\d{1,4}[ \t]{0,3}\*[ \t]{0,3}\d{1,4}[ \t]{0,3}\}\}"
          r"|\$\{[ \t]{0,3}\d{1,4}[ \t]{0,3}\*[ \t]{0,3}\d{1,4}[ \t]{0,3}\}"),
-    Rule("tp5", "template_injection", "low", "fold", r"\{\{[^{}\n]{1,200}\}\}|\$\{[^{}$\n]{1,200}\}"),
+    Rule("tp5", "template_injection", "low", "fold",
+         r"\{\{[^{}\n]{1,200}\}\}|\$\{[^{}$\n]{1,200}\}"),
 ]

@@ -78,7 +78,7 @@ def _stars(value: str, keep_last: int = 0) -> str:
     return "".join(reversed(out))
 
 
-def mask(type: str, value: str) -> str:  # noqa: A002 - "type" is the match field's name
+def mask(type: str, value: str) -> str:  # "type" as the match field is named
     """A sample safe to show: enough to recognise one's own data, never enough to use it."""
     if type == "email":
         local, _, domain = value.partition("@")
@@ -111,7 +111,7 @@ def mask(type: str, value: str) -> str:  # noqa: A002 - "type" is the match fiel
 
 # -- redaction ---------------------------------------------------------------------------------
 
-def marker(type: str) -> str:  # noqa: A002
+def marker(type: str) -> str:
     return f"[REDACTED:{type.upper()}]"
 
 

@@ -16,8 +16,8 @@ import base64
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import app.reflex.checksums as checksums
 
@@ -152,7 +152,8 @@ def _ipv4(value: str, text: str, start: int, end: int):
         return None  # not about a person or a host of theirs
     if _VERSION_WORDS.search(text, max(0, start - 30), start):
         return None  # "version 10.0.0.1" names a release
-    if re.search(r"(?i)\b(?:upgrade|update|bump|release|version)\b", text[max(0, start - 30):start]):
+    if re.search(r"(?i)\b(?:upgrade|update|bump|release|version)\b",
+                 text[max(0, start - 30):start]):
         return 0.5  # "upgrade to 10.0.0.1": may be a host, may be a version
     return 0.9 if not addr.is_private else 0.7
 
@@ -317,10 +318,12 @@ RULES: list[Rule] = [
          r"(?:entification)?[ ]number))[ \t]{0,2}[:#]?[ \t]{0,2}(?:(?i:is)[ \t]{1,2})?"
          r"(?P<ssnk_v>\d{3}[ -]?\d{2}[ -]?\d{4})(?![\w-])", _ssn_or_itin),
     Rule("passport", "passport",
-         r"(?i:\bpassport)" + _FILL + r"(?P<passport_v>[A-Z]{0,2}\d{6,9})(?![\w])", _has_digit, 0.85),
+         r"(?i:\bpassport)" + _FILL + r"(?P<passport_v>[A-Z]{0,2}\d{6,9})(?![\w])", _has_digit,
+         0.85),
     Rule("license", "drivers_license",
          r"(?:(?i:\b(?:driver'?s?'?[ ]licen[cs]e|driving[ ]licen[cs]e|licen[cs]e[ ]number))|\bDL\b)"
-         + _FILL + r"(?P<license_v>[A-Z0-9](?:[A-Z0-9-]{4,18})[A-Z0-9])(?![\w-])", _has_digit, 0.85),
+         + _FILL + r"(?P<license_v>[A-Z0-9](?:[A-Z0-9-]{4,18})[A-Z0-9])(?![\w-])", _has_digit,
+         0.85),
     Rule("mrn", "medical_record",
          r"(?i:\b(?:mrn|medical[ ]record|patient[ ]id|health[ ]record|chart[ ]number))" + _FILL
          + r"(?P<mrn_v>[A-Z]{0,3}-?\d{5,10})(?![\w-])", _has_digit, 0.85),
@@ -382,7 +385,8 @@ RULES: list[Rule] = [
          r"(?![\w]|\.\d)", _ipv4),
     Rule("ipv6", "ipv6",
          r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])", _ipv6),
-    Rule("b58", "crypto_wallet", r"(?<![A-Za-z0-9])[13LM][1-9A-HJ-NP-Za-km-z]{25,34}(?![A-Za-z0-9])",
+    Rule("b58", "crypto_wallet",
+         r"(?<![A-Za-z0-9])[13LM][1-9A-HJ-NP-Za-km-z]{25,34}(?![A-Za-z0-9])",
          _b58),
     Rule("bech32", "crypto_wallet",
          r"(?<![A-Za-z0-9])(?:bc|tb|ltc|BC|TB|LTC)1[02-9ac-hj-np-zAC-HJ-NP-Z]{6,87}(?![A-Za-z0-9])",

@@ -68,7 +68,8 @@ class Policy:
         )
 
     def blocks_pii_in(self, field: str) -> bool:
-        return any(f == "*" or field == f or field.startswith(f + ".") for f in self.pii_block_fields)
+        return any(f == "*" or field == f or field.startswith(f + ".")
+                   for f in self.pii_block_fields)
 
 
 def configured(env: Mapping[str, str]) -> Policy:

@@ -109,7 +109,8 @@ def public_match(d: dict) -> dict:
 def decide(public_matches: list[dict], policy: Policy | None = None) -> dict:
     """The verdict from public match dicts (as the reflex chord's header tasks return them)."""
     matches = [public_match(m) for m in public_matches if isinstance(m, dict)]
-    findings = [Finding(str(m.get("field", "goal")), str(m.get("family", "")), str(m.get("type", "")),
+    findings = [Finding(str(m.get("field", "goal")), str(m.get("family", "")),
+                        str(m.get("type", "")),
                         m["severity"] if m.get("severity") in SEVERITIES else "low",
                         float(m.get("confidence", 1.0)))
                 for m in matches]

@@ -88,10 +88,11 @@ class ChaosStack:
         return ids
 
     def statuses(self, ids: list[str]) -> Counter:
-        for attempt in range(60):  # the database may be the thing that is down
+        for _ in range(60):  # the database may be the thing that is down
             try:
                 with session_scope(self.settings) as session:
-                    rows = session.execute(select(Task.status).where(Task.id.in_(ids))).scalars().all()
+                    query = select(Task.status).where(Task.id.in_(ids))
+                    rows = session.execute(query).scalars().all()
                 return Counter(str(s) for s in rows)
             except OperationalError:
                 time.sleep(0.5)

@@ -26,6 +26,7 @@ from faker import Faker
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # so app.reflex.checksums imports when run as a script
 
+# After the sys.path line above: these imports must work when the file runs as a script.
 from app.reflex.checksums import base58check_encode, bech32_encode, luhn_ok  # noqa: E402
 from tests.data import reflex_cases as cases  # noqa: E402
 
@@ -125,7 +126,8 @@ PII_VALUES = {
     "stripe_key": lambda f, r: r.choice(["sk_live_", "rk_live_", "sk_test_"]) + _alnum(r, 24),
     "slack_token": lambda f, r: "xoxb-" + "-".join(str(r.randrange(10**10, 10**12))
                                                    for _ in range(2)) + "-" + _alnum(r, 24),
-    "google_api_key": lambda f, r: "AIza" + _alnum(r, 35, string.ascii_letters + string.digits + "-_"),
+    "google_api_key": lambda f, r: "AIza" + _alnum(r, 35,
+                                                    string.ascii_letters + string.digits + "-_"),
     "private_key": _pem,
     "jwt": lambda f, r: "Authorization token " + _jwt(f, r),
     "secret": lambda f, r: r.choice(["password: ", "db_password=", "passwd = ", "client_secret: "])
@@ -214,7 +216,8 @@ def injection_records(f: Faker, rng: random.Random) -> list[dict]:
     records = []
     for family, seeds in cases.INJECTION.items():
         for i, seed in enumerate(seeds):
-            records.append({"label": "injection", "types": [family], "source": "hand", "text": seed})
+            records.append({"label": "injection", "types": [family], "source": "hand",
+                            "text": seed})
             wrapper = WRAPPERS[i % len(WRAPPERS)]
             text = wrapper.format(attack=seed, bs=f.bs(), catch=f.catch_phrase(), name=f.name())
             records.append({"label": "injection", "types": [family],

@@ -67,7 +67,8 @@ def test_run_brings_up_everything_on_embedded_services_and_stops_cleanly(tmp_pat
             assert body["status"] == "completed", body
             return body
 
-        assert "hello from octollm run" in run_to_the_end("hello from octollm run")["result"]["output"]
+        finished = run_to_the_end("hello from octollm run")
+        assert "hello from octollm run" in finished["result"]["output"]
         assert requests.post(f"{api}/submit", json={"goal": "x"}, timeout=10).status_code == 401
 
         # A worker that dies is started again, as docker-compose's restart policy would.

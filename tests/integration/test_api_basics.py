@@ -39,7 +39,8 @@ def test_invalid_submissions_are_400_naming_the_field(client, payload, field):
 
 
 def test_malformed_json_is_400(client):
-    body = _error(client.post("/submit", data='{"goal": "x",', content_type="application/json"), 400)
+    body = _error(client.post("/submit", data='{"goal": "x",', content_type="application/json"),
+                  400)
     assert "json" in body["message"].lower()
 
 
@@ -106,7 +107,8 @@ def test_metrics_expose_the_seed_names(client):
     client.get("/health")
     text = client.get("/metrics").get_data(as_text=True)
     for name in ("orchestrator_tasks_submitted_total", "orchestrator_task_status_total",
-                 "orchestrator_task_processing_seconds", "orchestrator_http_request_duration_seconds",
+                 "orchestrator_task_processing_seconds",
+                 "orchestrator_http_request_duration_seconds",
                  "octollm_queue_depth"):
         assert name in text
     assert 'octollm_queue_depth{queue="arm.coder"}' in text
@@ -144,7 +146,8 @@ def test_secrets_are_masked_in_log_lines(caplog):
     from app.logging import ContextFilter
 
     record = logging.LogRecord("t", logging.WARNING, __file__, 1,
-                               "connect to postgresql://app:s3cretpw@db/x with Bearer abcdefgh12345 "
+                               "connect to postgresql://app:s3cretpw@db/x with Bearer "
+                               "abcdefgh12345 "
                                "and key %s", ("octo_AbCdEf1234_abcdefghijklmnopqrstuv",), None)
     ContextFilter().filter(record)
     line = record.getMessage()

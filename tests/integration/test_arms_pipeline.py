@@ -19,7 +19,6 @@ from app.models import Task, TaskStep
 from app.pipeline import orchestration, screening, steps
 from app.pipeline.submission import Submission, accept
 from app.runtime import Runtime
-from tests.support.fixtures_llm import fake_llm  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -249,7 +248,7 @@ CODE_ANSWER = ("```python\ndef add(a, b):\n    return a + b\n```\n"
 
 
 @pytest.fixture
-def llm_runtime(runtime, fake_llm):  # noqa: F811 - the fixture imported above
+def llm_runtime(runtime, fake_llm):
     env = {**runtime.settings.env, "OCTOLLM_LLM_BASE_URL": fake_llm.base_url,
            "OCTOLLM_LLM_MODEL": "fake-model", "OCTOLLM_LLM_MAX_RETRIES": "0"}
     rt = Runtime(runtime.settings.replace(env=env))
@@ -276,7 +275,7 @@ def run_pipeline(rt: Runtime, task_id: str) -> None:
     orchestration.finalize(rt, task_id)
 
 
-def test_plan_and_code_come_from_the_llm(llm_runtime, fake_llm, client):  # noqa: F811
+def test_plan_and_code_come_from_the_llm(llm_runtime, fake_llm, client):
     fake_llm.answer(json.dumps(LLM_PLAN), prompt_tokens=100, completion_tokens=50)
     fake_llm.answer(CODE_ANSWER, prompt_tokens=80, completion_tokens=40)
     task_id = accept(llm_runtime, Submission(
@@ -300,7 +299,7 @@ def test_plan_and_code_come_from_the_llm(llm_runtime, fake_llm, client):  # noqa
     assert body["usage"]["total"] == {"tokens": 270, "cost_usd": 0.0, "calls": 2}
 
 
-def test_an_llm_answer_past_the_token_budget_ends_the_task(llm_runtime, fake_llm,  # noqa: F811
+def test_an_llm_answer_past_the_token_budget_ends_the_task(llm_runtime, fake_llm,
                                                           client):
     fake_llm.answer(json.dumps(LLM_PLAN), prompt_tokens=200, completion_tokens=100)
     fake_llm.answer(CODE_ANSWER, prompt_tokens=150, completion_tokens=4000)
@@ -320,7 +319,7 @@ def test_an_llm_answer_past_the_token_budget_ends_the_task(llm_runtime, fake_llm
 
 
 def test_a_budget_too_small_for_any_call_ends_the_task_without_calling(
-        llm_runtime, fake_llm, client):  # noqa: F811
+        llm_runtime, fake_llm, client):
     task_id = accept(llm_runtime, Submission(goal=GOAL, budget={"max_tokens": 20})).task_id
     run_pipeline(llm_runtime, task_id)
     body = client.get(f"/tasks/{task_id}").get_json()
@@ -333,7 +332,7 @@ def test_a_budget_too_small_for_any_call_ends_the_task_without_calling(
     assert fake_llm.requests == []
 
 
-def test_tokens_of_the_call_that_broke_the_budget_are_accounted(llm_runtime, fake_llm,  # noqa: F811
+def test_tokens_of_the_call_that_broke_the_budget_are_accounted(llm_runtime, fake_llm,
                                                                 client):
     fake_llm.answer(json.dumps(LLM_PLAN), prompt_tokens=200, completion_tokens=100)
     fake_llm.answer(CODE_ANSWER, prompt_tokens=150, completion_tokens=4000)

@@ -121,7 +121,8 @@ def test_apikey_command_prints_the_key_once_and_stores_only_its_hash(runtime, te
 def test_audit_log_records_submit_cancel_retry_blocked_and_key_creation(secured, keys, runtime):
     c = secured.test_client()
     alice = h(keys["alice"])
-    task_id = c.post("/submit", json={"goal": "Run `echo audited`"}, headers=alice).get_json()["task_id"]
+    task_id = c.post("/submit", json={"goal": "Run `echo audited`"},
+                     headers=alice).get_json()["task_id"]
     assert c.post(f"/tasks/{task_id}/cancel", headers=alice).status_code == 200
     email = "jane.roe@example.com"
     retried = c.post("/submit", json={"goal": f"Run `echo mail {email}`"},

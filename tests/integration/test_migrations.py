@@ -1,4 +1,5 @@
-"""`alembic upgrade head` builds the whole schema on an empty database; `downgrade base` undoes it."""
+"""`alembic upgrade head` builds the whole schema on an empty database; `downgrade base` undoes
+it."""
 
 import uuid
 
@@ -17,8 +18,8 @@ def empty_database(database_url):
 
     url = make_url(database_url)
     name = f"octollm_mig_{uuid.uuid4().hex[:8]}"
-    admin = dict(host=url.host or url.query.get("host"), port=url.port or 5432,
-                 user=url.username, dbname="postgres")
+    admin = {"host": url.host or url.query.get("host"), "port": url.port or 5432,
+             "user": url.username, "dbname": "postgres"}
     conn = psycopg2.connect(**admin)
     conn.autocommit = True
     conn.cursor().execute(f'CREATE DATABASE "{name}"')

@@ -9,6 +9,7 @@ PROMETHEUS_MULTIPROC_DIR, as the children of a prefork worker or gunicorn do.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -52,10 +53,8 @@ def json_lines(text: str) -> list[dict]:
     records = []
     for line in text.splitlines():
         if line.startswith("{"):
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 records.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
     return records
 
 

@@ -1,4 +1,5 @@
-"""Property-based fuzzing of every documented endpoint: no 5xx, every answer matches the document."""
+"""Property-based fuzzing of every documented endpoint: no 5xx, every answer matches the
+document."""
 
 import pytest
 import schemathesis

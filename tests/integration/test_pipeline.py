@@ -39,7 +39,8 @@ def test_command_task_completes_with_result_steps_and_episode(client, worker_set
         executor = next(s for s in steps if s.arm == "executor")
         assert executor.output["exit_code"] == 0 and executor.finished_at is not None
 
-    episodes = client.get("/memory/search", query_string={"q": "Run `echo hello from the pipeline`"})
+    episodes = client.get("/memory/search",
+                          query_string={"q": "Run `echo hello from the pipeline`"})
     assert episodes.status_code == 200, episodes.get_data(as_text=True)
     assert task_id in [hit["task_id"] for hit in episodes.get_json()["results"]]
 
@@ -55,7 +56,8 @@ def test_status_moves_pending_processing_completed(client, worker_set, wait_for,
 
 def test_failed_acceptance_criterion_fails_the_task_but_keeps_the_result(client, worker_set,
                                                                          wait_for):
-    task_id = submit(client, goal="Run `echo not json at all`", acceptance_criteria=["format: json"])
+    task_id = submit(client, goal="Run `echo not json at all`",
+                     acceptance_criteria=["format: json"])
     body = wait_for(client, task_id)
     assert body["status"] == "failed"
     assert body["error"]["code"] == "VALIDATION_FAILED"

@@ -54,7 +54,8 @@ def test_a_step_cancelled_while_its_arm_ran_stays_cancelled(runtime):
     assert outcome.action == "run"
     orchestration.change_status(runtime, task_id, "cancelled")  # the user cancels mid-step
 
-    assert steps.store(runtime.settings, task_id, executor.step_id, {"stdout": "late"}, None) is None
+    assert steps.store(runtime.settings, task_id, executor.step_id, {"stdout": "late"},
+                       None) is None
     after = _steps(runtime, task_id)[executor.step_id]
     assert (after.status, after.output, after.error) == ("cancelled", None, None)
 

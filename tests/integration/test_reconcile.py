@@ -1,4 +1,5 @@
-"""Reconciliation jobs: resume stalled pipelines, give up on loops, re-index, purge, single-flight."""
+"""Reconciliation jobs: resume stalled pipelines, give up on loops, re-index, purge,
+single-flight."""
 
 import logging
 import time
@@ -72,7 +73,8 @@ def test_a_task_that_never_progresses_is_failed_after_max_dispatches(runtime):
 
 
 def test_reindex_job_puts_missing_episodes_back(runtime, api_app, client, worker_set, wait_for):
-    task_id = client.post("/submit", json={"goal": "Run `echo index me again`"}).get_json()["task_id"]
+    task_id = client.post("/submit",
+                          json={"goal": "Run `echo index me again`"}).get_json()["task_id"]
     assert wait_for(client, task_id)["status"] == "completed"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:  # the pipeline's own memory.index ran
@@ -145,7 +147,8 @@ def test_sync_job_puts_back_the_episodes_of_a_wiped_qdrant(runtime, own_memory, 
                                   limit=50)
     assert sorted(hit["task_id"] for hit in hits) == sorted(ids)
     assert actions("sync_episodes", "reindexed") == before + counts["reindexed"]
-    record = next(r for r in caplog.records if "maintenance job sync_episodes done" in r.getMessage())
+    record = next(r for r in caplog.records
+                  if "maintenance job sync_episodes done" in r.getMessage())
     assert record.counts == counts
     # Nothing is missing any more: a second run checks everything and re-indexes none of ours.
     again = service.sync(own_memory, page=2)

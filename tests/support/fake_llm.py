@@ -1,8 +1,8 @@
 """A small OpenAI-compatible chat-completions server for tests.
 
 It runs on 127.0.0.1 in a daemon thread. Tests script its behaviour with a queue of planned
-responses (answer, fail with a status, stall, rate-limit, malformed body); when the queue is empty it
-answers with ``default_content``. Every request it receives is recorded.
+responses (answer, fail with a status, stall, rate-limit, malformed body); when the queue is
+empty it answers with ``default_content``. Every request it receives is recorded.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class FakeLLM:
         self._stop_stalling = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
                                         daemon=True)
 
     @property
@@ -127,7 +128,8 @@ def _handler_for(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
         def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
             self._send_raw(status, json.dumps(payload).encode(), headers)
 
-        def _send_raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        def _send_raw(self, status: int, data: bytes,
+                      headers: dict[str, str] | None = None) -> None:
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

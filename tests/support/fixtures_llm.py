@@ -1,4 +1,4 @@
-"""pytest fixture for the fake LLM server; tests/conftest.py imports ``fake_llm`` from here."""
+"""pytest fixture for the fake LLM server, registered for every test by tests/conftest.py."""
 
 from __future__ import annotations
 

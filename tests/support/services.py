@@ -6,6 +6,7 @@ db number per run, so concurrent runs never collide) and embedded ones otherwise
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -31,10 +32,8 @@ class TestServices:
 
     def close(self) -> None:
         for fn in reversed(self._cleanup):
-            try:
+            with contextlib.suppress(Exception):  # teardown must try every step
                 fn()
-            except Exception:  # noqa: BLE001 - teardown must try every step
-                pass
 
 
 def _create_database(admin_dsn: dict, name: str) -> None:

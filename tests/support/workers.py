@@ -7,6 +7,7 @@ work directory so a failing test can show what the workers said.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -15,18 +16,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers.processes import worker_argv
 from tasks.queues import QUEUES
+from workers.processes import worker_argv
 
 APP = "workers.celery_app"
 
 
 def _die_with_parent() -> None:
     """Linux: the worker gets SIGTERM when the test run dies, even by SIGKILL."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 @dataclass
@@ -67,7 +66,8 @@ class WorkerSet:
     label: str = "test"
     _generation: int = 0
 
-    def start(self, queue: str, *, concurrency: int | None = None, wait: bool = True) -> WorkerProcess:
+    def start(self, queue: str, *, concurrency: int | None = None,
+              wait: bool = True) -> WorkerProcess:
         self._generation += 1
         hostname = f"{queue}-{self._generation}@{self.label}"
         log_path = self.workdir / f"worker-{self.label}-{queue}-{self._generation}.log"

@@ -1,4 +1,5 @@
-"""The benchmark's raw canvas (bench/rawcanvas.py) has the shape of the pipeline it is compared with."""
+"""The benchmark's raw canvas (bench/rawcanvas.py) has the shape of the pipeline it is compared
+with."""
 
 from celery import Celery
 
@@ -26,6 +27,6 @@ def test_raw_canvas_has_the_same_tasks_queues_and_chords_as_the_pipeline():
 
 def test_raw_tasks_are_routed_to_the_queues_of_their_octollm_twins():
     routes = raw.app.conf.task_routes
-    for name, task in raw.app.tasks.items():
+    for name in raw.app.tasks:
         if name.startswith(raw.PREFIX):
             assert routes[name]["queue"] == queue_for(raw.octollm_name(name))

@@ -9,7 +9,8 @@ SECRET = "unit-test-secret-key-long-enough-for-hs256"
 
 
 def token(**overrides):
-    args = dict(task_id="t1", step_id="s1", arm="coder", actions=["analyze"], ttl_seconds=60)
+    args = {"task_id": "t1", "step_id": "s1", "arm": "coder", "actions": ["analyze"],
+            "ttl_seconds": 60}
     args.update(overrides)
     return issue(SECRET, **args)
 
@@ -31,9 +32,10 @@ def test_missing_or_malformed_token_is_refused(presented, expect):
     assert caught.value.code == "CAPABILITY_DENIED"
 
 
-@pytest.mark.parametrize("field, value", [("task_id", "t2"), ("step_id", "s2"), ("arm", "executor")])
+@pytest.mark.parametrize("field, value",
+                         [("task_id", "t2"), ("step_id", "s2"), ("arm", "executor")])
 def test_token_for_another_task_step_or_arm_is_refused(field, value):
-    wanted = dict(task_id="t1", step_id="s1", arm="coder")
+    wanted = {"task_id": "t1", "step_id": "s1", "arm": "coder"}
     wanted[field] = value
     with pytest.raises(CapabilityDenied, match="capability token is for"):
         verify(SECRET, token(), **wanted)

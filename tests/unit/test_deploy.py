@@ -23,9 +23,9 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from app import metrics
 from app.config import Settings
+from tasks.queues import ARM_QUEUES, QUEUES, redis_lists
 from tests.support.markdown import anchors
 from workers import cli, processes
-from tasks.queues import ARM_QUEUES, QUEUES, redis_lists
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -519,7 +519,7 @@ def test_the_configuration_table_lists_every_variable_with_its_real_default():
     for suffix in ("BASE_URL", "MODEL", "API_KEY"):
         expected.add(llm_name := "OCTOLLM_LLM_" + suffix)
         assert documented.get(llm_name) is None, f"{llm_name} has no default"
-    for suffix, (param, kind) in llm._NUMBER_KEYS.items():  # noqa: SLF001 - the variables
+    for suffix, (param, kind) in llm._NUMBER_KEYS.items():
         expected.add(name := "OCTOLLM_LLM_" + suffix)
         assert documented.get(name) is not None, f"{name}: no default documented"
         assert kind(documented[name]) == signature[param].default, name

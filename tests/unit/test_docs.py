@@ -33,7 +33,8 @@ def test_every_relative_link_resolves(document):
 
 
 def test_the_checker_sees_links_headings_and_code_as_github_does(tmp_path):
-    (tmp_path / "other.md").write_text("# Other\n\n## Set-up: `make run`\n\n## Set-up: `make run`\n")
+    (tmp_path / "other.md").write_text(
+        "# Other\n\n## Set-up: `make run`\n\n## Set-up: `make run`\n")
     doc = tmp_path / "doc.md"
     doc.write_text(
         "# Title\n\n```bash\n# not a heading\n[not](a-link.md)\n```\n\n"

@@ -1,7 +1,7 @@
 import pytest
 
-from app.pipeline.lifecycle import TERMINAL, can_transition, is_terminal, sources_of
 from app.models import TaskStatus
+from app.pipeline.lifecycle import TERMINAL, can_transition, is_terminal, sources_of
 
 
 @pytest.mark.parametrize("current, target, allowed", [

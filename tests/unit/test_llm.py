@@ -5,7 +5,6 @@ import pytest
 from app import llm
 from app.errors import ErrorCode
 from app.llm import BudgetExceeded, LLMClient, LLMError, Usage, client_from_mapping
-from tests.support.fixtures_llm import fake_llm  # noqa: F401  (fixture)
 
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
 

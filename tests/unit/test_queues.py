@@ -5,8 +5,8 @@ from celery import Celery
 
 import celeryconfig
 from app.config import Settings
-from workers.processes import worker_argv
 from tasks.queues import ARM_QUEUES, QUEUES, TASK_MODULES, queue_for, redis_lists
+from workers.processes import worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 DESIGN_QUEUES = {"reflex", "planner", "orchestrator", "arm.retriever", "arm.coder",

@@ -7,7 +7,6 @@ import pytest
 from app.arms.base import ArmContext, ArmError
 from app.arms.coder import Config, find_code, run
 from app.llm import BudgetExceeded, LLMClient, LLMError, Usage
-from tests.support.fixtures_llm import fake_llm  # noqa: F401  (fixture)
 
 BUGGY = "import os\n\ndef load(path, cache={}):\n    try:\n        return open(path).read()\n" \
         "    except:\n        return None\n"
@@ -227,7 +226,8 @@ def test_llm_transform_only_when_offline_cannot(fake_llm):
 
 
 def test_find_code_prefers_context_blocks_then_goal():
-    sources = find_code(ctx("analyze", "```py\nb = 2\n```", "```python\na = 1\n```\n```sql\nS\n```"))
+    sources = find_code(ctx("analyze", "```py\nb = 2\n```",
+                            "```python\na = 1\n```\n```sql\nS\n```"))
 
     assert [(s.label, s.language) for s in sources] == [
         ("context block 1 (line 2)", "python"), ("context block 2 (line 5)", "sql"),

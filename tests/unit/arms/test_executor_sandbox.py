@@ -110,7 +110,8 @@ def test_fork_bomb_is_contained():
 def test_fork_bomb_hits_the_process_limit():
     command, _ = snippet(
         "import os, sys, time\nkids = 0\nfor _ in range(200):\n    try:\n        pid = os.fork()\n"
-        "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n"
+        "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(30)\n        "
+        "os._exit(0)\n"
         "    kids += 1\nprint(kids)")
 
     out, elapsed = execute(command, Config(timeout_seconds=5, max_processes=10))
@@ -209,7 +210,8 @@ def test_root_worker_runs_commands_as_an_unprivileged_user(monkeypatch):
 
 
 def test_each_run_gets_a_fresh_directory_that_is_removed():
-    first, _ = execute("python3 -c 'import os; open(\"note\", \"w\").write(\"x\"); print(os.getcwd())'")
+    first, _ = execute("python3 -c 'import os; open(\"note\", \"w\").write(\"x\"); "
+                       "print(os.getcwd())'")
     second, _ = execute("python3 -c 'import os; print(os.getcwd(), os.listdir())'")
 
     first_dir = first["stdout"].strip()

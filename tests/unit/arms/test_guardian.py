@@ -31,7 +31,8 @@ def test_redact_output_walks_every_string_and_keeps_keys_and_other_values():
     assert redacted == {
         "result": "mail [REDACTED:EMAIL]",
         "summary": "ok",
-        "rows": [{"email": "[REDACTED:EMAIL]", "n": 3}, ["card [REDACTED:CREDIT_CARD]", None, True]],
+        "rows": [{"email": "[REDACTED:EMAIL]", "n": 3},
+                 ["card [REDACTED:CREDIT_CARD]", None, True]],
         EMAIL: "keys are kept as they are",
         "exit_code": 0,
     }

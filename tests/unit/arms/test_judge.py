@@ -7,7 +7,6 @@ import pytest
 from app.arms.base import ArmContext, ArmError
 from app.arms.judge import Config, combined_result, gather_criteria, judged_outputs, run
 from app.llm import BudgetExceeded, LLMClient, Usage
-from tests.support.fixtures_llm import fake_llm  # noqa: F401  (fixture)
 
 RUN = {"result": "42\n", "exit_code": 0, "timed_out": False, "summary": "s", "mode": "offline"}
 CODE = {"result": "analysis text", "summary": "s", "mode": "offline"}

@@ -5,7 +5,6 @@ import json
 from app.arms.base import ArmContext
 from app.arms.retriever import run
 from app.llm import LLMClient, Usage
-from tests.support.fixtures_llm import fake_llm  # noqa: F401  (fixture)
 
 HITS = [
     {"text": "Paris is the capital of France. It hosts the Louvre.", "score": 0.71,

@@ -1,5 +1,7 @@
 """Chunks stay within size, end on sentence or paragraph boundaries and overlap."""
 
+import itertools
+
 import pytest
 
 from app.memory.chunking import chunk_text
@@ -26,7 +28,7 @@ def test_long_text_splits_on_sentences_within_the_limit_with_overlap():
     assert len(chunks) > 5
     assert all(len(c) <= 300 for c in chunks)
     assert all(c.endswith(".") for c in chunks)  # never cut mid-sentence
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in itertools.pairwise(chunks):
         last_sentence = before.rsplit(". ", 1)[-1]
         assert after.startswith(last_sentence.rstrip("."))  # the tail is repeated
     # Every sentence survives somewhere.

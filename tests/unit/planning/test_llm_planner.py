@@ -6,7 +6,6 @@ import pytest
 
 from app.llm import BudgetExceeded, LLMClient, Usage
 from app.planning.llm_planner import llm_plan, parse_plan
-from tests.support.fixtures_llm import fake_llm  # noqa: F401  (fixture)
 
 GOAL = "Compare Redis and Memcached for caching sessions"
 

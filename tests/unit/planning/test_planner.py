@@ -6,7 +6,6 @@ from app.llm import LLMClient
 from app.planning.plan import Plan
 from app.planning.planner import make_plan
 from app.planning.rules import rule_plan
-from tests.support.fixtures_llm import fake_llm  # noqa: F401  (fixture)
 
 
 def past_hint(score):

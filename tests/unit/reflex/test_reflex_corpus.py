@@ -139,9 +139,11 @@ def test_generated_files_are_what_the_generator_writes():
 if __name__ == "__main__":
     # python -m tests.unit.reflex.test_reflex_corpus: the numbers docs/safety.md publishes.
     for family in THRESHOLDS:
-        print(f"{family}: precision %.3f, recall %.3f" % score(family, GENERATED))
-    print("held-out round 2 injection: precision %.3f, recall %.3f" % score(
-        "injection", [r for r in HELD_OUT if r["source"] == "hand:held-out-2"]))
+        precision, recall = score(family, GENERATED)
+        print(f"{family}: precision {precision:.3f}, recall {recall:.3f}")
+    precision, recall = score("injection",
+                              [r for r in HELD_OUT if r["source"] == "hand:held-out-2"])
+    print(f"held-out round 2 injection: precision {precision:.3f}, recall {recall:.3f}")
     for family, types in (("injection", injection.TYPES), ("pii", pii.TYPES)):
         print(f"\n| {family} type | texts | false positives | precision | recall |")
         print("|---|---:|---:|---:|---:|")

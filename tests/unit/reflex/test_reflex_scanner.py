@@ -34,7 +34,8 @@ def test_first_chars_gives_up_when_anything_could_come_first(pattern):
 
 def test_a_rejected_match_lets_later_rules_match_at_the_same_position():
     scanner = Scanner([("long", r"\d{4}"), ("short", r"\d{2}")])
-    confirm = lambda name, m: None if name == "long" else m.group()  # noqa: E731
+    def confirm(name, m):
+        return None if name == "long" else m.group()
 
     found = [(name, value) for name, _, value in scanner.scan("ab 1234 cd", confirm)]
 

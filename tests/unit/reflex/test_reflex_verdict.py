@@ -67,7 +67,8 @@ def test_default_policy_blocks_high_pii_in_the_goal_and_redacts_elsewhere():
 
 def test_reasons_name_types_fields_and_counts_never_values():
     result = verdict([("goal", pii("ssn", "high")), ("context", pii()), ("context", pii())], [])
-    assert result.reasons == ("blocked: ssn (high) in goal", "redacted: 2 x email (medium) in context")
+    assert result.reasons == ("blocked: ssn (high) in goal",
+                              "redacted: 2 x email (medium) in context")
     assert result.public() == {"pii_detected": True, "injection_detected": False,
                                "policy_violations": False, "action": "block",
                                "reasons": list(result.reasons)}
