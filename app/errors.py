@@ -13,6 +13,7 @@ class ErrorCode:
     COMMAND_REFUSED = "COMMAND_REFUSED"  # the executor refused the command before running it
     COMMAND_FAILED = "COMMAND_FAILED"  # it ran, and exited non-zero, was killed or timed out
     LLM_REQUIRED = "LLM_REQUIRED"  # the work needs an LLM endpoint and none is configured
+    KNOWLEDGE_UNAVAILABLE = "KNOWLEDGE_UNAVAILABLE"  # the knowledge store could not be searched
     PLAN_ERROR = "PLAN_ERROR"
     LLM_ERROR = "LLM_ERROR"  # the LLM endpoint failed where the work needs it
     CAPABILITY_DENIED = "CAPABILITY_DENIED"

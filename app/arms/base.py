@@ -19,6 +19,20 @@ class ArmError(OctoError):
     code = ErrorCode.ARM_ERROR
 
 
+LLM_SETTINGS = "OCTOLLM_LLM_BASE_URL (and OCTOLLM_LLM_MODEL)"
+
+
+def llm_required(work: str, details: dict | None = None) -> ArmError:
+    """The error of work only a language model can do, asked of an arm that has none.
+
+    Failing is the honest outcome: a result saying "this needs an LLM" would end the task
+    ``completed`` without the work asked for.
+    """
+    return ArmError(f"{work} needs an LLM and none is configured: set {LLM_SETTINGS} to an "
+                    "OpenAI-compatible endpoint", code=ErrorCode.LLM_REQUIRED,
+                    details={"needs_llm": True, **(details or {})})
+
+
 @dataclass(frozen=True)
 class ArmContext:
     task_id: str

@@ -142,10 +142,10 @@ def check(criterion: Criterion, text: str, *, executions: list[tuple[str, dict]]
         return _check_length(args, text)
     if criterion.kind in ("include", "exclude"):
         value = _unquote(args["value"])
-        found = value.lower() in text.lower()
+        found, how = _includes(text, value)
         wanted = criterion.kind == "include"
         return (PASSED if found == wanted else FAILED), \
-            f"{value!r} {'found' if found else 'not found'} (case-insensitive)"
+            f"{value!r} {'found' + how if found else 'not found'} (case-insensitive)"
     if criterion.kind == "regex":
         return _check_regex(args, text, regex_timeout, regex_max_chars)
     if criterion.kind == "non_empty":
@@ -155,6 +155,45 @@ def check(criterion: Criterion, text: str, *, executions: list[tuple[str, dict]]
     if criterion.kind == "exit_code":
         return _check_exit(ExitRule.of(criterion), executions)
     return UNVERIFIED, "no offline rule understands this criterion"
+
+
+def _includes(text: str, value: str) -> tuple[bool, str]:
+    """Whether ``text`` includes ``value``, and how: as written; with its words joined the way
+    identifiers join them ("sentiment score" in ``sentiment_score``, ``sentimentScore``); or, in
+    a JSON result, as the keys of one object and its ancestors (``{"sentiment": .., "score": ..}``).
+    """
+    if value.lower() in text.lower():
+        return True, ""
+    words = _words(value)
+    if len(words) < 2:
+        return False, ""
+    if " ".join(words) in " ".join(_words(text)):
+        return True, " (as an identifier)"
+    try:
+        document = json.loads(text.strip())
+    except ValueError:
+        return False, ""
+    if any(set(words) <= keys for keys in _key_words(document, frozenset())):
+        return True, " (as JSON keys)"
+    return False, ""
+
+
+def _words(text: str) -> list[str]:
+    # camelCase and snake_case split into their words: "sentimentScore" -> sentiment score.
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", text)
+    return [w for w in re.split(r"[\W_]+", spaced.lower()) if w and w not in ("a", "an", "the")]
+
+
+def _key_words(value, inherited: frozenset):
+    """For each object in a JSON document: the words of its keys and of its ancestors' keys."""
+    if isinstance(value, dict):
+        own = frozenset(w for key in value for w in _words(str(key)))
+        yield inherited | own
+        for key, child in value.items():
+            yield from _key_words(child, inherited | frozenset(_words(str(key))))
+    elif isinstance(value, list):
+        for child in value:
+            yield from _key_words(child, inherited)
 
 
 def _check_format(fmt: str, text: str) -> tuple[str, str]:

@@ -78,6 +78,7 @@ def episode_payload(episode: dict, embedder_name: str) -> dict:
         plan=_json_safe(plan),
         plan_source=plan.get("source"),
         success=bool(episode.get("success", False)),
+        flagged=bool(episode.get("flagged", False)),
         judge_passed=episode.get("judge_passed"),
         result_summary=str(episode.get("result_summary") or "")[:MAX_SUMMARY_CHARS],
         created_at=_iso(episode.get("created_at")),

@@ -26,7 +26,8 @@ from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 HINT_LIMIT = 5
-HINT_KEYS = ("task_id", "score", "task_kind", "plan", "success", "judge_passed", "goal")
+HINT_KEYS = ("task_id", "score", "task_kind", "plan", "success", "judge_passed", "flagged",
+             "goal")
 # Indexed tasks checked against Qdrant per round trip by sync.
 SYNC_PAGE = 500
 _lock = threading.Lock()
@@ -83,7 +84,11 @@ def search_hints(rt: Runtime, task_id: str) -> int:
     except Exception as exc:  # no hints is a valid answer; planning goes on
         log.warning("episode search failed, planning without hints: %s", type(exc).__name__)
         hits = []
-    hints = [{k: hit.get(k) for k in HINT_KEYS} for hit in hits if hit.get("task_id") != task_id]
+    # The store already filters; checked again so an episode indexed by an older version that
+    # says otherwise can never become a hint.
+    hints = [{k: hit.get(k) for k in HINT_KEYS} for hit in hits
+             if hit.get("task_id") != task_id and hit.get("success") is True
+             and not hit.get("flagged")]
     with session_scope(rt.settings) as session:
         task = orchestration.active_task(session, task_id)
         task.memory_hints = hints
@@ -113,6 +118,21 @@ def retrieve_for_step(rt: Runtime, task_id: str, step_id: str) -> int:
     return len(hits)
 
 
+def reflex_flagged(*verdicts: dict | None) -> bool:
+    """Whether a reflex verdict (the submit gate's or the pipeline's) flagged or blocked the task.
+
+    Redacted PII is neither: the value was masked and the task is as good as any other. An
+    injection attempt or a policy term, even below the block threshold, makes the task unfit to
+    learn from: its plan was shaped by text written to steer the system.
+    """
+    for verdict in verdicts:
+        v = verdict or {}
+        if (v.get("action") == "block" or v.get("injection_detected") or v.get("policy_violations")
+                or any(str(r).startswith(("flagged", "blocked")) for r in v.get("reasons") or [])):
+            return True
+    return False
+
+
 def episode_of(task: Task) -> dict | None:
     """The episode of a finished task, or None when there is nothing to learn from."""
     if not task.plan or task.status not in (TaskStatus.COMPLETED, TaskStatus.FAILED):
@@ -123,6 +143,7 @@ def episode_of(task: Task) -> dict | None:
         "task_id": str(task.id), "tenant": task.tenant, "goal": task.goal,
         "task_kind": (task.plan or {}).get("task_kind"), "plan": task.plan,
         "success": task.status == TaskStatus.COMPLETED,
+        "flagged": reflex_flagged(task.submit_reflex, task.reflex),
         "judge_passed": judge.get("passed") is True,
         "result_summary": str(result.get("output") or "")[:2000],
         "created_at": task.created_at,

@@ -35,6 +35,7 @@ COLLECTIONS = (KNOWLEDGE, *EPISODE_COLLECTIONS)
 INDEXED_FIELDS = {
     "tenant": qm.PayloadSchemaType.KEYWORD,
     "success": qm.PayloadSchemaType.BOOL,
+    "flagged": qm.PayloadSchemaType.BOOL,
     "embedder": qm.PayloadSchemaType.KEYWORD,
     "task_id": qm.PayloadSchemaType.KEYWORD,
     "document_id": qm.PayloadSchemaType.KEYWORD,
@@ -155,11 +156,17 @@ class MemoryStore:
 
     def search_episodes(self, tenant: str, text: str, collection: str = PLANNER,
                         only_successful: bool = True, limit: int = 5) -> list[dict]:
-        """Past episodes of this tenant most similar to ``text``, best first, with ``score``."""
+        """Past episodes of this tenant most similar to ``text``, best first, with ``score``.
+
+        ``only_successful`` keeps the episodes fit to learn from: completed, and neither flagged
+        nor blocked by the reflex layer (episodes indexed before ``flagged`` existed count as
+        not flagged).
+        """
         if collection not in EPISODE_COLLECTIONS:
             raise ValueError(f"{collection!r} is not an episode collection")
         extra = [_match("success", True)] if only_successful else []
-        points = self._query(collection, tenant, episode_text(text), limit, extra)
+        exclude = [_match("flagged", True)] if only_successful else []
+        points = self._query(collection, tenant, episode_text(text), limit, extra, exclude)
         return [episode_from_payload(p.payload or {}, _clamp(p.score), collection) for p in points]
 
     # -- knowledge ------------------------------------------------------------------------------
@@ -217,15 +224,17 @@ class MemoryStore:
 
     # -- internals ------------------------------------------------------------------------------
     def _query(self, collection: str, tenant: str, text: str, limit: int,
-               extra: list[qm.Condition]) -> list[qm.ScoredPoint]:
+               extra: list[qm.Condition],
+               exclude: list[qm.Condition] = ()) -> list[qm.ScoredPoint]:
         _require_tenant(tenant)
         if limit < 1 or not (text or "").strip():
             return []
         [vector] = self.embedder.embed([text])
         # Vectors from another embedder live in another space: their scores would be noise.
         must = [_match("tenant", tenant), _match("embedder", self.embedder.name), *extra]
+        query_filter = qm.Filter(must=must, must_not=list(exclude) or None)
         response = self.client.query_points(collection, query=vector, limit=limit,
-                                            query_filter=qm.Filter(must=must), with_payload=True)
+                                            query_filter=query_filter, with_payload=True)
         return list(response.points)
 
 

@@ -74,6 +74,23 @@ _RESEARCH = re.compile(
     r"summari[sz]e (?:what|the)|in-depth|deep dive)\b",
     re.I,
 )
+# Work on given text, or new prose, rather than a question about the tenant's knowledge: only a
+# language model can do it (sentiment, summaries, translations, drafts, classification).
+_TEXT_TASK = re.compile(
+    r"\b(?:sentiment|tone\s+of|emotions?\s+(?:in|of|expressed)|"
+    r"summari[sz]e\s+(?:this|these|it|below|the\s+(?:following|text|passage|article|paragraph|"
+    r"email|message|review|document|conversation|transcript))|tl;?dr|"
+    r"translate|paraphrase|proofread|rephrase|reword|"
+    r"(?:rewrite|shorten|simplify|polish|improve)\s+(?:this|these|the\s+following|my|it)\b|"
+    r"(?:classify|categori[sz]e|label)\s+(?:this|these|the\s+following|each|it)\b|"
+    r"(?:extract|identify|list)\s+(?:the\s+|all\s+)?(?:named\s+)?(?:entities|keywords|"
+    r"key\s+points|topics)|"
+    r"(?:write|draft|compose|create|generate)\s+(?:me\s+)?(?:a|an|the|some|\d+)?\s*"
+    r"(?:[\w-]+\s+){0,3}?(?:poem|haiku|limerick|story|essay|e-?mail|letter|tweet|blog\s+post|"
+    r"headline|slogan|tagline|announcement|speech|bio|cover\s+letter|paragraph|outline|"
+    r"product\s+description|summary|press\s+release)s?)\b",
+    re.I,
+)
 _QUESTION_START = re.compile(
     r"^\s*(what|who|whom|whose|when|where|why|how|which|is|are|was|were|does|do|did|can|could|"
     r"should|would|will|explain|define|describe|tell me)\b",
@@ -109,6 +126,8 @@ def classify(goal: str, context: str = "", constraints: dict | None = None) -> s
             and not _QUESTION_START.match(goal))
     ):
         return "data_transformation"
+    if _TEXT_TASK.search(goal):
+        return "text"
     if _RESEARCH.search(goal):
         return "research"
     if goal.rstrip().endswith("?") or _QUESTION_START.match(goal):

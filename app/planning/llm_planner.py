@@ -31,11 +31,15 @@ _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.I)
 _OWNED_KEYS = ("source", "reused_from", "similarity", "fallback_reason", "notes")
 
 _ARM_DOCS = {
-    "retriever": "searches the tenant's knowledge base and past tasks. inputs: query (required), "
-                 "limit (1-20)",
+    "retriever": "search = answer from the tenant's ingested documents, citing them; lookup = "
+                 "only gather snippets for a later step (a coder step, or ONE search step that "
+                 "depends on the lookups and answers from all their snippets together: use "
+                 "that for several queries). inputs: query (required), limit (1-20)",
     "coder": "analyze = review code (syntax errors, complexity, issues); generate = write new "
              "code; edit = change code given in the context; transform = convert data between "
-             "formats. inputs: language, code_in ('context'|'goal'), target_format",
+             "formats; write = any other text work (sentiment, summary, translation, a draft), "
+             "in the requested format. inputs: language, code_in ('context'|'goal'), "
+             "target_format, format",
     "executor": "runs ONE allowlisted read-only shell command without a shell. inputs: command "
                 "(required, the exact command line)",
     "judge": "checks the combined result against the acceptance criteria. inputs: task_kind",
@@ -101,7 +105,7 @@ def parse_plan(answer: str, goal: str, context: str = "", constraints: dict | No
         data["task_kind"] = classify(goal, context, constraints)
     plan = Plan.from_dict(data, max_steps=max_steps)
     for step in plan.steps:
-        if step.arm == "coder" and not step.inputs.get("language"):
+        if step.arm == "coder" and step.action != "write" and not step.inputs.get("language"):
             # The coder needs a language; models often leave out what the goal makes obvious.
             step.inputs["language"] = detect_language(goal, context, constraints)
     return plan

@@ -16,8 +16,9 @@ from app.errors import ErrorCode, OctoError
 PLAN_ARMS = ("retriever", "coder", "executor", "judge")
 # Actions each arm understands; anything else would reach an arm that cannot honour it.
 ARM_ACTIONS = {
-    "retriever": ("search",),
-    "coder": ("analyze", "generate", "edit", "transform"),
+    # search answers from the knowledge found; lookup only gathers snippets for a later step.
+    "retriever": ("search", "lookup"),
+    "coder": ("analyze", "generate", "edit", "transform", "write"),
     "executor": ("run",),
     "judge": ("validate",),
 }
@@ -25,7 +26,7 @@ ARM_ACTIONS = {
 REQUIRED_INPUTS = {"retriever": ("query",), "executor": ("command",)}
 PLAN_SOURCES = ("rule", "llm", "reused")
 TASK_KINDS = ("command", "code_review", "code_generation", "question", "data_transformation",
-              "research")
+              "research", "text")
 DEFAULT_MAX_STEPS = 12
 _STEP_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 

@@ -1,8 +1,9 @@
 """Plan reuse: take the shape of a similar past plan that worked, refill it for the new goal.
 
 The memory queue stores the tenant's most similar past episodes on the task row before planning
-(``hints``). A hint qualifies when its task completed, its judge passed, its similarity reaches the
-threshold and the new goal is the same kind of task. Only the *shape* is kept (steps, arms,
+(``hints``). A hint qualifies when its task completed, its judge passed, the reflex layer neither
+flagged nor blocked it, its similarity reaches the threshold and the new goal is the same kind
+of task. Only the *shape* is kept (steps, arms,
 actions, dependencies); every input is derived again from the new goal, so a reused command plan
 runs the new command, never the old one. A shape that cannot be refilled (a command plan for a
 goal without a command) is not reused.
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from app.planning.classify import classify
 from app.planning.plan import Plan, PlanError, Step, validate
-from app.planning.rules import derive_inputs, research_queries, step_criteria
+from app.planning.rules import derive_inputs, final_steps, research_queries, step_criteria
 
 DEFAULT_REUSE_THRESHOLD = 0.85
 
@@ -45,6 +46,9 @@ def reuse_plan(goal: str, context: str = "", constraints: dict | None = None,
         if hint.get("success") is not True or hint.get("judge_passed") is not True:
             reasons.append(f"past task {task_id} did not complete and pass its judge")
             continue
+        if hint.get("flagged"):
+            reasons.append(f"past task {task_id} was flagged by the reflex layer")
+            continue
         try:
             past = Plan.from_dict(hint.get("plan"))
         except PlanError as exc:
@@ -70,20 +74,24 @@ def adapt(past: Plan, goal: str, context: str = "", constraints: dict | None = N
     if sum(1 for s in past.steps if s.arm == "executor") > 1:
         # Each step would get the one command the new goal names: not what the old plan did.
         return None, "the past plan ran several commands and a goal names only one"
+    final = set(final_steps([s for s in past.steps if s.arm != "judge"]))
+    if sum(1 for s in past.steps if s.id in final and s.arm == "retriever") > 1:
+        # Parallel searches that each answer repeat one another's snippets in the result.
+        return None, "the past plan answers from several searches separately"
     queries = research_queries(goal)
+    # The answering search takes the whole goal, lookups the sub-queries of a comparison.
+    retrieval = sorted((s for s in past.steps if s.arm == "retriever"),
+                       key=lambda s: s.action != "search")
+    query_of = {s.id: queries[i] if i < len(queries) else queries[0]
+                for i, s in enumerate(retrieval)}
     steps: list[Step] = []
-    retrievers = 0
     for step in past.steps:
         if step.arm == "judge":
             criteria = tuple(c for c in acceptance_criteria or [] if isinstance(c, str))
             steps.append(Step(step.id, "judge", step.action, {"task_kind": past.task_kind},
                               step.depends_on, criteria))
             continue
-        query = None
-        if step.arm == "retriever":
-            # Several parallel searches (a comparison) take the new goal's sub-queries in order.
-            query = queries[retrievers] if retrievers < len(queries) else queries[0]
-            retrievers += 1
+        query = query_of.get(step.id)
         inputs = derive_inputs(step.arm, step.action, goal, context, constraints, query=query)
         if step.arm == "executor" and not inputs.get("command"):
             return None, "the new goal names no command to run"

@@ -56,15 +56,22 @@ def rule_plan(goal: str, context: str = "", constraints: dict | None = None,
         action = "edit" if has_code(context) or has_code(goal) else "generate"
         if use_knowledge:
             # Tenants ingest their own docs and code; similar examples ground what the coder writes.
-            add("search", "retriever", "search")
+            add("search", "retriever", "lookup")
             add(action, "coder", action, ("search",))
         else:
             add(action, "coder", action)
     elif kind == "data_transformation":
         add("transform", "coder", "transform")
+    elif kind == "text":
+        add("write", "coder", "write")
     elif kind == "research":
-        for i, query in enumerate(research_queries(goal)):
-            add("search" if i == 0 else f"search_{i + 1}", "retriever", "search", query=query)
+        # Each side of a comparison is looked up in parallel; one search step then answers from
+        # all the snippets together, so the answer cites each snippet once under one source list.
+        main, *sides = research_queries(goal)
+        side_ids = tuple(f"search_{i + 2}" for i in range(len(sides)))
+        for step_id, query in zip(side_ids, sides, strict=True):
+            add(step_id, "retriever", "lookup", query=query)
+        add("search", "retriever", "search", side_ids, query=main)
     else:
         add("search", "retriever", "search")
 
@@ -97,6 +104,9 @@ def derive_inputs(arm: str, action: str, goal: str, context: str = "",
         limit = constraints.get("search_limit")
         limit = limit if isinstance(limit, int) and 1 <= limit <= 20 else DEFAULT_SEARCH_LIMIT
         return {"query": query or search_query(goal), "limit": limit}
+    if arm == "coder" and action == "write":
+        fmt = target_format(goal, constraints)
+        return {"format": fmt} if fmt else {}
     if arm == "coder":
         inputs: dict = {"language": detect_language(goal, context, constraints)}
         code_in = "context" if has_code(context) else "goal" if has_code(goal) else None
@@ -115,8 +125,11 @@ def step_criteria(arm: str, action: str, inputs: dict) -> tuple[str, ...]:
     """Per-step checks worth stating; the judge holds the task's own criteria."""
     if arm == "executor":
         return ("the command exits with status 0",)
-    if arm == "retriever":
+    if arm == "retriever" and action == "search":
         return ("every snippet used names its source",)
+    if arm == "coder" and action == "write":
+        fmt = inputs.get("format")
+        return (f"output is valid {fmt}",) if fmt else ("the output must not be empty",)
     if arm == "coder" and action == "analyze":
         return ("reports each problem found with its line number",)
     if arm == "coder" and action in ("generate", "edit"):

@@ -121,7 +121,8 @@ def ingest(client, text: str, title: str, source: str) -> str:
     return document_id
 
 
-def test_a_comparison_is_researched_one_search_per_side(client, worker_set, wait_for, settings):
+def test_a_comparison_looks_up_each_side_and_answers_once(client, worker_set, wait_for,
+                                                         settings):
     ingest(client, "Osprey-4 datasheet.\n\nThe Osprey-4 survey drone has a range of 12 "
            "kilometres and weighs 1.9 kilograms.", "Osprey-4 datasheet", "sheets/osprey-4.md")
     ingest(client, "Harrier-7 datasheet.\n\nThe Harrier-7 survey drone has a range of 31 "
@@ -133,16 +134,20 @@ def test_a_comparison_is_researched_one_search_per_side(client, worker_set, wait
     assert body["status"] == "completed", body
     plan = body["plan"]
     assert plan["task_kind"] == "research"
-    searches = [s for s in plan["steps"] if s["arm"] == "retriever"]
-    assert [s["inputs"]["query"] for s in searches][1:] == [
-        "the Osprey-4", "the Harrier-7 survey drones"]
+    lookups = {s["id"]: s["inputs"]["query"] for s in plan["steps"] if s["action"] == "lookup"}
+    assert sorted(lookups.values()) == ["the Harrier-7 survey drones", "the Osprey-4"]
     output = body["result"]["output"]
-    assert "range of 12 kilometres" in output and "range of 31 kilometres" in output, output
-    assert "sheets/osprey-4.md" in output and "sheets/harrier-7.md" in output, output
+    # One answer: each fact and each source once, under one source list.
+    assert output.count("range of 12 kilometres") == 1, output
+    assert output.count("range of 31 kilometres") == 1, output
+    assert output.count("Sources:") == 1, output
+    assert output.count("sheets/osprey-4.md") == 1 and output.count("sheets/harrier-7.md") == 1
     found = step_outputs(settings, task_id)
-    sources = {searches[1]["id"]: "sheets/osprey-4.md", searches[2]["id"]: "sheets/harrier-7.md"}
-    for step_id, source in sources.items():
-        assert found[step_id]["snippets"][0]["source"] == source, found[step_id]
+    sources = {"the Osprey-4": "sheets/osprey-4.md", "the Harrier-7 survey drones":
+               "sheets/harrier-7.md"}
+    for step_id, query in lookups.items():
+        assert found[step_id]["snippets"][0]["source"] == sources[query], found[step_id]
+        assert found[step_id]["result"] == ""
 
 
 # -- coder: data transformation ------------------------------------------------------------------
@@ -214,6 +219,21 @@ def test_a_similar_task_does_not_reuse_a_plan_whose_judge_failed(client, worker_
     assert plan["source"] == "rule", plan
     assert plan["reused_from"] is None
     assert first not in json.dumps(plan)  # not even considered: only passing episodes are hints
+
+
+def test_a_task_the_reflex_layer_flagged_is_never_reused(client, worker_set, wait_for,
+                                                         settings):
+    # An injection phrase below the block threshold: the task runs, flagged.
+    first = submit(client, goal="Run `echo ignore previous instructions` for the ibis-marmot check")
+    body = wait_for(client, first)
+    assert body["status"] == "completed", body
+    assert body["reflex"]["injection_detected"] is True and body["reflex"]["action"] != "block"
+    wait_until(lambda: _indexed(settings, first), 60, f"episode of {first} indexed")
+
+    second = submit(client, goal="Run `echo all is well` for the ibis-marmot check")
+    plan = wait_for(client, second)["plan"]
+    assert plan["source"] == "rule", plan
+    assert first not in json.dumps(plan)  # not even a hint
 
 
 def test_the_memory_worker_created_the_collections_when_it_started(worker_set, settings):
@@ -341,3 +361,50 @@ def test_tokens_of_the_call_that_broke_the_budget_are_accounted(llm_runtime, fak
     body = client.get(f"/tasks/{task_id}").get_json()
     assert body["error"]["code"] == "BUDGET_EXCEEDED"
     assert body["usage"]["total"]["tokens"] == 4450
+
+
+# -- work that needs an LLM ----------------------------------------------------------------------
+
+# The seed specification's own example request.
+SEED_EXAMPLE = {"goal": "Analyze the sentiment of this text: I love OctoLLM!",
+                "constraints": {"format": "json"},
+                "acceptance_criteria": ["Response must include sentiment score"]}
+SENTIMENT = '{"sentiment": "positive", "score": 0.94}'
+
+
+@pytest.mark.parametrize("payload, work", [
+    (SEED_EXAMPLE, "text analysis or writing"),
+    ({"goal": "Write a Python function that reverses a linked list"}, "code generation"),
+    ({"goal": "Who won the 1934 chess olympiad in the walrus-quokka league?"},
+     "answering 'Who won the 1934"),
+])
+def test_offline_work_that_needs_an_llm_fails_with_llm_required(client, worker_set, wait_for,
+                                                                  payload, work):
+    body = wait_for(client, submit(client, **payload))
+
+    assert body["status"] == "failed", body
+    assert body["error"]["code"] == "LLM_REQUIRED"
+    assert "OCTOLLM_LLM_BASE_URL" in body["error"]["message"]
+    assert work in body["error"]["message"]
+    assert body["result"] is None or not body["result"].get("output")
+
+
+def test_the_seed_example_with_an_llm_completes_with_a_sentiment_score(llm_runtime, fake_llm,
+                                                                        client):  # noqa: F811
+    # Every call gets the same JSON: the planner finds no plan in it and plans by the rules.
+    fake_llm.default_content = SENTIMENT
+    task_id = accept(llm_runtime, Submission(**SEED_EXAMPLE)).task_id
+    run_pipeline(llm_runtime, task_id)
+    body = client.get(f"/tasks/{task_id}").get_json()
+
+    assert body["status"] == "completed", body
+    assert body["plan"]["task_kind"] == "text"
+    assert json.loads(body["result"]["output"])["score"] == 0.94
+    assert body["result"]["mode"] == "llm"
+    judge = body["result"]["judge"]
+    assert judge["verdict"] == "passed", judge
+    assert {c["criterion"]: c["status"] for c in judge["criteria"]} == {
+        "Response must include sentiment score": "passed", "format: json": "passed"}
+    writing = fake_llm.requests[-1].body
+    assert "I love OctoLLM!" in writing["messages"][1]["content"]
+    assert writing["response_format"] == {"type": "json_object"}

@@ -76,14 +76,14 @@ def test_oversized_code_is_not_analysed():
 
 
 @pytest.mark.parametrize("action", ["generate", "edit"])
-def test_offline_generation_is_honest_and_never_fakes_code(action):
-    out = run(ctx(action, "Fix the bug in this function", BUGGY), config=Config())
+def test_offline_generation_fails_with_llm_required_and_never_fakes_code(action):
+    with pytest.raises(ArmError) as caught:
+        run(ctx(action, "Fix the bug in this function", BUGGY), config=Config())
 
-    assert out["mode"] == "offline" and out["needs_llm"] is True
-    assert out["code"] is None
-    assert "needs an LLM" in out["result"] and "no code was written" in out["result"]
-    assert "Analysis of the code provided" in out["result"] and "bare-except" in out["result"]
-    assert "needs an LLM" in out["summary"]
+    error = caught.value
+    assert error.code == "LLM_REQUIRED" and "OCTOLLM_LLM_BASE_URL" in error.message
+    assert ("editing" if action == "edit" else "generation") in error.message
+    assert error.details["needs_llm"] is True and "bare-except" in error.details["analysis"]
 
 
 def test_offline_transform_is_done_for_real():
@@ -114,12 +114,57 @@ def test_offline_transform_of_data_inside_the_goal_with_the_planned_target_forma
     assert out["mode"] == "offline" and out["result"] == "a\n1\n2\n"
 
 
-def test_offline_transform_it_cannot_do_says_what_is_needed():
-    out = run(ctx("transform", "group the records by city", '[{"city": "x"}]'), config=Config())
+def test_offline_transform_it_cannot_do_fails_with_llm_required():
+    with pytest.raises(ArmError) as caught:
+        run(ctx("transform", "group the records by city", '[{"city": "x"}]'), config=Config())
 
-    assert out["mode"] == "offline" and out["needs_llm"] is True
-    assert "needs an LLM" in out["result"] and "'group'" in out["result"]
-    assert "sort by a field" in out["result"]
+    error = caught.value
+    assert error.code == "LLM_REQUIRED" and "'group'" in error.message
+    assert "OCTOLLM_LLM_BASE_URL" in error.message
+    assert "sort by a field" in error.details["offline_transforms"]
+
+
+def test_text_work_offline_fails_with_llm_required():
+    with pytest.raises(ArmError) as caught:
+        run(ctx("write", "Analyze the sentiment of this text: I love OctoLLM!"), config=Config())
+
+    assert caught.value.code == "LLM_REQUIRED"
+    assert "OCTOLLM_LLM_BASE_URL" in caught.value.message
+
+
+def test_text_work_with_an_llm_returns_the_document_asked_for(fake_llm):
+    fake_llm.answer('Here you go:\n```json\n{"sentiment": "positive", "score": 0.93}\n```')
+    out = run(ctx("write", "Analyze the sentiment of this text: I love OctoLLM!",
+                  llm=client(fake_llm), constraints={"format": "json"},
+                  criteria=["Response must include sentiment score"]), config=Config())
+
+    assert out["mode"] == "llm" and out["format"] == "json"
+    assert json.loads(out["result"]) == {"sentiment": "positive", "score": 0.93}
+    request = fake_llm.requests[0].body
+    assert request["response_format"] == {"type": "json_object"}
+    prompt = request["messages"][1]["content"]
+    assert "I love OctoLLM!" in prompt and "Response must include sentiment score" in prompt
+    assert "valid JSON only" in prompt
+
+
+def test_text_work_without_a_format_is_the_reply_itself(fake_llm):
+    fake_llm.answer("  Bonjour le monde.  ")
+    out = run(ctx("write", "Translate 'hello world' into French", llm=client(fake_llm)),
+              config=Config())
+    assert out["result"] == "Bonjour le monde." and out["format"] is None
+    assert "response_format" not in fake_llm.requests[0].body
+
+
+def test_generation_is_shown_the_examples_a_lookup_found(fake_llm):
+    fake_llm.answer("```python\ndef f():\n    return 1\n```")
+    c = ArmContext(task_id="t", tenant="t1", step_id="generate", arm="coder", action="generate",
+                   goal="Write a Python function f", inputs={"depends_on": ["search"]},
+                   upstream={"search": {"snippets": [{"text": "def g():\n    return 2",
+                                                      "source": "lib/g.py"}]}},
+                   llm=client(fake_llm))
+    run(c, config=Config())
+    prompt = fake_llm.requests[0].body["messages"][1]["content"]
+    assert "Examples from the knowledge base" in prompt and "(source: lib/g.py)" in prompt
 
 
 def test_unknown_action_fails_the_step():

@@ -108,6 +108,21 @@ def test_exit_code_uses_the_executor_outputs():
     assert check(parse("exit code 0"), "text", executions=[])[0] == UNVERIFIED
 
 
+@pytest.mark.parametrize("text, status", [
+    ('{"sentiment": "positive", "score": 0.93}', PASSED),
+    ('{"sentiment": {"label": "positive", "score": 0.93}}', PASSED),
+    ('{"sentiment_score": 0.93}', PASSED),
+    ('{"sentimentScore": 0.93}', PASSED),
+    ("sentiment score: 0.93", PASSED),
+    ('{"label": "positive", "score": 0.93}', FAILED),
+    ('{"sentiment": "positive"}', FAILED),
+    ("The sentiment is positive.", FAILED),
+])
+def test_including_a_named_value_accepts_identifiers_and_json_keys(text, status):
+    # The seed's example criterion, against the shapes a model answers with.
+    assert verdict("Response must include sentiment score", text) == status
+
+
 def test_a_failure_can_be_the_expected_exit():
     failed = [("run1", {"exit_code": 1, "timed_out": False})]
     killed = [("run1", {"exit_code": -15, "timed_out": False})]

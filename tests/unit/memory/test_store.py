@@ -4,6 +4,7 @@ import pytest
 from qdrant_client import models as qm
 
 from app.memory.embedders import HashingEmbedder
+from app.memory.episodes import episode_point_id
 from app.memory.store import COLLECTIONS, MemoryStore, MemoryStoreError
 
 
@@ -147,6 +148,20 @@ def test_only_successful_episodes_are_offered_for_reuse_unless_asked(store):
     assert [h["task_id"] for h in store.search_episodes("acme", "Run `echo hi`")] == ["t-ok"]
     everything = store.search_episodes("acme", "Run `echo hi`", only_successful=False)
     assert {h["task_id"] for h in everything} == {"t-ok", "t-failed"}
+
+
+def test_episodes_the_reflex_layer_flagged_are_never_offered_for_reuse(store):
+    store.index_episode(episode("t-ok"))
+    store.index_episode({**episode("t-flagged"), "flagged": True})
+    store.index_episode(episode("t-legacy"))
+    # As indexed before episodes said whether they were flagged.
+    store.client.delete_payload("episodes_planner", keys=["flagged"],
+                                points=[episode_point_id("t-legacy")])
+    offered = {h["task_id"] for h in store.search_episodes("acme", "Run `echo hi`")}
+    assert offered == {"t-ok", "t-legacy"}
+    everything = store.search_episodes("acme", "Run `echo hi`", only_successful=False)
+    assert {h["task_id"]: h["flagged"] for h in everything if "flagged" in h} == {
+        "t-ok": False, "t-flagged": True}
 
 
 def test_a_tenant_never_sees_another_tenants_memory(store):

@@ -43,11 +43,34 @@ def test_an_llm_made_shape_is_kept_while_inputs_are_rederived():
     assert plan.step("review").inputs == {"language": "python"}
 
 
+def test_a_shape_whose_searches_answer_separately_is_not_reused():
+    # The answer would repeat the snippets each search found; today's rule plan has lookups
+    # feeding one search instead.
+    past = {"task_kind": "research", "source": "rule", "steps": [
+        {"id": "search", "arm": "retriever", "action": "search", "inputs": {"query": "x"}},
+        {"id": "search_2", "arm": "retriever", "action": "search", "inputs": {"query": "y"}},
+        {"id": "judge", "arm": "judge", "action": "validate",
+         "depends_on": ["search", "search_2"]}]}
+    decision = reuse_plan("Compare Kafka and Pulsar", hints=[hint(past, score=0.95)])
+    assert decision.plan is None and "several searches separately" in decision.reason
+
+
+def test_a_comparison_shape_gives_the_goal_to_its_search_and_the_sides_to_its_lookups():
+    past = rule_plan("Compare PostgreSQL and MySQL for analytics").to_dict()
+    plan = reuse_plan("Compare Kafka and Pulsar for event streaming",
+                      hints=[hint(past, score=0.95)]).plan
+    queries = {s.id: (s.action, s.inputs["query"]) for s in plan.steps if s.arm == "retriever"}
+    assert queries == {"search": ("search", "Compare Kafka and Pulsar for event streaming"),
+                       "search_2": ("lookup", "Kafka for event streaming"),
+                       "search_3": ("lookup", "Pulsar for event streaming")}
+
+
 @pytest.mark.parametrize("changes, reason", [
     ({"score": 0.6}, "similarity 0.60 < 0.85"),
     ({"success": False}, "did not complete and pass its judge"),
     ({"judge_passed": None}, "did not complete and pass its judge"),
     ({"plan": {"steps": "nonsense"}}, "not valid any more"),
+    ({"flagged": True}, "was flagged by the reflex layer"),
 ])
 def test_unfit_hints_are_not_reused_and_say_why(changes, reason):
     h = {**hint(PAST_COMMAND), **changes}

@@ -46,7 +46,7 @@ def test_code_in_the_context_is_reviewed_by_the_coder():
 def test_code_generation_searches_for_examples_before_writing():
     plan = rule_plan("Write a JavaScript function that debounces calls")
     assert plan.task_kind == "code_generation"
-    assert shape(plan) == [("search", "retriever", "search", ()),
+    assert shape(plan) == [("search", "retriever", "lookup", ()),
                            ("generate", "coder", "generate", ("search",)),
                            ("judge", "judge", "validate", ("generate",))]
     assert plan.step("generate").inputs == {"language": "javascript"}
@@ -70,15 +70,45 @@ def test_a_question_is_answered_from_knowledge():
                                           "limit": 5}
 
 
-def test_research_searches_each_side_of_a_comparison_in_parallel():
+def test_research_looks_up_each_side_in_parallel_then_answers_once():
     plan = rule_plan("Compare PostgreSQL and MySQL for analytics workloads")
     assert plan.task_kind == "research"
-    assert [s.inputs["query"] for s in plan.steps if s.arm == "retriever"] == [
+    assert shape(plan) == [("search_2", "retriever", "lookup", ()),
+                           ("search_3", "retriever", "lookup", ()),
+                           ("search", "retriever", "search", ("search_2", "search_3")),
+                           ("judge", "judge", "validate", ("search",))]
+    assert [plan.step(i).inputs["query"] for i in ("search", "search_2", "search_3")] == [
         "Compare PostgreSQL and MySQL for analytics workloads",
         "PostgreSQL for analytics workloads", "MySQL for analytics workloads"]
-    levels = plan.levels()
-    assert [s.id for s in levels[0]] == ["search", "search_2", "search_3"]
-    assert [s.id for s in levels[1]] == ["judge"]
+    assert [[s.id for s in level] for level in plan.levels()] == [
+        ["search_2", "search_3"], ["search"], ["judge"]]
+
+
+@pytest.mark.parametrize("goal", [
+    "Analyze the sentiment of this text: I love OctoLLM!",
+    "Summarize the following text: the meeting moved to Tuesday.",
+    "Translate 'good morning' into Italian",
+    "Write a short poem about the sea",
+    "Draft an email to the landlord about the broken heating",
+    "Classify these reviews as positive or negative: great; awful",
+])
+def test_text_work_is_written_by_the_coder(goal):
+    plan = rule_plan(goal, constraints={"format": "json"})
+    assert plan.task_kind == "text"
+    assert shape(plan) == [("write", "coder", "write", ()),
+                           ("judge", "judge", "validate", ("write",))]
+    assert plan.step("write").inputs == {"format": "json"}
+    assert plan.step("write").acceptance_criteria == ("output is valid json",)
+
+
+@pytest.mark.parametrize("goal, kind", [
+    ("Summarize the state of the art in vector databases", "research"),
+    ("What is the capital of France?", "question"),
+    ("Write a Python function that adds two numbers", "code_generation"),
+    ("Convert this CSV to JSON", "data_transformation"),
+])
+def test_knowledge_and_code_work_is_not_text_work(goal, kind):
+    assert rule_plan(goal, context="a,b\n1,2\n" if "CSV" in goal else "").task_kind == kind
 
 
 @pytest.mark.parametrize("goal, expected", [
