@@ -73,6 +73,9 @@ class Settings:
     submit_gate: bool = True
     embedder: str = "hashing"
     reuse_threshold: float = 0.85
+    # The planner waits at most this long for the episode search (sent alongside the reflex
+    # checks) before it plans without hints: a memory outage costs a task this much, no more.
+    hint_wait_seconds: float = 2.0
     visibility_timeout: int = 7200
     result_expires_seconds: int = 86400
     reconcile_interval_seconds: float = 30.0
@@ -136,6 +139,7 @@ class Settings:
         _check_range("OCTOLLM_RECONCILE_INTERVAL_SECONDS", self.reconcile_interval_seconds,
                      1.0, 86400.0)
         _check_range("OCTOLLM_REUSE_THRESHOLD", self.reuse_threshold, 0.0, 1.0)
+        _check_range("OCTOLLM_HINT_WAIT_SECONDS", self.hint_wait_seconds, 0.0, 60.0)
         _check_range("OCTOLLM_RATE_LIMIT_BURST", self.rate_limit_burst, 1, 1_000_000)
         _check_range("OCTOLLM_RATE_LIMIT_PER_SECOND", self.rate_limit_per_second, 0.0, 1_000_000.0)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -118,7 +118,7 @@ def run_task(rt, client, headers, counters: Counters) -> str:
     for family in screening.FAMILIES:
         with counters.at(f"reflex.{family}"):
             results.append(screening.check(rt, task_id, family))
-    with counters.at("memory.search"):
+    with counters.at("memory.search"):  # beside the checks, not in their chord
         service.search_hints(rt, task_id)
     with counters.at("reflex.verdict"):
         screening.verdict(rt, task_id, results)

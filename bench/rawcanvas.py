@@ -5,8 +5,8 @@
 Every OctoLLM task has a twin here named ``bench.raw.<area>.<name>`` and routed to the same queue
 (tasks/queues.py), and the canvas is built exactly like tasks/canvas.py builds ours:
 
-    start          replaces itself with the pipeline
-    pipeline       chord([pii, injection, policy, memory.search], verdict) | plan | dispatch
+    start          sends memory.search, replaces itself with the pipeline
+    pipeline       chord([pii, injection, policy], verdict) | plan | dispatch
     dispatch       replaces itself with the arm stage of the benchmark goal's plan
     arm stage      level 0 | level 1 | ... | guardian | finalize | memory.index
     level          chord(steps, collect)   (a lone step: step | collect)
@@ -106,7 +106,6 @@ def build_start(celery: Celery, task_id: str, priority: int = MEDIUM) -> Signatu
 
 def build_pipeline(celery: Celery, task_id: str, priority: int = MEDIUM) -> Signature:
     header = [_sig(celery, "octollm." + name, task_id, priority=priority) for name in REFLEX]
-    header.append(_sig(celery, "octollm.memory.search", task_id, priority=priority))
     verdict = celery.signature(raw_name("octollm.reflex.verdict"), args=(task_id,),
                                priority=priority)
     pipeline = chain(chord(header, verdict),
@@ -114,6 +113,10 @@ def build_pipeline(celery: Celery, task_id: str, priority: int = MEDIUM) -> Sign
                      _sig(celery, "octollm.orchestration.dispatch", task_id, priority=priority))
     pipeline.link_error(_sig(celery, "octollm.orchestration.fail", task_id, priority=priority))
     return pipeline
+
+
+def build_hint_search(celery: Celery, task_id: str, priority: int = MEDIUM) -> Signature:
+    return _sig(celery, "octollm.memory.search", task_id, priority=priority)
 
 
 def build_arm_stage(celery: Celery, task_id: str, stage=None, priority: int = MEDIUM) -> Signature:
@@ -140,6 +143,7 @@ def _task(name: str, **options):
 
 @_task("octollm.orchestration.start", bind=True)
 def start(self, task_id: str):
+    build_hint_search(self.app, task_id, MEDIUM).apply_async()
     return self.replace(build_pipeline(self.app, task_id, MEDIUM))
 
 

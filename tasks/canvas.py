@@ -3,8 +3,11 @@
 start(t)    = orchestration.start, which replaces itself with the pipeline (one small message is
               all a producer sends: the API and reconciliation stay cheap and never subscribe to
               chord results)
-pipeline(t) = chord([reflex.pii, reflex.injection, reflex.policy, memory.search], reflex.verdict)
+pipeline(t) = chord([reflex.pii, reflex.injection, reflex.policy], reflex.verdict)
               | planner.plan | orchestration.dispatch
+hints(t)    = memory.search, sent by start next to the pipeline (not inside it): the planner
+              reads what it stored, waiting at most OCTOLLM_HINT_WAIT_SECONDS for it, so a slow
+              or stopped memory worker never holds a task up for longer
 dispatch replaces itself with the arm stage built from the stored plan:
 arm stage   = level 0 | level 1 | ... | guardian | orchestration.finalize | memory.index
 level       = chord(steps, orchestration.collect)   (a lone step: step | collect, no chord)
@@ -62,8 +65,6 @@ def build_pipeline(app: Celery, task_id: str, priority: str | None = "medium") -
     p = priority_of(priority)
     t = str(task_id)
     header = [_sig(app, name, t, priority=p) for name in REFLEX_CHECKS]
-    # Past episodes are looked up while the checks run; the planner reads them from the task row.
-    header.append(_sig(app, "octollm.memory.search", t, priority=p))
     verdict = app.signature("octollm.reflex.verdict", args=(t,), priority=p)
     pipeline = chain(
         chord(header, verdict),
@@ -72,6 +73,20 @@ def build_pipeline(app: Celery, task_id: str, priority: str | None = "medium") -
     )
     pipeline.link_error(_sig(app, "octollm.orchestration.fail", t, priority=p))
     return pipeline
+
+
+# A search nobody consumed within this long is dropped unrun: its task was planned without it.
+HINT_SEARCH_EXPIRES_SECONDS = 120
+
+
+def build_hint_search(app: Celery, task_id: str, priority: str | None = "medium") -> Signature:
+    """The episode search for the planner's hints, sent alongside the pipeline, never in it.
+
+    In the reflex chord it would make every task wait for the memory worker (and none pass the
+    checks while that worker is stopped); beside it, it usually finishes while the checks run.
+    """
+    return _sig(app, "octollm.memory.search", str(task_id), priority=priority_of(priority),
+                expires=HINT_SEARCH_EXPIRES_SECONDS)
 
 
 def step_message_id(task_id: str, step_id: str, dispatch: int) -> str:

@@ -8,16 +8,18 @@ from celery.exceptions import Ignore
 from app.pipeline import orchestration
 from app.pipeline.orchestration import TaskInactive
 from tasks.base import PIPELINE
-from tasks.canvas import build_arm_stage, build_pipeline
+from tasks.canvas import build_arm_stage, build_hint_search, build_pipeline
 
 
 @shared_task(name="octollm.orchestration.start", **PIPELINE)
 def start(self, task_id: str):
-    """Replace this message with the task's pipeline (reflex chord, plan, dispatch)."""
+    """Send the hint search, and replace this message with the task's pipeline (reflex chord,
+    plan, dispatch)."""
     try:
         priority = orchestration.priority_of_active(self.rt, task_id)
     except TaskInactive:
         raise Ignore() from None
+    build_hint_search(self.app, task_id, priority).apply_async()
     return self.replace(build_pipeline(self.app, task_id, priority))
 
 

@@ -8,6 +8,7 @@ an event and then reads the task finds the state the event announced.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -117,15 +118,36 @@ def plan(rt: Runtime, task_id: str) -> dict:
         budget = dict(task.budget or {})
         request = {"goal": task.goal, "context": task.context or "",
                    "constraints": dict(task.constraints or {}),
-                   "acceptance_criteria": list(task.acceptance_criteria or []),
-                   "hints": list(task.memory_hints or [])}
+                   "acceptance_criteria": list(task.acceptance_criteria or [])}
+        hints = task.memory_hints
+    if hints is None:
+        hints = wait_for_hints(rt, task_id, rt.settings.hint_wait_seconds)
     usage = Usage(max_tokens=budget.get("max_tokens"), max_cost_usd=budget.get("max_cost_usd"))
-    made = make_plan(**request, llm=rt.llm, usage=usage if rt.llm else None,
+    made = make_plan(**request, hints=list(hints or []), llm=rt.llm,
+                     usage=usage if rt.llm else None,
                      reuse_threshold=rt.settings.reuse_threshold).to_dict()
+    if hints is None:
+        made["notes"] = [f"planned without hints: the episode search did not answer within "
+                         f"{rt.settings.hint_wait_seconds:g}s", *made.get("notes", [])]
     spent = ({"tokens": usage.tokens, "cost_usd": usage.cost_usd, "calls": usage.calls}
              if usage.calls else None)
     record_plan(rt, task_id, made, usage=spent)
     return made
+
+
+HINT_POLL_SECONDS = 0.1
+
+
+def wait_for_hints(rt: Runtime, task_id: str, seconds: float) -> list | None:
+    """The hints the episode search stored, polled for at most ``seconds``; None if it did not
+    answer in time (memory worker stopped or backed up): the task is planned without them."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with session_scope(rt.settings) as session:
+            hints = active_task(session, task_id).memory_hints
+        if hints is not None or time.monotonic() >= deadline:
+            return hints
+        time.sleep(min(HINT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
 
 def record_plan(rt: Runtime, task_id: str, plan: dict, usage: dict | None = None) -> None:

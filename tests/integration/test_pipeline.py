@@ -125,3 +125,20 @@ def test_pii_in_context_is_never_stored_in_clear(client, worker_set, wait_for, s
         stored = repr((task.goal, task.context, task.submit_reflex, task.reflex, task.plan))
     assert secret_email not in stored
     assert "[REDACTED:EMAIL]" in task.context
+
+
+def test_with_the_memory_worker_stopped_a_task_is_planned_without_hints(client, worker_set,
+                                                                         wait_for):
+    # The episode search is sent beside the reflex checks, not inside their chord: with its
+    # worker stopped the planner waits OCTOLLM_HINT_WAIT_SECONDS for it, then plans without.
+    worker_set.stop("memory")
+    try:
+        task_id = submit(client, goal="Run `echo planned while memory sleeps`",
+                         acceptance_criteria=["must include: memory sleeps"])
+        body = wait_for(client, task_id, timeout=60)
+    finally:
+        worker_set.start("memory")
+
+    assert body["status"] == "completed", body
+    assert any(note.startswith("planned without hints: the episode search did not answer")
+               for note in body["plan"]["notes"]), body["plan"]["notes"]

@@ -7,9 +7,11 @@ import celeryconfig
 from app.config import Settings
 from app.pipeline.orchestration import StageStep
 from tasks.canvas import (
+    HINT_SEARCH_EXPIRES_SECONDS,
     REQUEST_ID_HEADER,
     TENANT_HEADER,
     build_arm_stage,
+    build_hint_search,
     build_pipeline,
     build_start,
     step_message_id,
@@ -46,7 +48,7 @@ def test_pipeline_is_reflex_chord_then_plan_then_dispatch():
     pipeline = build_pipeline(_app(), T, "high")
     assert _order(pipeline) == [
         {"parallel": [["octollm.reflex.pii"], ["octollm.reflex.injection"],
-                      ["octollm.reflex.policy"], ["octollm.memory.search"]]},
+                      ["octollm.reflex.policy"]]},
         "octollm.reflex.verdict",
         "octollm.planner.plan",
         "octollm.orchestration.dispatch",
@@ -59,6 +61,15 @@ def test_pipeline_is_reflex_chord_then_plan_then_dispatch():
     errbacks = pipeline.options["link_error"]
     assert [e["task"] for e in errbacks] == ["octollm.orchestration.fail"]
     assert errbacks[0]["args"] == (T,) and errbacks[0]["immutable"]
+
+
+def test_the_hint_search_is_sent_beside_the_pipeline_and_expires():
+    # Inside the reflex chord, a stopped memory worker would hold every task at the checks.
+    assert "octollm.memory.search" not in [s.task for s in _leaves(build_pipeline(_app(), T))]
+    search = build_hint_search(_app(), T, "critical")
+    assert search.task == "octollm.memory.search" and search.args == (T,)
+    assert search.options["expires"] == HINT_SEARCH_EXPIRES_SECONDS
+    assert search.options["priority"] == PRIORITIES["critical"]
 
 
 def test_arm_stage_has_one_chord_per_multi_step_level_and_ends_with_finalize_and_index():
