@@ -13,9 +13,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 ENVIRONMENTS = ("development", "test", "production")
+REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "unix")
 PREFIX = "OCTOLLM_"
 
 
@@ -122,8 +123,7 @@ class Settings:
         _check_scheme("OCTOLLM_DATABASE_URL", self.database_url,
                       ("postgresql", "postgresql+psycopg2", "postgres"))
         for name in ("redis_url", "broker_url", "result_backend"):
-            _check_scheme(f"OCTOLLM_{name.upper()}", getattr(self, name),
-                          ("redis", "rediss", "redis+socket", "unix"))
+            _check_scheme(f"OCTOLLM_{name.upper()}", getattr(self, name), REDIS_SCHEMES)
         _check_scheme("OCTOLLM_QDRANT_URL", self.qdrant_url, ("http", "https"))
         _check_range("OCTOLLM_DB_POOL_SIZE", self.db_pool_size, 1, 100)
         _check_range("OCTOLLM_DB_MAX_OVERFLOW", self.db_max_overflow, 0, 100)
@@ -149,6 +149,16 @@ class Settings:
                 "OCTOLLM_AUTH_DISABLED may not be set when OCTOLLM_ENVIRONMENT=production")
         if self.environment == "production" and not self.secret_key:
             raise ConfigError("OCTOLLM_SECRET_KEY is required when OCTOLLM_ENVIRONMENT=production")
+        if self.environment == "production":
+            # Whoever reaches an open Redis reads every queued message and result and can queue
+            # work of their own: production needs its password (or ACL user) in the URL.
+            for name in ("redis_url", "broker_url", "result_backend"):
+                url = getattr(self, name)
+                if url and urlsplit(url).scheme in REDIS_SCHEMES and not _has_password(url):
+                    raise ConfigError(
+                        f"OCTOLLM_{name.upper()} has no password, and production requires an "
+                        "authenticated Redis: redis://:PASSWORD@host:6379/0 (or "
+                        "rediss://USER:PASSWORD@...; unix:///path?password=PASSWORD)")
 
     # -- derived values -------------------------------------------------------------------------
     @property
@@ -214,6 +224,11 @@ def _check_scheme(name: str, url: str | None, schemes: tuple[str, ...]) -> None:
         raise ConfigError(
             f"{name} must use one of the schemes {', '.join(schemes)}, got {scheme or 'none'!r}"
         )
+
+
+def _has_password(url: str) -> bool:
+    parts = urlsplit(url)
+    return bool(parts.password) or bool(parse_qs(parts.query).get("password"))
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:

@@ -53,8 +53,15 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     from workers import client
 
+    if args.command != "run":
+        # Next to a running `octollm run` (same checkout, same var/), find its embedded services.
+        from workers.embedded import adopt_services
+
+        adopt_services(os.environ, Settings.from_env().var_path.resolve())
     if args.command in client.COMMANDS:
         return client.run(args)
+    # Servers write under var/ (beat's schedule, an embedded Qdrant): owner-only from birth.
+    os.umask(0o077)
     settings = Settings.from_env()
     if args.command == "run":
         from workers.stack import run_stack

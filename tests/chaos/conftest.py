@@ -60,7 +60,7 @@ class ChaosStack:
     def flush_broker(self) -> None:
         import redis
 
-        with redis.Redis(port=self.redis_port) as client:
+        with redis.Redis.from_url(self.redis.url) as client:
             client.flushdb()
 
     def refuse_database(self, seconds: float) -> None:

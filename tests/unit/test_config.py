@@ -49,3 +49,26 @@ def test_broker_and_backend_default_to_redis_url():
     assert s.effective_broker_url == s.effective_result_backend == "redis://r:6379/3"
     with pytest.raises(ConfigError, match="OCTOLLM_REDIS_URL"):
         _ = Settings.from_env({}).effective_broker_url
+
+
+PRODUCTION = {"OCTOLLM_ENVIRONMENT": "production", "OCTOLLM_SECRET_KEY": "k" * 32}
+
+
+@pytest.mark.parametrize("variable, url", [
+    ("OCTOLLM_REDIS_URL", "redis://cache:6379/0"),
+    ("OCTOLLM_REDIS_URL", "rediss://user@cache:6380/0"),
+    ("OCTOLLM_BROKER_URL", "redis://cache:6379/1"),
+    ("OCTOLLM_RESULT_BACKEND", "unix:///run/redis.sock?db=2"),
+])
+def test_production_refuses_a_redis_url_without_a_password(variable, url):
+    with pytest.raises(ConfigError, match=f"{variable} has no password.*authenticated Redis"):
+        Settings.from_env({**PRODUCTION, variable: url})
+
+
+@pytest.mark.parametrize("url", [
+    "redis://:s3cret@cache:6379/0", "rediss://octollm:s3cret@cache:6380/0",
+    "unix:///run/redis.sock?db=2&password=s3cret",
+])
+def test_production_accepts_an_authenticated_redis_and_other_environments_anything(url):
+    assert Settings.from_env({**PRODUCTION, "OCTOLLM_REDIS_URL": url}).redis_url == url
+    assert Settings.from_env({"OCTOLLM_REDIS_URL": "redis://cache:6379/0"}).redis_url

@@ -169,12 +169,25 @@ def test_one_environment_points_at_the_compose_services_and_validates(compose):
         env = {key: interpolate(value) for key, value in service["environment"].items()}
         check_env_names(env)
         assert "@postgres:5432/" in env["OCTOLLM_DATABASE_URL"], name
-        assert env["OCTOLLM_REDIS_URL"].startswith("redis://redis:6379/"), name
+        assert env["OCTOLLM_REDIS_URL"].startswith("redis://:set-by-operator@redis:6379/"), name
+        Settings.from_env({**env, "OCTOLLM_ENVIRONMENT": "production",
+                           "OCTOLLM_SECRET_KEY": "k" * 32})  # an authenticated Redis
         assert env["OCTOLLM_QDRANT_URL"] == "http://qdrant:6333", name
         assert env["OCTOLLM_API_HOST"] == "0.0.0.0", name
         Settings.from_env(env)
     flower_password = compose["flower"]["environment"]["OCTOLLM_FLOWER_PASSWORD"]
     assert flower_password.startswith("${OCTOLLM_FLOWER_PASSWORD:?"), "must be required"
+
+
+def test_redis_requires_the_password_every_app_service_connects_with(compose):
+    redis_service = compose["redis"]
+    assert redis_service["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    assert "--requirepass" in " ".join(redis_service["command"])
+    assert "$$REDIS_PASSWORD" in " ".join(redis_service["command"])  # from env, not the file
+    assert redis_service["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+    for name, service in app_services(compose).items():
+        assert service["environment"]["OCTOLLM_REDIS_URL"].startswith(
+            "redis://:${REDIS_PASSWORD:?"), name
 
 
 # --- deploy/Dockerfile and .dockerignore ---------------------------------------------------------
