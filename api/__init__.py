@@ -49,6 +49,13 @@ def create_app(settings: Settings | None = None, *, celery=None) -> Flask:
     # and the output is compact.
     app.json.sort_keys = True
     app.json.compact = True
+    if settings.proxy_hops:
+        # Only as many X-Forwarded-For entries as there are proxies of ours are believed: a
+        # client cannot pick its own address (and so its own rate-limit bucket).
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app,  # type: ignore[method-assign]
+                                x_for=settings.proxy_hops)
     rt = Runtime(settings)
     app.extensions["octollm"] = rt
     app.extensions["octollm_celery"] = celery or make_producer(settings)
@@ -57,6 +64,11 @@ def create_app(settings: Settings | None = None, *, celery=None) -> Flask:
 
         app.extensions["octollm_ratelimiter"] = RateLimiter(
             rt.redis, settings.rate_limit_burst, settings.rate_limit_per_second)
+    if settings.auth_failure_per_second > 0 and not settings.auth_disabled:
+        from app.access.ratelimit import RateLimiter
+
+        app.extensions["octollm_auth_failure_limiter"] = RateLimiter(
+            rt.redis, settings.auth_failure_burst, settings.auth_failure_per_second)
 
     from api.openapi import SECURITY_SCHEMES, OctoSpecPlugin
 

@@ -5,6 +5,10 @@ All of it runs in ``before_request`` (``identify``), in this order: 401 (key), 4
 before its body or query is validated. ``OPTIONS`` (CORS preflights, which browsers send without
 credentials, and Flask's automatic ``Allow`` answers) needs no key and serves no data.
 
+A failed authentication (no key, a wrong or revoked one) spends a token of its address's failure
+bucket; once that is empty the answer is 429 instead of 401. A flood of guessed keys is slowed
+down, while every valid key (the same address's too) is still served from its own bucket.
+
 Keys arrive as ``X-API-Key`` or ``Authorization: Bearer``. A verified key is cached in-process for
 a short time so a busy client does not cost a database round trip per request; revocation takes
 effect within that time (KEY_CACHE_SECONDS).
@@ -16,6 +20,7 @@ import hashlib
 import threading
 import time
 from functools import wraps
+from typing import NoReturn
 
 from flask import current_app, g, request
 from flask_smorest import Blueprint
@@ -74,13 +79,13 @@ def identify() -> None:
     else:
         key = _presented_key()
         if not key:
-            raise ApiError(401, "authentication required: send X-API-Key or Authorization: Bearer",
-                           headers={"WWW-Authenticate": 'Bearer realm="octollm"'})
+            _failed(ApiError(401, "authentication required: send X-API-Key or Authorization: "
+                                  "Bearer", headers={"WWW-Authenticate": 'Bearer realm="octollm"'}))
         g.principal = _lookup(rt, key)
         if g.principal is None:
             challenge = 'Bearer realm="octollm", error="invalid_token"'
-            raise ApiError(401, "invalid or revoked API key",
-                           headers={"WWW-Authenticate": challenge})
+            _failed(ApiError(401, "invalid or revoked API key",
+                             headers={"WWW-Authenticate": challenge}))
     g.tenant = g.principal.tenant
     from app import logging as octolog
 
@@ -89,6 +94,26 @@ def identify() -> None:
     from api.parsing import current_view_method
 
     _check_scope(getattr(current_view_method(), "required_scope", None))
+
+
+def _failed(unauthorized: ApiError) -> NoReturn:
+    """Raise ``unauthorized`` (401), or 429 once this address has failed too often."""
+    limiter = current_app.extensions.get("octollm_auth_failure_limiter")
+    decision = None
+    if limiter is not None:
+        try:
+            decision = limiter.hit(ratelimit.auth_failure_key(request.remote_addr))
+        except Exception:  # noqa: BLE001 - Redis down: the 401 still protects
+            decision = None
+    if decision is not None and not decision.allowed:
+        metrics.AUTH_FAILURES.labels(outcome="limited").inc()
+        metrics.RATE_LIMITED.inc()
+        retry_after = decision.retry_after_header
+        raise ApiError(429, "too many failed authentications from this address; retry after "
+                            f"{retry_after}s", details={"retry_after": int(retry_after)},
+                       headers={"Retry-After": retry_after})
+    metrics.AUTH_FAILURES.labels(outcome="unauthorized").inc()
+    raise unauthorized
 
 
 def _check_scope(scope: str | None) -> None:

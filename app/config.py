@@ -89,6 +89,13 @@ class Settings:
     default_task_timeout: int = 300
     rate_limit_burst: int = 60
     rate_limit_per_second: float = 10.0
+    # Failed authentications (no key, a wrong or revoked one) per client address: a bucket of
+    # their own, so a flood of guesses is answered 429 while valid keys keep theirs.
+    auth_failure_burst: int = 20
+    auth_failure_per_second: float = 0.5
+    # Reverse proxies in front of the API that append X-Forwarded-For: the client address (rate
+    # limits, logs) is then the one the outermost trusted proxy saw. 0 = the peer's address.
+    proxy_hops: int = 0
     cors_origins: str = ""
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -142,6 +149,10 @@ class Settings:
         _check_range("OCTOLLM_HINT_WAIT_SECONDS", self.hint_wait_seconds, 0.0, 60.0)
         _check_range("OCTOLLM_RATE_LIMIT_BURST", self.rate_limit_burst, 1, 1_000_000)
         _check_range("OCTOLLM_RATE_LIMIT_PER_SECOND", self.rate_limit_per_second, 0.0, 1_000_000.0)
+        _check_range("OCTOLLM_AUTH_FAILURE_BURST", self.auth_failure_burst, 1, 1_000_000)
+        _check_range("OCTOLLM_AUTH_FAILURE_PER_SECOND", self.auth_failure_per_second, 0.0,
+                     1_000_000.0)
+        _check_range("OCTOLLM_PROXY_HOPS", self.proxy_hops, 0, 10)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"OCTOLLM_LOG_LEVEL must be a logging level, got {self.log_level!r}")
         if self.auth_disabled and self.environment == "production":

@@ -45,6 +45,9 @@ STEP_DURATION = Histogram(
 RECONCILE = Counter("octollm_reconcile_actions_total", "Reconciliation job actions",
                     ["job", "action"])
 RATE_LIMITED = Counter("octollm_rate_limited_total", "Requests answered 429")
+AUTH_FAILURES = Counter("octollm_auth_failures_total",
+                        "Failed authentications, answered 401 or (over the per-address limit) 429",
+                        ["outcome"])
 
 
 class QueueDepthCollector:

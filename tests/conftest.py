@@ -51,6 +51,8 @@ def test_env(services) -> dict[str, str]:
         "OCTOLLM_EXECUTOR_MARKER_DIR": str(workdir / "markers"),
         # Tests poll hard from one address; test_rate_limit.py turns the limiter on itself.
         "OCTOLLM_RATE_LIMIT_PER_SECOND": "0",
+        # Many tests check 401s from 127.0.0.1; test_rate_limit_api.py tests this limit itself.
+        "OCTOLLM_AUTH_FAILURE_PER_SECOND": "0",
     }
     for name in [n for n in os.environ if n.startswith("OCTOLLM_")]:
         if name not in env:

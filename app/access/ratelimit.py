@@ -63,6 +63,12 @@ def client_key(client_id: str | None, remote_addr: str | None) -> str:
     return f"ip:{remote_addr or 'unknown'}"
 
 
+def auth_failure_key(remote_addr: str | None) -> str:
+    """The bucket an address spends from on each failed authentication only; requests with a
+    valid key never touch it (nor does this bucket touch theirs)."""
+    return f"auth-failures:ip:{remote_addr or 'unknown'}"
+
+
 class RateLimiter:
     def __init__(self, redis_client, burst: int, per_second: float, *, prefix: str = PREFIX):
         if burst < 1:

@@ -51,3 +51,37 @@ def serve(flask_app) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(timeout=5)
+
+
+@contextmanager
+def gunicorn_api(env: dict[str, str], log_path, *, workers: int = 1) -> Iterator[str]:
+    """``octollm api`` as deployed (gunicorn, its access and error logs) on a free port, its
+    output (every log line of the API process) written to ``log_path``; yields its base URL."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import requests
+
+    from workers.embedded import free_port, port_open
+
+    port = free_port()
+    with open(log_path, "ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "api", "--workers", str(workers)],
+            env={**env, "OCTOLLM_API_PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", port):
+            assert server.poll() is None, Path(log_path).read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "API process did not start"
+            time.sleep(0.1)
+        # The master listens before its worker has loaded the app, which took 15-30 s on a busy
+        # 2-core machine: wait on /health, which is never rate limited.
+        assert requests.get(f"{url}/health", timeout=60).status_code == 200
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
