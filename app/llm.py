@@ -4,10 +4,17 @@ Works with any server that speaks ``POST {base_url}/chat/completions`` (OpenAI, 
 server, Ollama's ``/v1``). Transient failures (network errors, timeouts, 5xx, 429) are retried with
 exponential backoff; other 4xx answers are the caller's fault and are not. One circuit breaker per
 process and base URL stops a worker from hammering an endpoint that is down.
+
+Retries never outlast the step that makes the call: ``within(deadline)`` gives a client bound to
+a ``time.monotonic()`` deadline (the step's time limit less a reserve for its fallback), and each
+attempt's timeout, each backoff and the number of attempts are cut to fit before it. With the
+default settings (30 s timeout, 3 retries) a hanging endpoint could otherwise hold a step for two
+minutes, past its time limit, and the step would fail where its offline fallback was documented.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
@@ -123,6 +130,10 @@ def reset_breakers() -> None:
         _breakers.clear()
 
 
+# An attempt with less time than this left before the deadline is not started.
+MIN_ATTEMPT_SECONDS = 1.0
+
+
 def estimate_tokens(text: str) -> int:
     # ~4 characters per token for English text: good enough to refuse calls that cannot fit.
     return math.ceil(len(text) / 4)
@@ -146,9 +157,23 @@ class LLMClient:
         self._breaker = breaker_for(self.base_url, breaker_fail_max, breaker_reset_timeout)
         self._session = requests.Session()
 
+        # time.monotonic() past which no attempt starts and none is waited for; None: no bound.
+        self.deadline: float | None = None
+
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
         return f"LLMClient(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
+
+    def within(self, deadline: float | None) -> LLMClient:
+        """This client bound to a ``time.monotonic()`` deadline (same session and breaker); an
+        earlier deadline already set is kept."""
+        bound = copy.copy(self)
+        if deadline is not None:
+            bound.deadline = deadline if self.deadline is None else min(deadline, self.deadline)
+        return bound
+
+    def _remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
 
     def chat(self, messages: list[dict], *, usage: Usage | None = None,
              max_tokens: int | None = None, temperature: float = 0.0,
@@ -174,8 +199,13 @@ class LLMClient:
         return result
 
     def _post_with_retries(self, payload: dict) -> dict:
+        remaining = self._remaining()
+        if remaining is not None and remaining < MIN_ATTEMPT_SECONDS:
+            raise LLMError(f"no time left for an LLM call before the step's limit "
+                           f"({max(0.0, remaining):.1f}s)", details={"reason": "deadline"})
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            stop=tenacity.stop_any(tenacity.stop_after_attempt(self.max_retries + 1),
+                                   self._out_of_time),
             retry=tenacity.retry_if_exception_type(_Transient),
             wait=self._wait,
             reraise=True,
@@ -191,18 +221,29 @@ class LLMClient:
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return exc.retry_after
-        return self._backoff(retry_state)
+            wait = exc.retry_after
+        else:
+            wait = self._backoff(retry_state)
+        remaining = self._remaining()
+        # Never sleep into the time the next attempt needs (_out_of_time stopped it otherwise).
+        return wait if remaining is None else max(0.0, min(wait, remaining - MIN_ATTEMPT_SECONDS))
+
+    def _out_of_time(self, _retry_state: tenacity.RetryCallState) -> bool:
+        """Stop retrying when what is left before the deadline cannot hold another attempt."""
+        remaining = self._remaining()
+        return remaining is not None and remaining < MIN_ATTEMPT_SECONDS
 
     def _post_once(self, payload: dict) -> dict:
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         url = f"{self.base_url}/chat/completions"
+        remaining = self._remaining()
+        timeout = self.timeout if remaining is None else max(0.1, min(self.timeout, remaining))
         try:
             with self._breaker.calling():
                 response = self._session.post(url, json=payload, headers=headers,
-                                              timeout=self.timeout)
+                                              timeout=timeout)
                 if response.status_code >= 500:
                     raise _Transient(f"HTTP {response.status_code}", "http_status",
                                      response.status_code)
@@ -212,7 +253,7 @@ class LLMClient:
             raise LLMError(f"circuit breaker open for {self.base_url}: failing fast",
                            details={"reason": "circuit_open"}) from None
         except requests.Timeout:
-            raise _Transient(f"no answer within {self.timeout}s", "timeout") from None
+            raise _Transient(f"no answer within {timeout:g}s", "timeout") from None
         except requests.ConnectionError:
             raise _Transient(f"cannot connect to {self.base_url}", "connection") from None
         except _Rejected as rejected:

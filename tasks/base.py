@@ -69,6 +69,13 @@ def where(task_name: str, args) -> str:
     return name
 
 
+def soft_time_limit(task) -> float | None:
+    """The soft time limit this run of ``task`` has: the message's (a task's time budget caps
+    its arm steps, tasks/canvas.py), else the queue's (celeryconfig's task annotations)."""
+    timelimit = getattr(task.request, "timelimit", None) or (None, None)
+    return timelimit[1] or getattr(task, "soft_time_limit", None)
+
+
 def retry_countdown(retries: int) -> float:
     """Exponential backoff with jitter for explicit retries (1, 2, 4 ... 30 s)."""
     return min(30.0, 2.0 ** retries) * random.uniform(0.5, 1.0)

@@ -7,12 +7,12 @@ from celery.exceptions import Ignore
 
 from app.pipeline import orchestration
 from app.pipeline.orchestration import TaskInactive
-from tasks.base import PIPELINE
+from tasks.base import PIPELINE, soft_time_limit
 
 
 @shared_task(name="octollm.planner.plan", **PIPELINE)
 def plan(self, task_id: str) -> str:
     try:
-        return orchestration.plan(self.rt, task_id)["source"]
+        return orchestration.plan(self.rt, task_id, time_limit=soft_time_limit(self))["source"]
     except TaskInactive:
         raise Ignore() from None

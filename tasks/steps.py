@@ -11,7 +11,7 @@ from celery.exceptions import Ignore
 from app import metrics
 from app.access.capability import CapabilityDenied
 from app.pipeline import steps
-from tasks.base import ARM, TRANSIENT, retry_countdown
+from tasks.base import ARM, TRANSIENT, retry_countdown, soft_time_limit
 
 log = logging.getLogger(__name__)
 # A duplicate of a step that another live attempt is running waits this long between looks.
@@ -29,7 +29,8 @@ def run_step(task, task_id: str, step_id: str, capability: str | None) -> str:
         metrics.STEPS.labels(arm=arm, outcome="refused").inc()
         raise Ignore() from None
     try:
-        outcome = steps.execute(task.rt, task_id, step_id, claimant=task.request.id)
+        outcome = steps.execute(task.rt, task_id, step_id, claimant=task.request.id,
+                                time_limit=soft_time_limit(task))
     except TRANSIENT as exc:
         # Give the claim back first, or the retry would look like a dead attempt of itself.
         with contextlib.suppress(TRANSIENT):  # the lease runs out on its own

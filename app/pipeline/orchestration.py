@@ -19,7 +19,7 @@ from app.errors import ErrorCode
 from app.models import StepStatus, Task, TaskStatus
 from app.pipeline import events, repo
 from app.pipeline.lifecycle import is_terminal
-from app.pipeline.steps import with_step_usage
+from app.pipeline.steps import llm_deadline, with_step_usage
 from app.reflex import redact_output
 from app.reflex.policy import configured
 from app.runtime import Runtime
@@ -105,10 +105,10 @@ def time_budget(rt: Runtime, task: Task) -> float:
     return float((task.budget or {}).get("max_time_seconds") or rt.settings.default_task_timeout)
 
 
-def plan(rt: Runtime, task_id: str) -> dict:
+def plan(rt: Runtime, task_id: str, time_limit: float | None = None) -> dict:
     """Plan the task once; a re-dispatched task keeps its stored plan, so finished steps still
-    fit."""
-    from app.llm import Usage
+    fit. ``time_limit`` is the planner's: LLM planning gives up in time for the rule plan."""
+    from app.llm import BudgetExceeded, Usage
     from app.planning.planner import make_plan
 
     with session_scope(rt.settings) as session:
@@ -120,19 +120,39 @@ def plan(rt: Runtime, task_id: str) -> dict:
                    "constraints": dict(task.constraints or {}),
                    "acceptance_criteria": list(task.acceptance_criteria or [])}
         hints = task.memory_hints
+        deadline_at = task.deadline_at
     if hints is None:
         hints = wait_for_hints(rt, task_id, rt.settings.hint_wait_seconds)
     usage = Usage(max_tokens=budget.get("max_tokens"), max_cost_usd=budget.get("max_cost_usd"))
-    made = make_plan(**request, hints=list(hints or []), llm=rt.llm,
-                     usage=usage if rt.llm else None,
-                     reuse_threshold=rt.settings.reuse_threshold).to_dict()
+    llm = rt.llm.within(llm_deadline(time_limit, deadline_at)) if rt.llm else None
+    try:
+        made = make_plan(**request, hints=list(hints or []), llm=llm,
+                         usage=usage if rt.llm else None,
+                         reuse_threshold=rt.settings.reuse_threshold).to_dict()
+    except BudgetExceeded:
+        # The call that broke the budget was made and paid for: the task's usage says so.
+        record_usage(rt, task_id, _spent(usage))
+        raise
     if hints is None:
         made["notes"] = [f"planned without hints: the episode search did not answer within "
                          f"{rt.settings.hint_wait_seconds:g}s", *made.get("notes", [])]
-    spent = ({"tokens": usage.tokens, "cost_usd": usage.cost_usd, "calls": usage.calls}
-             if usage.calls else None)
-    record_plan(rt, task_id, made, usage=spent)
+    record_plan(rt, task_id, made, usage=_spent(usage))
     return made
+
+
+def _spent(usage) -> dict | None:
+    return ({"tokens": usage.tokens, "cost_usd": usage.cost_usd, "calls": usage.calls}
+            if usage.calls else None)
+
+
+def record_usage(rt: Runtime, task_id: str, usage: dict | None) -> None:
+    """The planner's spending, on a task whose planning failed."""
+    if not usage:
+        return
+    with session_scope(rt.settings) as session:
+        task = repo.get_task(session, task_id, lock=True)
+        if task is not None:
+            task.usage = with_step_usage(task.usage or {}, "planner", usage)
 
 
 HINT_POLL_SECONDS = 0.1

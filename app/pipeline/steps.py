@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 
@@ -47,6 +47,21 @@ class Claim:
     action: str  # "run" | "done" | "busy" (another live attempt) | "inactive" (task is over)
     output: dict | None = None
     attempt: int = 0
+    deadline_at: datetime | None = None  # the task's deadline, when it has one
+
+
+def llm_deadline(time_limit: float | None, deadline_at: datetime | None = None) -> float | None:
+    """The ``time.monotonic()`` by which a step's LLM calls must have ended: its time limit (and
+    the task's deadline, if sooner) less a reserve for the offline fallback that follows a
+    failed call (a fifth of the limit, at most 10 s). None when nothing bounds the step."""
+    bounds = []
+    now = time.monotonic()
+    if time_limit:
+        bounds.append(now + time_limit - min(10.0, 0.2 * time_limit))
+    if deadline_at is not None:
+        left = (deadline_at - repo.now()).total_seconds()
+        bounds.append(now + left - min(10.0, 0.2 * max(left, 0.0)))
+    return min(bounds) if bounds else None
 
 
 def claim(settings: Settings, task_id: str, step_id: str,
@@ -86,14 +101,16 @@ def claim(settings: Settings, task_id: str, step_id: str,
         step.started_at = step.started_at or func.now()
         step.attempts = step.attempts + 1
         ctx = _context(session, task, step)
-        return Claim("run", attempt=step.attempts), ctx
+        return Claim("run", attempt=step.attempts, deadline_at=task.deadline_at), ctx
 
 
-def execute(rt, task_id: str, step_id: str, claimant: str) -> Claim:
+def execute(rt, task_id: str, step_id: str, claimant: str,
+            time_limit: float | None = None) -> Claim:
     """Claim the step, run its arm, store the output. Arm errors fail the step and propagate.
 
     While the arm runs a heartbeat renews the claim's lease, so a duplicate of this message waits
-    for it, and a claim whose worker was killed expires within one lease.
+    for it, and a claim whose worker was killed expires within one lease. ``time_limit`` is the
+    step's soft time limit: the arm's LLM calls end in time for its fallback (llm_deadline).
     """
     outcome, ctx = claim(rt.settings, task_id, step_id, claimant)
     if outcome.action != "run":
@@ -103,7 +120,8 @@ def execute(rt, task_id: str, step_id: str, claimant: str) -> Claim:
     metrics.STEPS.labels(arm=ctx.arm, outcome="started").inc()
     base_tokens, base_cost = ctx.usage.tokens, ctx.usage.cost_usd
     heartbeat = Heartbeat(rt.settings, task_id, step_id, claimant)
-    ctx = dataclasses.replace(ctx, llm=rt.llm, stop=heartbeat.lost)
+    llm = rt.llm.within(llm_deadline(time_limit, outcome.deadline_at)) if rt.llm else None
+    ctx = dataclasses.replace(ctx, llm=llm, stop=heartbeat.lost)
     started = time.monotonic()
     heartbeat.start()
     try:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.errors import OctoError
+from app.llm import BudgetExceeded
 from app.memory.store import COLLECTIONS
 from app.models import Task, TaskStep
 from app.pipeline import orchestration, screening, steps
@@ -408,3 +409,51 @@ def test_the_seed_example_with_an_llm_completes_with_a_sentiment_score(llm_runti
     writing = fake_llm.requests[-1].body
     assert "I love OctoLLM!" in writing["messages"][1]["content"]
     assert writing["response_format"] == {"type": "json_object"}
+
+
+def test_a_hanging_endpoint_with_default_settings_gives_the_fallbacks_in_time(
+        runtime, fake_llm, client):  # noqa: F811
+    # Default timeout (30 s) and retries (3): four attempts would take two minutes. Bounded by
+    # the task's 12 s, planning falls back to the rules and the judge to its rule verdicts.
+    env = {**runtime.settings.env, "OCTOLLM_LLM_BASE_URL": fake_llm.base_url,
+           "OCTOLLM_LLM_MODEL": "fake-model"}
+    rt = Runtime(runtime.settings.replace(env=env))
+    fake_llm.stall(600, times=20)
+    task_id = accept(rt, Submission(goal="Run `echo still here`", budget={"max_time_seconds": 12},
+                                    acceptance_criteria=["must include: still here",
+                                                         "the tone is friendly"])).task_id
+    started = time.monotonic()
+    try:
+        run_pipeline(rt, task_id)
+    finally:
+        rt.close()
+    elapsed = time.monotonic() - started
+    body = client.get(f"/tasks/{task_id}").get_json()
+
+    assert body["status"] == "completed", body
+    assert elapsed < 60, elapsed  # unbounded, planning alone would take over two minutes
+    assert body["plan"]["source"] == "rule"
+    assert "LLM planning failed" in body["plan"]["fallback_reason"]
+    judge = body["result"]["judge"]
+    assert {c["criterion"]: c["status"] for c in judge["criteria"]} == {
+        "must include: still here": "passed", "the tone is friendly": "unverified"}
+
+
+def test_what_the_planner_spent_before_breaking_the_budget_is_on_the_task(runtime, fake_llm,
+                                                                          client):  # noqa: F811
+    env = {**runtime.settings.env, "OCTOLLM_LLM_BASE_URL": fake_llm.base_url,
+           "OCTOLLM_LLM_MODEL": "fake-model", "OCTOLLM_LLM_MAX_RETRIES": "0",
+           "OCTOLLM_LLM_PRICE_PER_1K_PROMPT": "1.0"}
+    rt = Runtime(runtime.settings.replace(env=env))
+    fake_llm.answer(json.dumps(LLM_PLAN), prompt_tokens=1000, completion_tokens=20)
+    task_id = accept(rt, Submission(goal=GOAL, budget={"max_cost_usd": 0.5})).task_id
+    orchestration.begin(rt, task_id)
+    try:
+        with pytest.raises(BudgetExceeded):
+            orchestration.plan(rt, task_id)
+    finally:
+        rt.close()
+    usage = client.get(f"/tasks/{task_id}").get_json()["usage"]
+
+    assert usage["planner"] == {"tokens": 1020, "cost_usd": 1.0, "calls": 1}
+    assert usage["total"] == {"tokens": 1020, "cost_usd": 1.0, "calls": 1}

@@ -86,6 +86,42 @@ def test_stalled_server_times_out(fake_llm):
     assert time.monotonic() - started < 2.5
 
 
+def test_a_deadline_cuts_the_timeout_and_the_retries_of_a_hanging_endpoint(fake_llm):
+    # Defaults that would take 4 x 30 s against a hanging server; the step has 3 s.
+    fake_llm.stall(60, times=10)
+    client = make_client(fake_llm, timeout=30.0, max_retries=3, backoff_max=8.0)
+    started = time.monotonic()
+
+    with pytest.raises(LLMError) as caught:
+        client.within(started + 3).chat([{"role": "user", "content": "x"}])
+
+    elapsed = time.monotonic() - started
+    assert caught.value.details["reason"] == "timeout"
+    assert elapsed < 5 and len(fake_llm.requests) <= 2  # no attempt started without time left
+
+
+def test_a_failing_endpoint_stops_retrying_before_the_deadline(fake_llm):
+    fake_llm.fail(503, times=50)
+    client = make_client(fake_llm, max_retries=20, backoff_max=0.6)
+    started = time.monotonic()
+
+    with pytest.raises(LLMError):
+        client.within(started + 2.5).chat([{"role": "user", "content": "x"}])
+
+    assert time.monotonic() - started < 4
+
+
+def test_no_call_is_made_without_time_left_and_the_tightest_deadline_wins(fake_llm):
+    client = make_client(fake_llm)
+    bound = client.within(time.monotonic() + 60).within(time.monotonic() + 0.5)
+    assert client.deadline is None and bound.deadline < time.monotonic() + 1
+
+    with pytest.raises(LLMError) as caught:
+        bound.chat([{"role": "user", "content": "x"}])
+
+    assert caught.value.details["reason"] == "deadline" and fake_llm.requests == []
+
+
 def test_client_error_is_not_retried(fake_llm):
     fake_llm.fail(400, body="bad request: unknown field")
 
