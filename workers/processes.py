@@ -8,18 +8,30 @@ process starts it the same way.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 
 from app.config import Settings
 from tasks.queues import spec
 
 
+def node_name(queue: str, name: str | None = None) -> str:
+    """The Celery node name of a worker: ``name`` as given (``@%h``, the machine's hostname, added
+    when it names no host), else ``<queue>-<6 hex digits>@%h``. The default is new for every
+    process, so two workers of one queue on one host are two nodes in Flower and ``inspect``;
+    a deployment that pings its worker by name (compose, Kubernetes) passes ``<queue>@%h``."""
+    if name:
+        return name if "@" in name else f"{name}@%h"
+    return f"{queue}-{secrets.token_hex(3)}@%h"
+
+
 def worker_argv(queue: str, *, concurrency: int | None = None, autoscale: str | None = None,
                 loglevel: str = "INFO", hostname: str | None = None) -> list[str]:
-    """The celery command line for a worker of exactly one queue, with that queue's defaults."""
+    """The celery command line for a worker of exactly one queue, with that queue's defaults;
+    ``hostname`` is its node name (node_name)."""
     q = spec(queue)
     argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-            "-Q", q.name, "-n", hostname or f"{q.name}@%h", "--pool", q.pool,
+            "-Q", q.name, "-n", node_name(q.name, hostname), "--pool", q.pool,
             "--prefetch-multiplier", str(q.prefetch_multiplier), "--loglevel", loglevel,
             "--without-mingle", "--without-gossip"]
     if q.pool != "solo":

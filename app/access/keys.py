@@ -56,6 +56,8 @@ def validate_tenant(tenant: str) -> str:
 
 
 def validate_scopes(scopes) -> tuple[str, ...]:
+    if not scopes:
+        raise AuthError(f"a key needs at least one scope; known: {', '.join(SCOPES)}")
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
         raise AuthError(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}")

@@ -84,7 +84,9 @@ def test_run_brings_up_everything_on_embedded_services_and_stops_cleanly(tmp_pat
         assert requests.post(f"{api}/submit", json={"goal": "x"}, timeout=10).status_code == 401
 
         # A worker that dies is started again, as docker-compose's restart policy would.
-        executor = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "arm.executor@"],
+        # Its node name is arm.executor-<6 hex>@<host> (every worker process its own node).
+        executor = subprocess.run(["pgrep", "-P", str(process.pid), "-f",
+                                   r"arm\.executor-[0-9a-f]{6}@"],
                                   capture_output=True, text=True, check=False).stdout.split()
         assert len(executor) == 1, executor
         os.kill(int(executor[0]), signal.SIGKILL)

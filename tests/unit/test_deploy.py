@@ -16,7 +16,9 @@ import dataclasses
 import re
 import shlex
 from pathlib import Path
+from types import SimpleNamespace
 
+import click
 import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
@@ -37,12 +39,20 @@ ARM_PREFIXES = ("OCTOLLM_LLM_", "OCTOLLM_EXECUTOR_", "OCTOLLM_CODER_", "OCTOLLM_
                 "OCTOLLM_REFLEX_")
 
 
-def parse_octollm(argv: list[str]):
-    """Parse with the real CLI parser; argparse's exit becomes a test failure naming the argv."""
+def parse_octollm(argv: list[str]) -> SimpleNamespace:
+    """Parse with the real CLI (without running it): the subcommand and its parameters. A
+    command line the CLI refuses is a test failure naming it."""
+    group = cli.octollm
     try:
-        return cli._parser().parse_args(argv)
-    except SystemExit:
-        pytest.fail(f"`octollm {' '.join(argv)}` is not a valid octollm command line")
+        with group.make_context("octollm", list(argv)) as ctx:
+            command = group.get_command(ctx, argv[0])
+            if command is None:
+                raise click.UsageError(f"no command {argv[0]!r}")
+            params = command.make_context(argv[0], list(argv[1:]), parent=ctx).params
+    except click.ClickException as exc:
+        pytest.fail(f"`octollm {' '.join(argv)}` is not a valid octollm command line: "
+                    f"{exc.format_message()}")
+    return SimpleNamespace(command=argv[0], **params)
 
 
 def check_env_names(names) -> None:
@@ -81,7 +91,8 @@ def test_every_queue_has_exactly_one_worker_service_running_that_queue(compose):
                if command_of(s)[:1] == ["worker"]}
     assert set(workers) == {q.service for q in QUEUES}
     for q in QUEUES:
-        assert command_of(compose[q.service]) == ["worker", "--queue", q.name]
+        assert command_of(compose[q.service]) == ["worker", "--queue", q.name,
+                                                  "--name", f"{q.name}@%h"]
         assert workers[q.service].queue == q.name
     assert sorted(args.queue for args in workers.values()) == sorted(q.name for q in QUEUES)
 
@@ -130,10 +141,11 @@ def test_healthchecks(compose):
         assert "inspect ping" in test and f"-d {q.name}@$$HOSTNAME" in test, q.service
 
 
-def test_worker_node_name_is_what_the_probes_ping():
+def test_worker_node_name_is_what_the_probes_ping(compose):
     # Compose and Kubernetes ping `<queue>@<hostname>`; Celery expands %h to the hostname.
     for q in QUEUES:
-        argv = processes.worker_argv(q.name)
+        name = parse_octollm(command_of(compose[q.service])).name
+        argv = processes.worker_argv(q.name, hostname=name)
         assert argv[argv.index("-n") + 1] == f"{q.name}@%h"
 
 
@@ -279,7 +291,8 @@ def test_one_worker_deployment_per_queue(manifests):
     for q in QUEUES:
         worker = workers[q.service]
         container = main_container(worker)
-        assert container["command"] == ["octollm", "worker", "--queue", q.name]
+        assert container["command"] == ["octollm", "worker", "--queue", q.name,
+                                        "--name", f"{q.name}@%h"]
         assert parse_octollm(container["command"][1:]).queue == q.name
         probe = " ".join(container["livenessProbe"]["exec"]["command"])
         assert "inspect ping" in probe and f'-d "{q.name}@$(cat /etc/hostname)"' in probe
