@@ -102,8 +102,9 @@ def make_producer(settings: Settings):
     from celery import Celery
 
     import celeryconfig
+    from tasks.canvas import AMQP_CLASS
 
-    producer = Celery("octollm-api", set_as_current=False)
+    producer = Celery("octollm-api", set_as_current=False, amqp=AMQP_CLASS)
     producer.conf.update(celeryconfig.from_settings(settings))
     return producer
 

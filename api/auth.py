@@ -103,7 +103,7 @@ def _failed(unauthorized: ApiError) -> NoReturn:
     if limiter is not None:
         try:
             decision = limiter.hit(ratelimit.auth_failure_key(request.remote_addr))
-        except Exception:  # noqa: BLE001 - Redis down: the 401 still protects
+        except Exception:  # Redis down: the 401 still protects
             decision = None
     if decision is not None and not decision.allowed:
         metrics.AUTH_FAILURES.labels(outcome="limited").inc()

@@ -137,26 +137,43 @@ class MemorySearch(MethodView):
     @blp.alt_response(503, schema=errors.ErrorSchema, description="Memory worker unavailable")
     @require("tasks:read")
     def get(self, args):
-        """Search the tenant's past episodes or knowledge by meaning."""
-        try:
-            result = _celery().signature(
-                "octollm.memory.query",
-                args=(g.tenant, args["q"], args["collection"], args["limit"])).apply_async(
-                retry=True, retry_policy={"max_retries": 1, "interval_start": 0,
-                                          "interval_step": 0.2})
-        except Exception as exc:  # the broker refused: unavailable, not a 500
-            raise errors.ApiError(503, f"memory search failed: {type(exc).__name__}",
-                                  headers={"Retry-After": errors.RETRY_AFTER_SECONDS}) from None
-        try:
-            hits = result.get(timeout=SEARCH_TIMEOUT_SECONDS, propagate=True)
-        except CeleryTimeout:
-            raise errors.ApiError(503, "the memory worker did not answer in time",
-                                  headers={"Retry-After": errors.RETRY_AFTER_SECONDS}) from None
-        except Exception as exc:  # surfaced as unavailable, not as a 500
-            raise errors.ApiError(503, f"memory search failed: {type(exc).__name__}",
-                                  headers={"Retry-After": errors.RETRY_AFTER_SECONDS}) from None
-        finally:
-            # Unsubscribe now, while the backend is open, not later from the garbage collector.
-            result.backend.remove_pending_result(result)
-            result.forget()
-        return {"results": hits}
+        """Search the tenant's past episodes or knowledge by meaning (query in the URL)."""
+        return _search(args)
+
+    @blp.arguments(SearchArgs)
+    @blp.response(200, SearchResultSchema)
+    @blp.alt_response(503, schema=errors.ErrorSchema, description="Memory worker unavailable")
+    @require("tasks:read")
+    def post(self, args):
+        """Search the tenant's past episodes or knowledge by meaning (query in a JSON body, which
+        no proxy or access log records)."""
+        return _search(args)
+
+
+def _search(args: dict) -> dict:
+    # Stored knowledge and episodes are redacted, so the query is too: a raw SSN could match
+    # nothing but its marker, and the query text goes on to the broker, the memory worker and
+    # the result backend, none of which may hold PII in clear.
+    query, _ = pii.redact(args["q"], policy_of(_runtime()).disabled_types)
+    try:
+        result = _celery().signature(
+            "octollm.memory.query",
+            args=(g.tenant, query, args["collection"], args["limit"])).apply_async(
+            retry=True, retry_policy={"max_retries": 1, "interval_start": 0,
+                                      "interval_step": 0.2})
+    except Exception as exc:  # the broker refused: unavailable, not a 500
+        raise errors.ApiError(503, f"memory search failed: {type(exc).__name__}",
+                              headers={"Retry-After": errors.RETRY_AFTER_SECONDS}) from None
+    try:
+        hits = result.get(timeout=SEARCH_TIMEOUT_SECONDS, propagate=True)
+    except CeleryTimeout:
+        raise errors.ApiError(503, "the memory worker did not answer in time",
+                              headers={"Retry-After": errors.RETRY_AFTER_SECONDS}) from None
+    except Exception as exc:  # surfaced as unavailable, not as a 500
+        raise errors.ApiError(503, f"memory search failed: {type(exc).__name__}",
+                              headers={"Retry-After": errors.RETRY_AFTER_SECONDS}) from None
+    finally:
+        # Unsubscribe now, while the backend is open, not later from the garbage collector.
+        result.backend.remove_pending_result(result)
+        result.forget()
+    return {"results": hits}

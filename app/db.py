@@ -43,6 +43,9 @@ def get_engine(settings: Settings) -> Engine:
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_max_overflow,
                 pool_pre_ping=True,  # a restarted PostgreSQL leaves dead pooled connections
+                # A failed statement's error would quote its parameters (a goal, an output) in
+                # every log line and traceback that prints it.
+                hide_parameters=True,
                 pool_recycle=1800,
                 connect_args={"connect_timeout": 5},
             )

@@ -3,6 +3,12 @@
 A task whose body fails for good records the failure in PostgreSQL itself (``on_failure`` runs in
 the worker that saw the exception), so the task row says *which* step failed and why even before
 the pipeline's link_error callback (orchestration.fail) arrives as a safety net.
+
+What monitoring sees of a message is decided here too. Celery shows a message's arguments
+(``argsrepr``/``kwargsrepr``) in its worker log lines and in the sent/received events Flower
+keeps, and a task's result, exception and traceback in the succeeded/failed/retried events.
+tasks.canvas.OctoAMQP builds every message's argsrepr (ids stay readable, any text becomes its
+length); ``OctoRequest`` hides results and scrubs exceptions in the events a worker sends.
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ import random
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.request import Request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.errors import ErrorCode, OctoError
+from app.logging import hide_result, scrub
 from app.pipeline import orchestration
 from app.runtime import Runtime, get_runtime
 
@@ -25,8 +33,22 @@ log = logging.getLogger(__name__)
 TRANSIENT = (OperationalError, DBAPIError, RedisConnectionError, ConnectionError, TimeoutError)
 
 
+class OctoRequest(Request):
+    """A worker's task events without results, and with exceptions and tracebacks scrubbed:
+    Flower keeps whatever these events carry, and shows it to whoever may log in."""
+
+    def send_event(self, type, **fields):  # noqa: A002 - Celery's signature
+        if "result" in fields:
+            fields["result"] = hide_result(fields["result"])
+        for name in ("exception", "traceback"):
+            if isinstance(fields.get(name), str):
+                fields[name] = scrub(fields[name])
+        super().send_event(type, **fields)
+
+
 class OctoTask(Task):
     abstract = True
+    Request = f"{__name__}:OctoRequest"
     # Every pipeline task's first positional argument is the task id (data passes by reference).
     autoretry_for = TRANSIENT
     retry_backoff = 1

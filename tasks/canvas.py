@@ -15,17 +15,23 @@ step        = arm.<arm>                              (retriever: memory.retrieve
 errors      : link_error -> orchestration.fail(t)
 
 Messages carry only ids. Signatures are built by task name from the given Celery app, so the API
-can send a pipeline without importing the task modules (and their dependencies).
+can send a pipeline without importing the task modules (and their dependencies). What a message
+shows of its arguments in logs and in Flower is ``shown``: every OctoLLM app builds its messages
+with OctoAMQP (workers/celery_app.py, the API's producer).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from celery import Celery, chain, chord
+from celery.app.amqp import AMQP
 from celery.canvas import Signature
 
+from app.logging import scrub
 from app.pipeline.orchestration import StageStep
 from tasks.queues import PRIORITIES
 
@@ -34,6 +40,56 @@ REFLEX_CHECKS = ("octollm.reflex.pii", "octollm.reflex.injection", "octollm.refl
 # of the task, and every message a task sends carries them on (workers/signals.py).
 REQUEST_ID_HEADER = "octollm_request_id"
 TENANT_HEADER = "octollm_tenant"
+
+
+# -- what a message shows of itself -------------------------------------------------------------
+
+# A UUID (an OctoLLM task or document id, a Celery id), optionally with a step suffix, or a short
+# lower-case name (a step id, an arm, a tenant, a collection): what the pipeline's messages carry.
+_SHOWN_TEXT = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}(?:\.[\w.-]{1,64})?"
+                         r"|[a-z][a-z0-9_.-]{0,39}")
+
+
+def shown(value: Any) -> str:
+    """The repr of one argument as logs and Flower may show it."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        if _SHOWN_TEXT.fullmatch(value) and scrub(value) == value:
+            return repr(value)
+        return f"'<text: {len(value)} chars>'"
+    if isinstance(value, (list, tuple)):
+        return f"'<{type(value).__name__}: {len(value)} items>'"
+    if isinstance(value, dict):
+        return f"'<dict: {len(value)} keys>'"
+    return f"'<{type(value).__name__}>'"
+
+
+def shown_args(args) -> str:
+    items = [shown(a) for a in args or ()]
+    return f"({', '.join(items)}{',' if len(items) == 1 else ''})"
+
+
+def shown_kwargs(kwargs) -> str:
+    return "{" + ", ".join(f"{k!r}: {shown(v)}" for k, v in (kwargs or {}).items()) + "}"
+
+
+class OctoAMQP(AMQP):
+    """Every message this app sends shows only ``shown`` arguments (unless the sender chose its
+    own argsrepr, as the arm steps do for their capability token). Celery writes argsrepr into
+    the message headers, its worker log lines and the task-sent/received events Flower keeps."""
+
+    def as_task_v2(self, task_id, name, args=None, kwargs=None, *rest, argsrepr=None,
+                   kwargsrepr=None, **options):
+        if argsrepr is None:
+            argsrepr = shown_args(args)
+        if kwargsrepr is None:
+            kwargsrepr = shown_kwargs(kwargs)
+        return super().as_task_v2(task_id, name, args, kwargs, *rest, argsrepr=argsrepr,
+                                  kwargsrepr=kwargsrepr, **options)
+
+
+AMQP_CLASS = f"{__name__}:OctoAMQP"
 
 
 def _sig(app: Celery, name: str, *args, priority: int, **options) -> Signature:

@@ -16,6 +16,10 @@ and prepares for that in two places. Neither fits here:
 ``.get()`` still works where a process may wait (the API's memory search): it registers the one
 result it waits on and reads the stored state first, so a result that arrived earlier is not
 missed.
+
+A failed task's stored exception and traceback are scrubbed (app.logging.scrub) before they are
+written: an arm's error text can quote what it was given, and Redis is no place for that in
+clear.
 """
 
 from __future__ import annotations
@@ -23,8 +27,29 @@ from __future__ import annotations
 from celery._state import task_join_will_block
 from celery.backends.redis import RedisBackend
 
+from app.logging import scrub
+
+
+def _scrubbed(value):
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(v) for v in value]
+    return value
+
 
 class OctoRedisBackend(RedisBackend):
+    def prepare_exception(self, exc, serializer=None):
+        prepared = super().prepare_exception(exc, serializer)
+        if isinstance(prepared, dict) and "exc_message" in prepared:
+            prepared = {**prepared, "exc_message": _scrubbed(prepared["exc_message"])}
+        return prepared
+
+    def _get_result_meta(self, result, state, traceback, request, format_date=True,
+                         encode=False):
+        return super()._get_result_meta(result, state, _scrubbed(traceback), request,
+                                        format_date=format_date, encode=encode)
+
     def on_task_call(self, _producer, _task_id):
         return None
 

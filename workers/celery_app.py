@@ -10,9 +10,10 @@ from tasks.queues import TASK_MODULES
 
 
 def make_celery(settings: Settings) -> Celery:
+    from tasks.canvas import AMQP_CLASS
     from workers import signals
 
-    celery = Celery("octollm", set_as_current=True)
+    celery = Celery("octollm", set_as_current=True, amqp=AMQP_CLASS)
     celery.conf.update(celeryconfig.from_settings(settings))
     celery.conf.include = TASK_MODULES
     signals.connect(settings)

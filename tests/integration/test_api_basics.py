@@ -143,13 +143,13 @@ def test_database_outage_is_503_with_retry_after_and_no_internals(settings):
 def test_secrets_are_masked_in_log_lines(caplog):
     import logging
 
-    from app.logging import ContextFilter
+    from app.logging import ContextFilter, formatter
 
     record = logging.LogRecord("t", logging.WARNING, __file__, 1,
                                "connect to postgresql://app:s3cretpw@db/x with Bearer "
                                "abcdefgh12345 "
                                "and key %s", ("octo_AbCdEf1234_abcdefghijklmnopqrstuv",), None)
     ContextFilter().filter(record)
-    line = record.getMessage()
+    line = formatter("test").format(record) + formatter("test", json_format=False).format(record)
     for secret in ("s3cretpw", "abcdefgh12345", "abcdefghijklmnopqrstuv"):
         assert secret not in line

@@ -56,3 +56,24 @@ def test_a_process_that_may_wait_still_registers_what_it_waits_on(celery_app):
         assert _waiters(celery_app.backend) == 1
     finally:
         celery_app.backend.remove_pending_result(result)
+
+
+def test_a_stored_failure_has_its_exception_and_traceback_scrubbed(celery_app):
+    from app.errors import OctoError
+
+    backend = celery_app.backend
+    task_id = f"scrub-{uuid.uuid4()}"
+    try:
+        raise OctoError("command failed; stderr: mail jane.roe@example.org or 536-22-8726")
+    except OctoError as exc:
+        import traceback
+        import warnings
+
+        with warnings.catch_warnings():  # Celery 5.7's Redis backend calls redis-py's old setex
+            warnings.simplefilter("ignore", DeprecationWarning)
+            backend.mark_as_failure(task_id, exc,
+                                    traceback="".join(traceback.format_exception(exc)))
+    raw = backend.client.get(backend.get_key_for_task(task_id)).decode()
+    assert "jane.roe@example.org" not in raw and "536-22-8726" not in raw
+    assert "[REDACTED:EMAIL]" in raw and "[REDACTED:SSN]" in raw and "OctoError" in raw
+    backend.forget(task_id)

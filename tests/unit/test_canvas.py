@@ -131,3 +131,34 @@ def test_the_api_start_message_carries_request_id_and_tenant_headers():
     assert start.options["headers"] == {REQUEST_ID_HEADER: "req-1", TENANT_HEADER: "acme"}
     assert build_start(_app(), T, request_id="req-1").options["headers"] == {
         REQUEST_ID_HEADER: "req-1"}
+
+
+# --- what a message shows of itself (logs, Flower) ------------------------------------------------
+
+def test_a_messages_argsrepr_shows_ids_and_only_the_size_of_any_text():
+    from tasks.canvas import AMQP_CLASS
+
+    app = Celery("argsrepr-test", set_as_current=False, amqp=AMQP_CLASS)
+    app.conf.update(celeryconfig.from_settings(Settings.from_env({"OCTOLLM_REDIS_URL": "redis://x/0"})))
+    query = "billing desk jane.roe@example.org 536-22-8726"
+    message = app.amqp.create_task_message(
+        "m1", "octollm.memory.query", ("acme", query, "knowledge", 5),
+        {"note": "call (415) 555-0134", "step_id": "run"}, create_sent_event=True)
+    for shown in (message.headers["argsrepr"], message.sent_event["args"]):
+        assert shown == "('acme', '<text: 45 chars>', 'knowledge', 5)"
+    assert message.headers["kwargsrepr"] == "{'note': '<text: 19 chars>', 'step_id': 'run'}"
+    assert message.sent_event["kwargs"] == message.headers["kwargsrepr"]
+    assert message.body[0][1] == query  # the body itself is untouched
+
+
+def test_shown_keeps_uuids_step_ids_and_numbers_and_hides_the_rest():
+    from tasks.canvas import shown_args
+
+    step_message = f"{T}.run.0"
+    assert shown_args((T, "run", step_message, 3, None, True)) == (
+        f"('{T}', 'run', '{step_message}', 3, None, True)")
+    hidden = shown_args(("Acme Corp", "ghp_" + "a1" * 18, "536-22-8726", "x" * 41, [1, 2],
+                         {"a": 1}))
+    assert hidden == ("('<text: 9 chars>', '<text: 40 chars>', '<text: 11 chars>', "
+                      "'<text: 41 chars>', '<list: 2 items>', '<dict: 1 keys>')")
+    assert shown_args(("one",)) == "('one',)"
