@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat setup.cfg constraints.txt | cksum | cut 
 $(STAMP): setup.cfg constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-		--config-settings editable_mode=compat -e '.[local,test,bench]'
+		--config-settings editable_mode=compat -e '.[local,test,bench,train]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -22,7 +22,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from app.reflex import Policy, injection, pii, scan_fields, task_fields
+from app.reflex import Policy, classifier, injection, pii, scan_fields, task_fields
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "reflex"
 SIZES = {"1 KB": 1024, "50 KB": 50 * 1024}
@@ -59,8 +59,20 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+RULES_ONLY = Policy()  # the default: the classifier does not run
+WITH_MODEL = Policy(model_threshold=classifier.load().threshold)  # "validated"
+
+
 def gate(text: str):
-    return scan_fields(task_fields(text), Policy())
+    return scan_fields(task_fields(text), RULES_ONLY)
+
+
+def gate_with_model(text: str):
+    return scan_fields(task_fields(text), WITH_MODEL)
+
+
+def model(text: str) -> list:
+    return classifier.scan(text, WITH_MODEL.model_threshold)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                                                    pii.scan_naive),
         ("injection", "combined (one pass per view)", injection.scan),
         ("injection", "naive (one call per pattern)", injection.scan_naive),
-        ("gate: scan_fields (PII + injection + policy + verdict)", "combined", gate),
+        ("model: classifier (features + dot product)", "numpy", model),
+        ("gate: scan_fields (PII + injection rules + policy + verdict)", "combined", gate),
+        ("gate: scan_fields, rules and model (OCTOLLM_REFLEX_MODEL_THRESHOLD=validated)",
+         "combined", gate_with_model),
     ]
     # Wall-clock latency on a shared machine depends on what else runs: say how busy it was.
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

@@ -14,6 +14,7 @@ from app.models import Task, TaskStatus
 from app.pipeline import orchestration, repo
 from app.reflex import Policy, decide, scan_family, task_fields
 from app.reflex.policy import configured
+from app.reflex.scan import merge
 from app.runtime import Runtime
 
 FAMILIES = ("pii", "injection", "policy")
@@ -36,8 +37,9 @@ def check(rt: Runtime, task_id: str, family: str) -> list[dict]:
     fields = fields_of(task)
     submitted = [m for m in (task.submit_reflex or {}).get("matches", [])
                  if m.get("family") == family]
-    found = scan_family(family, fields, policy_of(rt))
-    return submitted + found
+    # The stored goal still holds what the gate found (only PII was replaced): counting both
+    # would list each injection twice in the verdict.
+    return merge(submitted, scan_family(family, fields, policy_of(rt)))
 
 
 def verdict(rt: Runtime, task_id: str, results: list) -> str:

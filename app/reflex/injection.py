@@ -127,6 +127,17 @@ def scan(text: str) -> list[Match]:
     return _scan(text, depth=0, naive=False)
 
 
+def scan_with_mentions(text: str) -> tuple[list[Match], list[tuple[int, int]]]:
+    """The matches of ``scan``, and the spans whose severity the context lowered: phrases that
+    are quoted, discussed or negated rather than given as orders. The classifier leaves those
+    spans out, so a text about attacks is judged by what it says around them."""
+    raw = _dedupe(_raw_matches(text, 0, naive=False))
+    judged = [m for m, _ in _judged(text, raw)]
+    mentions = [(m.start, m.end) for m, base in zip(judged, raw, strict=True)
+                if severity_rank(m.severity) < severity_rank(base.severity)]
+    return judged, mentions
+
+
 def scan_naive(text: str) -> list[Match]:
     """The same pipeline with one regex call per rule per view: the benchmark's baseline."""
     return _scan(text, depth=0, naive=True)

@@ -39,6 +39,8 @@ class Match:
             "severity": self.severity,
             "start": self.start,
             "end": self.end,
-            "confidence": round(self.confidence, 2),
+            # 3 decimals: the classifier's probability is compared with a 3-decimal threshold
+            # again by the reflex chord's verdict, which sees only this dict.
+            "confidence": round(self.confidence, 3),
             "masked": f"[{self.family}:{self.type}]" if masked is None else masked,
         }

@@ -8,10 +8,12 @@ leave this module: callers get positions, types, severities and masked samples.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import app.reflex.classifier as classifier
 import app.reflex.injection as injection
 import app.reflex.pii as pii
 import app.reflex.policy as policy_mod
@@ -38,7 +40,11 @@ def _family_matches(family: str, text: str, policy: Policy) -> list[Match]:
     if family == "pii":
         found = pii.scan(text)
     elif family == "injection":
-        found = injection.scan(text)
+        found, mentions = injection.scan_with_mentions(text)
+        # The classifier runs where a threshold is set (OCTOLLM_REFLEX_MODEL_THRESHOLD): off by
+        # default, it costs nothing and adds no match.
+        if policy.model_threshold is not None and "model" not in policy.disabled_types:
+            found += classifier.scan(text, policy.model_threshold, mentions)
     elif family == "policy":
         found = policy_mod.check(text, policy)
     else:
@@ -84,6 +90,25 @@ def redact_output(output: dict, policy: Policy | None = None) -> tuple[dict, dic
     return pii.redact_json(output, (policy or Policy()).disabled_types)
 
 
+def merge(submitted: list[dict], rescanned: list[dict]) -> list[dict]:
+    """The gate's public matches and a re-scan's of the same stored fields, each finding once.
+
+    The re-scan reads the stored text, in which the gate already replaced PII by markers, so
+    positions may differ from the gate's: a finding is the same when its field, family and type
+    are. The gate's entries are kept (they describe the text as sent); a re-scan adds only what
+    it finds more often than the gate did.
+    """
+    counts = Counter((m.get("field"), m.get("family"), m.get("type")) for m in submitted)
+    merged = list(submitted)
+    for m in rescanned:
+        key = (m.get("field"), m.get("family"), m.get("type"))
+        if counts[key]:
+            counts[key] -= 1
+        else:
+            merged.append(m)
+    return merged
+
+
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
     if isinstance(value, str):
         out[prefix] = value
@@ -108,5 +133,5 @@ def task_fields(goal: str, context: str = "", constraints: Mapping | None = None
     return out
 
 
-__all__ = ["FAMILIES", "Report", "decide", "redact_output", "scan_family", "scan_fields",
+__all__ = ["FAMILIES", "Report", "decide", "merge", "redact_output", "scan_family", "scan_fields",
            "task_fields"]

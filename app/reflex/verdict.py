@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from app.reflex.match import SEVERITIES, Match, at_least
 from app.reflex.policy import Policy
 
+MODEL = "model"  # the learned classifier's finding type (app.reflex.classifier)
 PUBLIC_KEYS = ("field", "family", "type", "severity", "start", "end", "confidence", "masked")
 
 
@@ -48,18 +49,37 @@ def _blocks(f: Finding, policy: Policy) -> str | None:
     if f.family == "pii" and policy.pii_block_severity and policy.blocks_pii_in(f.field) \
             and at_least(f.severity, policy.pii_block_severity):
         return policy.pii_block_severity
+    if f.family == "injection" and f.type == MODEL:
+        if policy.model_threshold is not None and f.confidence >= policy.model_threshold:
+            return "model"
+        return None
     if f.family == "injection" and policy.injection_block_severity \
             and at_least(f.severity, policy.injection_block_severity):
         return policy.injection_block_severity
+    # "none" for the severity turns every rule's blocking off, the attack families' included.
+    if f.family == "injection" and policy.injection_block_severity \
+            and f.type in policy.block_high_types and at_least(f.severity, "high"):
+        return "high"
     return None
+
+
+def _label(f: Finding) -> str:
+    """What decided, as a reason names it: ``model 0.97``, ``rule system_role (high)``,
+    ``credit_card (high)``, ``policy deny_term (high)``."""
+    if f.family == "injection" and f.type == MODEL:
+        return f"model {f.confidence:.3f}".rstrip("0").rstrip(".")
+    if f.family == "injection":
+        return f"rule {f.type} ({f.severity})"
+    if f.family == "pii":
+        return f"{f.type} ({f.severity})"
+    return f"{f.family} {f.type} ({f.severity})"
 
 
 def _describe(verb: str, counted: Counter) -> list[str]:
     lines = []
-    for (field, family, type_, severity), n in counted.items():
-        what = type_ if family == "pii" else f"{family} {type_}"
+    for (field, label), n in counted.items():
         count = f"{n} x " if n > 1 else ""
-        lines.append(f"{verb}: {count}{what} ({severity}) in {field}")
+        lines.append(f"{verb}: {count}{label} in {field}")
     return lines
 
 
@@ -67,7 +87,7 @@ def judge(findings: Iterable[Finding], policy: Policy) -> Verdict:
     findings = [f for f in findings if f.type not in policy.disabled_types]
     blocked, redacted, flagged = Counter(), Counter(), Counter()
     for f in findings:
-        key = (f.field, f.family, f.type, f.severity)
+        key = (f.field, _label(f))
         if _blocks(f, policy):
             blocked[key] += 1
         elif f.family == "pii":

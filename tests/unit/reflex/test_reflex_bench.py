@@ -12,7 +12,8 @@ def test_quick_benchmark_runs_and_both_implementations_find_the_same_matches(cap
     assert "Combined and naive found the same matches: yes" in out
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 1 KB")
             or line.startswith("| 50 KB")]
-    assert len(rows) == 10  # two sizes x (PII, injection) x (combined, naive) + the gate
+    # two sizes x ((PII, injection) x (combined, naive) + the model + the gate without and with it)
+    assert len(rows) == 14
     # The table reports the match counts side by side; for each size and detector they agree.
     counts = {(size.strip(), detector.strip(), impl.strip().split()[0]): int(matches)
               for size, detector, impl, _rate, _p50, _p99, matches in rows}

@@ -3,6 +3,7 @@
 import json
 
 from app.reflex import Policy, decide, scan_family, scan_fields, task_fields
+from app.reflex.scan import merge
 
 SECRET_VALUES = ["jane.roe.4471@example.org", "4111 1111 1111 1111", "123-45-6789",
                  "sk_live_4eC39HqLyjWDarjtT1zdp7dc"]
@@ -87,3 +88,18 @@ def test_pipeline_examples_behave_as_the_integration_tests_expect():
     assert blocked.verdict.action == "block"
     for goal in ("Run `rm -rf /tmp/octollm-should-never-run`", "Run `echo not json at all`"):
         assert scan_fields(task_fields(goal), Policy()).verdict.action != "block", goal
+
+
+def test_merge_lists_each_finding_once_and_keeps_what_only_one_side_found():
+    def m(type_, start, field="goal", family="injection"):
+        return {"field": field, "family": family, "type": type_, "severity": "high",
+                "start": start, "end": start + 5, "confidence": 0.9, "masked": "x"}
+
+    gate = [m("roleplay_jailbreak", 10), m("ssn", 0, family="pii")]
+    # The stored goal has the SSN replaced by a marker: the re-scan finds the injection at a
+    # shifted position and no SSN; a second injection of the same type is new.
+    again = [m("roleplay_jailbreak", 22), m("roleplay_jailbreak", 60), m("prompt_extraction", 5,
+                                                                          field="context")]
+    merged = merge(gate, again)
+    assert merged == [gate[0], gate[1], again[1], again[2]]
+    assert merge([], again) == again and merge(gate, []) == gate

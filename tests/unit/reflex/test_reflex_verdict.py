@@ -2,9 +2,9 @@
 
 import pytest
 
-from app.reflex import Policy, verdict
+from app.reflex import Policy, classifier, decide, verdict
 from app.reflex.match import Match
-from app.reflex.policy import check
+from app.reflex.policy import BLOCK_HIGH_TYPES, check
 
 
 def pii(type_="email", severity="medium", confidence=0.95):
@@ -19,7 +19,9 @@ def test_defaults_read_from_an_empty_environment():
     assert Policy.from_mapping({}) == Policy()
     assert Policy() == Policy(pii_block_severity="high", pii_block_fields=("goal",),
                               injection_block_severity="critical", min_confidence=0.5,
-                              deny_terms=(), disabled_types=frozenset())
+                              deny_terms=(), disabled_types=frozenset(),
+                              block_high_types=frozenset(BLOCK_HIGH_TYPES),
+                              model_threshold=None)
 
 
 def test_every_variable_is_read():
@@ -30,11 +32,19 @@ def test_every_variable_is_read():
         "OCTOLLM_REFLEX_MIN_CONFIDENCE": "0.8",
         "OCTOLLM_REFLEX_DENY_TERMS": "project falcon, acme internal",
         "OCTOLLM_REFLEX_DISABLED_TYPES": "ipv4 ipv6",
+        "OCTOLLM_REFLEX_BLOCK_HIGH_TYPES": "system_role",
+        "OCTOLLM_REFLEX_MODEL_THRESHOLD": "0.95",
     })
     assert policy == Policy(pii_block_severity="critical", pii_block_fields=("goal", "context"),
                             injection_block_severity=None, min_confidence=0.8,
                             deny_terms=("project falcon", "acme internal"),
-                            disabled_types=frozenset({"ipv4", "ipv6"}))
+                            disabled_types=frozenset({"ipv4", "ipv6"}),
+                            block_high_types=frozenset({"system_role"}), model_threshold=0.95)
+    off = Policy.from_mapping({"OCTOLLM_REFLEX_BLOCK_HIGH_TYPES": "none",
+                               "OCTOLLM_REFLEX_MODEL_THRESHOLD": "none"})
+    assert off.block_high_types == frozenset() and off.model_threshold is None
+    validated = Policy.from_mapping({"OCTOLLM_REFLEX_MODEL_THRESHOLD": "validated"})
+    assert validated.model_threshold == classifier.load().threshold
 
 
 @pytest.mark.parametrize("name, value", [
@@ -42,19 +52,65 @@ def test_every_variable_is_read():
     ("OCTOLLM_REFLEX_INJECTION_BLOCK_SEVERITY", "HIGHEST"),
     ("OCTOLLM_REFLEX_MIN_CONFIDENCE", "lots"),
     ("OCTOLLM_REFLEX_MIN_CONFIDENCE", "1.5"),
+    ("OCTOLLM_REFLEX_MODEL_THRESHOLD", "high"),
+    ("OCTOLLM_REFLEX_MODEL_THRESHOLD", "1.5"),
+    ("OCTOLLM_REFLEX_MODEL_THRESHOLD", "0"),
+    ("OCTOLLM_REFLEX_BLOCK_HIGH_TYPES", "system_role, sql_injection"),
 ])
 def test_a_bad_value_names_its_variable(name, value):
     with pytest.raises(ValueError, match=name):
         Policy.from_mapping({name: value})
 
 
-def test_default_policy_blocks_critical_injection_and_flags_the_rest():
+def test_default_policy_blocks_critical_injection_and_high_attack_families():
     assert verdict([], [inj()]).action == "block"
-    high = verdict([], [inj("prompt_extraction", "high")])
-    assert high.action == "allow" and high.injection_detected
-    assert high.reasons == ("flagged (below the block threshold): injection prompt_extraction "
-                            "(high) in goal",)
+    for family in BLOCK_HIGH_TYPES:
+        high = verdict([], [inj(family, "high")])
+        assert high.action == "block" and high.injection_detected, family
+    assert verdict([], [inj("system_role", "high")]).reasons == (
+        "blocked: rule system_role (high) in goal",)
+    # A `curl ... | sh` install line is command_injection high: flagged, not blocked.
+    command = verdict([], [inj("command_injection", "high")])
+    assert command.action == "allow" and command.injection_detected
+    assert command.reasons == ("flagged (below the block threshold): rule command_injection "
+                               "(high) in goal",)
+    assert verdict([], [inj("prompt_extraction", "medium")]).action == "allow"
     assert verdict([], [inj(severity="low")]).injection_detected is False
+
+
+VALIDATED = Policy(model_threshold=classifier.load().threshold)
+
+
+def model(p, policy=VALIDATED):
+    return Match(
+        "injection", "model", "high" if p >= (policy.model_threshold or 2) else "low", 0, 40, p)
+
+
+def test_the_model_blocks_at_the_policy_threshold_and_the_reason_names_its_probability():
+    threshold = VALIDATED.model_threshold
+    at = verdict([], [model(threshold)], VALIDATED)
+    assert at.action == "block" and at.reasons == (f"blocked: model {threshold:g} in goal",)
+    assert at.injection_detected
+    below = verdict([], [model(round(threshold - 0.001, 3))], VALIDATED)
+    assert below.action == "allow" and not below.injection_detected and below.reasons == ()
+    assert verdict([], [model(0.97)], Policy(model_threshold=0.98)).action == "allow"
+    assert verdict([], [("context", model(0.99))], VALIDATED).reasons == (
+        "blocked: model 0.99 in context",)
+
+
+def test_by_default_the_model_reports_its_probability_but_never_blocks():
+    report = verdict([], [model(0.999, Policy())])
+    assert report.action == "allow" and not report.injection_detected and report.reasons == ()
+
+
+def test_the_chord_verdict_decides_the_model_finding_as_the_gate_does():
+    threshold = VALIDATED.model_threshold
+    public = [{"field": "goal", "family": "injection", "type": "model", "severity": "high",
+               "start": 0, "end": 40, "confidence": threshold, "masked": "[injection:model]"}]
+    assert decide(public, VALIDATED)["action"] == "block"
+    public[0]["confidence"] = round(threshold - 0.001, 3)
+    assert decide(public, VALIDATED)["action"] == "allow"
+    assert decide([{**public[0], "confidence": 0.999}])["action"] == "allow"
 
 
 def test_default_policy_blocks_high_pii_in_the_goal_and_redacts_elsewhere():
@@ -87,7 +143,7 @@ def test_configured_fields_severities_and_disabled_types():
     assert verdict([("constraintsX", pii("iban", "high"))], [], by_prefix).action == "redact"
     stricter = Policy(injection_block_severity="high")
     assert verdict([], [inj("prompt_extraction", "high")], stricter).action == "block"
-    never = Policy(injection_block_severity=None, pii_block_severity=None)
+    never = Policy(injection_block_severity=None, pii_block_severity=None, model_threshold=None)
     assert verdict([pii("ssn", "critical")], [inj()], never).action == "redact"
     quiet = Policy(disabled_types=frozenset({"ipv4"}))
     assert verdict([pii("ipv4", "low")], [], quiet).action == "allow"
