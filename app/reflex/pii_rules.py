@@ -92,17 +92,27 @@ def _bank_account(value: str, text: str, start: int, end: int):
 
 # -- payment -----------------------------------------------------------------------------------
 
-_CARD_PREFIX = re.compile(r"4|5[1-5]|2(?:2[2-9][1-9]|[3-6]\d\d|7[01]\d|720)|3[47]|3(?:0[0-5]|[68])|"
-                          r"6(?:011|5|4[4-9]|2)|35(?:2[89]|[3-8]\d)")
+# Visa, Mastercard (51-55, 2221-2720), Amex, Diners, Discover, UnionPay, JCB (35xx; the old
+# 15-digit 2131 and 1800 are checked for length below), Maestro (50xx, 56-58, 6304, 6390, 67xx,
+# 0604; 12 to 19 digits).
+_CARD_PREFIX = re.compile(r"4|5[1-5]|2(?:22[1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)|3[47]|"
+                          r"3(?:0[0-5]|[68])|6(?:011|5|4[4-9]|2)|35\d\d|2131|1800|"
+                          r"50(?:18|20|38)|5[6-8]|5893|6304|6390|67(?:59|6[1-3])|0604")
+_JCB_15 = ("2131", "1800")
 _NOT_A_CARD = re.compile(r"(?i)\b(?:order|invoice|tracking|shipment|ticket|ref(?:erence)?|isbn|"
                          r"serial|sku|part|case|confirmation|transaction id|imei)\b")
-_CARD_WORDS = re.compile(r"(?i)\b(?:card|visa|mastercard|amex|credit|debit|cc|pan)\b")
+_CARD_WORDS = re.compile(r"(?i)\b(?:card|visa|mastercard|maestro|amex|jcb|discover|diners|credit|"
+                         r"debit|cc|pan)\b")
 
 
 def _credit_card(value: str, text: str, start: int, end: int):
     digits = re.sub(r"\D", "", value)
-    if not 13 <= len(digits) <= 19 or not _CARD_PREFIX.match(digits):
+    if not 12 <= len(digits) <= 19 or not _CARD_PREFIX.match(digits):
         return None
+    if digits.startswith(_JCB_15) and len(digits) != 15:
+        return None
+    if len(digits) == 12 and not _before(text, start, _CARD_WORDS):
+        return None  # only Maestro is that short; without a card word it is any 12-digit id
     groups = re.split(r"[ -]", value)
     if len(groups) > 1 and (len(set(re.findall(r"[ -]", value))) > 1
                             or any(len(g) < 3 for g in groups)):
@@ -283,21 +293,54 @@ def _phone_nanp(value: str, text: str, start: int, end: int):
     return 0.7 if _before(text, start, _PHONE_WORDS) else None
 
 
+_DATE_SHAPE = re.compile(r"\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}")
+
+
+def _phone_keyed(value: str, text: str, start: int, end: int):
+    """A number right after a phone word ("call me at", "mobile:", "my number is"): any
+    national or international layout, 7-15 digits."""
+    digits = _phone_digits(value)
+    if not 7 <= len(digits) <= 15 or "((" in value or "))" in value \
+            or value.count("(") != value.count(")") or _DATE_SHAPE.fullmatch(value):
+        return None
+    groups = re.findall(r"\d+", value)
+    if sum(len(g) == 1 for g in groups) > 2:
+        return None  # "call 1 2 3 4 5 6 7": counting, not dialling
+    return 0.8
+
+
 def _phone_in_context(value: str, text: str, start: int, end: int):
     """Bare digits are a phone number only when the words before say so ("call 4155552671")."""
     return 0.7 if _before(text, start, _PHONE_WORDS) and not value.startswith("00") else None
 
 
+def _fragment(text: str, start: int) -> bool:
+    """Whether the candidate continues a run of digit groups ("DE00 3704 0044 0532 ..."): then it
+    is the tail of a longer number (a failed IBAN, a serial), not a phone number of its own."""
+    return bool(re.search(r"\d[ -]$", text[max(0, start - 2):start]))
+
+
 def _phone_national(value: str, text: str, start: int, end: int):
     digits = _phone_digits(value)
-    if not 9 <= len(digits) <= 11 or digits.startswith("00"):
+    if not 9 <= len(digits) <= 12 or digits.startswith("00") or _fragment(text, start):
         return None
     if _before(text, start, _PHONE_WORDS):
         return 0.8
     groups = re.findall(r"\d+", value)
     french = len(groups) == 5 and all(len(g) == 2 for g in groups)
-    # Short trailing groups ("0532 0130 00") are as likely a fragment of a longer number.
-    return 0.6 if french or min(map(len, groups[1:])) >= 3 else None
+    # A trunk 0, an area code and two to four groups of 2-4 digits, one kind of separator
+    # after the area code ("0660 489 28 58", "091 417 77 63", "08-170 669 07").
+    separators = set(re.findall(r"[ -]", value.split(groups[0], 1)[1].lstrip("/)- ")))
+    laid_out = 3 <= len(groups) <= 5 and len(separators) <= 1 and all(
+        2 <= len(g) <= 4 for g in groups[1:]) and len(groups[-1]) >= 2
+    return 0.6 if french or laid_out else None
+
+
+def _phone_international_00(value: str, text: str, start: int, end: int):
+    """``00`` + country code, dialled the European way ("00420 702 914 177")."""
+    if _fragment(text, start):
+        return None
+    return 0.8 if 10 <= len(_phone_digits(value)) <= 17 else None
 
 
 _DATE = (r"\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2})(?!\d)|\d{4}-\d{2}-\d{2}(?!\d)"
@@ -305,6 +348,12 @@ _DATE = (r"\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2})(?!\d)|\d{4}-\d{2}-\d{2}(?!\d)
          r"[a-z]{0,6}\.?[ ](?:\d{1,2}(?:st|nd|rd|th)?,?[ ])?\d{4})(?!\d)")
 
 _EXT = r"(?:[ ]?(?:x|ext\.?)[ ]?\d{1,5})?"
+# Words that say a phone number follows, and the few words that may stand between them and it
+# ("call me at", "reach us on", "my mobile number is", "messages to").
+_PHONE_KEY = (r"(?i:\b(?:(?:tele)?phone|tel|mobile|cell(?:phone)?|fax|whats[ ]?app|sms|call|dial|"
+              r"reach|contact|text|messages?[ ]to|(?:my|his|her|their|your|our)[ ]number))")
+_PHONE_GAP = (r"(?:[ \t]{1,2}(?i:me|us|him|her|them|is|was|at|on|via|under|number|no\.?|nr\.?)"
+              r"(?![\w])){0,3}[ \t]{0,2}[:#=.-]?[ \t]{0,2}")
 
 # Order matters only between rules that can start at the same character: context-keyword rules
 # come first (their match starts at the keyword, before the value they report).
@@ -321,9 +370,14 @@ RULES: list[Rule] = [
          r"(?i:\bpassport)" + _FILL + r"(?P<passport_v>[A-Z]{0,2}\d{6,9})(?![\w])", _has_digit,
          0.85),
     Rule("license", "drivers_license",
-         r"(?:(?i:\b(?:driver'?s?'?[ ]licen[cs]e|driving[ ]licen[cs]e|licen[cs]e[ ]number))|\bDL\b)"
-         + _FILL + r"(?P<license_v>[A-Z0-9](?:[A-Z0-9-]{4,18})[A-Z0-9])(?![\w-])", _has_digit,
+         r"(?:(?i:\b(?:driv(?:er'?s?'?|ing)[ ](?:licen[cs]e|permit|lic\.?)|licen[cs]e[ ]number))"
+         r"|\bDLN?\b)"
+         # 5 (Kansas "A1B2C") to 20 characters; Washington's end in "*" ("WDLABCD456DG*").
+         + _FILL + r"(?P<license_v>[A-Z0-9](?:[A-Z0-9-]{3,18})[A-Z0-9*])(?![\w*-])", _has_digit,
          0.85),
+    Rule("phonek", "phone",
+         _PHONE_KEY + _PHONE_GAP + r"(?P<phonek_v>(?:\+|00)?\(?\+?\d{1,15}\)?"
+         r"(?:[ ./-]{1,2}\(?\d{1,10}\)?){0,6}" + _EXT + r")(?![\w-]|\.\d)", _phone_keyed),
     Rule("mrn", "medical_record",
          r"(?i:\b(?:mrn|medical[ ]record|patient[ ]id|health[ ]record|chart[ ]number))" + _FILL
          + r"(?P<mrn_v>[A-Z]{0,3}-?\d{5,10})(?![\w-])", _has_digit, 0.85),
@@ -365,15 +419,19 @@ RULES: list[Rule] = [
          r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![\w-])",
          _email),
     Rule("ssn", "ssn", r"(?<![\w-])(?P<ssn_v>\d{3}-\d{2}-\d{4})(?![\w-])", _ssn_or_itin),
-    Rule("card", "credit_card", r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])", _credit_card),
+    Rule("card", "credit_card", r"(?<![\w-])\d(?:[ -]?\d){11,18}(?![\w-])", _credit_card),
     Rule("phone_intl", "phone",
-         r"(?<![\w+])\+[1-9][0-9 ().-]{6,20}[0-9]" + _EXT + r"(?![\w])", _phone_intl),
+         r"(?<![\w+])\+\(?[1-9][0-9 ().-]{6,20}[0-9]" + _EXT + r"(?![\w])", _phone_intl),
+    Rule("phone_00", "phone",
+         r"(?<![\w+.-])00[1-9]\d{0,3}(?:[ -]\d{1,4}){2,5}(?![\w-]|\.\d)",
+         _phone_international_00),
     Rule("phone_nanp", "phone",
          r"(?<![\w+.-])(?:001[ .-]|1[ .-]?)?"
          r"(?:\(\d{3}\)[ ]?\d{3}[ .-]?|\d{3}[.-]\d{3}[.-]|\d{3} \d{3} )\d{4}"
          + _EXT + r"(?![\w-]|\.\d)", _phone_nanp),
     Rule("phone_nat", "phone",
-         r"(?<![\w+.-])(?:\(0\d{1,4}\)[ -]?\d{3,8}(?:[ -]\d{2,6})?|0\d{2,4}[ -]\d{2,4}[ -]?\d{2,4}"
+         r"(?<![\w+.-])(?:\(0\d{1,4}\)[ -]?\d{3,8}(?:[ -]\d{2,6}){0,2}"
+         r"|0\d{1,4}(?:[ -]|/[ ]?)\d{2,8}(?:[ -]\d{2,4}){0,3}"
          r"|0[1-9](?:[ .]\d{2}){4})(?![\w-]|\.\d)", _phone_national),
     Rule("phone_ctx", "phone", r"(?<![\w+.-])\d{10,11}(?![\w-]|\.\d)", _phone_in_context),
     Rule("iban", "iban", r"(?<![\w])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}(?![\w])", _iban),
