@@ -6,7 +6,7 @@ import re
 import time
 import uuid
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, celery=None) -> Flask:
     app = Flask("octollm")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        API_TITLE="OctoLLM Orchestrator", API_VERSION=VERSION, OPENAPI_VERSION="3.0.3",
+        API_TITLE="OctoLLM Orchestrator", API_VERSION=VERSION, OPENAPI_VERSION="3.1.0",
         OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
         PROPAGATE_EXCEPTIONS=False,
     )
@@ -70,12 +70,14 @@ def create_app(settings: Settings | None = None, *, celery=None) -> Flask:
         app.extensions["octollm_auth_failure_limiter"] = RateLimiter(
             rt.redis, settings.auth_failure_burst, settings.auth_failure_per_second)
 
-    from api.openapi import SECURITY_SCHEMES, OctoSpecPlugin
+    from api.openapi import JSON_VALUE, SECURITY_SCHEMES, OctoSpecPlugin, field_extras
 
     api = OctoApi(app, spec_kwargs={"info": {"description": "Distributed task orchestration."},
                                     "extra_plugins": [OctoSpecPlugin()]})
     for name, scheme in SECURITY_SCHEMES.items():
         api.spec.components.security_scheme(name, scheme)
+    api.spec.components.schema("JsonValue", JSON_VALUE)
+    api.ma_plugin.converter.add_attribute_function(field_extras)
     from api import memory, stream, system, tasks  # noqa: F401 - stream adds routes to tasks.blp
 
     api.register_blueprint(system.blp)
@@ -116,11 +118,12 @@ def _before() -> None:
     from app import logging as octolog
 
     g.log_tokens = octolog.bind(request_id=g.request_id)
+    from api import auth, parsing
+
+    parsing.bound_chunked_body(request, current_app.config.get("MAX_CONTENT_LENGTH"))
     has_body = request.method in ("POST", "PUT", "PATCH") and request.content_length
     if has_body and not request.is_json:
         raise errors.ApiError(415, "request bodies must be JSON (Content-Type: application/json)")
-    from api import auth, parsing
-
     auth.identify()
     parsing.reject_unknown_query()
 

@@ -14,7 +14,7 @@ from marshmallow import validate
 from api import errors
 from api.auth import require
 from api.parsing import Blueprint
-from api.schemas import Strict, not_blank
+from api.schemas import Strict, free_form, not_blank
 from app import db, metrics
 from app.db import session_scope
 from app.errors import ErrorCode
@@ -30,8 +30,7 @@ class KnowledgeSchema(Strict):
     text = ma.fields.String(required=True, validate=[validate.Length(1, 200_000), not_blank])
     title = ma.fields.String(load_default="", validate=validate.Length(max=500))
     source = ma.fields.String(load_default="", validate=validate.Length(max=1000))
-    metadata = ma.fields.Dict(keys=ma.fields.String(validate=validate.Length(1, 100)),
-                              load_default=dict)
+    metadata = free_form(size=None)
 
 
 class DocumentSchema(ma.Schema):

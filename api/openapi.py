@@ -14,6 +14,9 @@ from copy import deepcopy
 from apispec import BasePlugin
 from flask_smorest import Blueprint as _SmorestBlueprint
 
+from api.schemas import MAX_NUMBER, NOT_BLANK_PATTERN, TEXT_PATTERN
+from app.pipeline.events import EVENT_ID_PATTERN
+
 SECURITY_SCHEMES = {
     "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key",
                    "description": "An API key, octo_<prefix>_<secret>"},
@@ -24,8 +27,9 @@ SECURITY = [{"ApiKeyAuth": []}, {"BearerAuth": []}]
 REQUEST_ID = {
     "in": "header", "name": "X-Request-ID", "required": False,
     "description": "Your id for this request, echoed in the X-Request-ID response header and in "
-                   "request_id of errors; anything else is replaced by a generated id",
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                   "request_id of errors when it is 1 to 128 of A-Z a-z 0-9 . _ : - ; any other "
+                   "value is replaced by a generated id (never refused)",
+    "schema": {"type": "string"},
 }
 IDEMPOTENCY_KEY = {
     "in": "header", "name": "Idempotency-Key", "required": False,
@@ -37,11 +41,45 @@ IDEMPOTENCY_KEY = {
 LAST_EVENT_ID = {
     "in": "header", "name": "Last-Event-ID", "required": False,
     "description": "Resume after this event id (<milliseconds>-<sequence>), as EventSource does",
-    "schema": {"type": "string", "pattern": "^[0-9]+(-[0-9]+)?$"},
+    "schema": {"type": "string", "pattern": EVENT_ID_PATTERN},
 }
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again",
                                 "schema": {"type": "integer", "minimum": 1}}}
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+
+# Any JSON value a client's own object (constraints, metadata) may hold: what the parser lets
+# through (api/parsing.py), so the document promises exactly what the server accepts.
+JSON_VALUE_REF = {"$ref": "#/components/schemas/JsonValue"}
+JSON_VALUE = {
+    "description": "Any JSON value: text without NUL, a number under 1e30 in magnitude, a "
+                   "boolean, null, or an array or object of these",
+    "anyOf": [
+        {"type": "string", "pattern": TEXT_PATTERN},
+        {"type": "number", "exclusiveMinimum": -MAX_NUMBER, "exclusiveMaximum": MAX_NUMBER},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": JSON_VALUE_REF},
+        {"type": "object", "propertyNames": {"pattern": TEXT_PATTERN},
+         "additionalProperties": JSON_VALUE_REF},
+    ],
+}
+
+
+def field_extras(_converter, field, ret, **_kwargs) -> dict:
+    """apispec attribute function: what the server checks of a field beyond its marshmallow
+    type. Every string it takes has no NUL (and must not be blank where ``not_blank`` says so);
+    a field's ``json_schema`` metadata (free_form objects) is added as it is."""
+    import marshmallow as ma
+
+    from api.schemas import not_blank
+
+    extra = dict(field.metadata.get("json_schema") or {})
+    if isinstance(field, ma.fields.String) and "pattern" not in ret and "enum" not in ret \
+            and ret.get("format") not in ("uuid", "date-time", "email", "url"):
+        blank_checked = not_blank in (field.validators or ())
+        extra["pattern"] = NOT_BLANK_PATTERN if blank_checked else TEXT_PATTERN
+    return extra
 
 
 def _error(description: str, headers: dict | None = None) -> dict:

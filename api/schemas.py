@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+import re
+from datetime import UTC, datetime
 
 import marshmallow as ma
 from marshmallow import validate
@@ -13,35 +14,71 @@ PRIORITIES = [p.value for p in Priority]
 STATUSES = [s.value for s in TaskStatus]
 
 
+# PostgreSQL text and JSONB hold neither NUL nor lone surrogates (which are not Unicode text at
+# all): such input is refused with 400, field by field, before anything else reads it. The
+# patterns are what the OpenAPI document says of every string the API takes (api/openapi.py).
+TEXT_PATTERN = r"^[^\u0000]*$"
+NOT_BLANK_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+_NOT_BLANK = re.compile(r"[^\s\x00]")
+# A page cursor: microseconds since the epoch and a task id, "1732950000123456.<32 hex>"; any
+# string of this shape is a valid position (the page after it may be empty).
+CURSOR_PATTERN = r"^[0-9]{1,16}\.[0-9a-f]{32}$"
+# Numbers a JSON body may hold, anywhere: checked while parsing, before any conversion.
+MAX_NUMBER = 1e30
+
+
 class Strict(ma.Schema):
-    """Rejects NUL characters anywhere in the body: PostgreSQL text and JSONB cannot hold them."""
+    """Refuses NUL characters and lone surrogates anywhere in what it loads (query strings; JSON
+    bodies are checked by the parser already, api/parsing.py)."""
 
     @ma.pre_load
-    def _no_nul(self, data, **_):
-        bad = sorted(_nul_paths(data))
+    def _valid_text(self, data, **_):
+        bad = text_problems(data)
         if bad:
-            raise ma.ValidationError({path: ["must not contain NUL (\\u0000) characters"]
-                                      for path in bad})
+            raise ma.ValidationError(bad)
         return data
 
 
-def _nul_paths(value, path: str = ""):
-    if isinstance(value, str):
-        if "\x00" in value:
-            yield path or "_schema"
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            child = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and "\x00" in key:
-                yield child
-            yield from _nul_paths(item, child)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _nul_paths(item, f"{path}.{index}" if path else str(index))
+def text_problems(value) -> dict[str, list[str]]:
+    """{path: [why]} for every string or object key holding NUL or a lone surrogate."""
+    problems: dict[str, list[str]] = {}
+    stack = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            why = _text_problem(item)
+            if why:
+                problems.setdefault(path or "_schema", []).append(why)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                shown = _shown(key)
+                why = _text_problem(key) if isinstance(key, str) else None
+                if why:
+                    problems.setdefault(path or "_schema", []).append(f"key '{shown}': {why}")
+                stack.append((child, f"{path}.{shown}" if path else shown))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}.{i}" if path else str(i)) for i, child in enumerate(item))
+    return problems
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "must not contain NUL (\\u0000) characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"must be valid Unicode: a lone surrogate ({text[exc.start]!r} at position "
+                f"{exc.start}) is not text")
+    return None
+
+
+def _shown(key) -> str:
+    # A key quoted back in an error must itself be printable and encodable.
+    return str(key).encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def not_blank(value: str) -> None:
-    if not value.strip():
+    if not _NOT_BLANK.search(value):
         raise ma.ValidationError("must not be blank")
 
 
@@ -54,19 +91,54 @@ def json_size(limit: int):
     return check
 
 
+class StrictInteger(ma.fields.Integer):
+    """A JSON integer: never a string or a boolean; 100.0 is 100 (JSON has one number type, and
+    JSON Schema's "integer" includes it), 100.5 is refused."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictFloat(ma.fields.Float):
+    """A JSON number, never a string that looks like one: typed like Integer(strict=True)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+def free_form(*, size: int | None = 20_000, **kwargs) -> ma.fields.Dict:
+    """A client's own JSON object (constraints, metadata): keys of 1..100 characters, any JSON
+    values (text without NUL, numbers under 1e30), at most ``size`` bytes of JSON."""
+    extra = f"; at most {size} bytes as JSON" if size else ""
+    metadata = dict(kwargs.pop("metadata", {}))
+    rule = f"keys of 1 to 100 characters{extra}"
+    metadata["description"] = (f"{metadata['description']} (any JSON object: {rule})"
+                               if metadata.get("description") else f"Any JSON object: {rule}")
+    metadata["json_schema"] = {"propertyNames": {"minLength": 1, "maxLength": 100,
+                                                 "pattern": TEXT_PATTERN},
+                               "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}
+    return ma.fields.Dict(keys=ma.fields.String(validate=validate.Length(1, 100)),
+                          load_default=dict, validate=json_size(size) if size else None,
+                          metadata=metadata, **kwargs)
+
+
 class BudgetSchema(Strict):
-    max_tokens = ma.fields.Integer(strict=True, validate=validate.Range(1, 100_000))
-    max_time_seconds = ma.fields.Integer(strict=True, validate=validate.Range(1, 3600))
-    max_cost_usd = ma.fields.Float(allow_nan=False, validate=validate.Range(0, 100))
+    max_tokens = StrictInteger(validate=validate.Range(1, 100_000))
+    max_time_seconds = StrictInteger(validate=validate.Range(1, 3600))
+    max_cost_usd = StrictFloat(allow_nan=False, validate=validate.Range(0, 100))
 
 
 class SubmitSchema(Strict):
     goal = ma.fields.String(required=True, validate=[validate.Length(1, 10_000), not_blank],
                             metadata={"description": "What the task should achieve"})
-    constraints = ma.fields.Dict(keys=ma.fields.String(validate=validate.Length(1, 100)),
-                                 load_default=dict, validate=json_size(20_000),
-                                 metadata={"description": "e.g. {\"language\": \"python\", "
-                                                          "\"format\": \"json\"}"})
+    constraints = free_form(metadata={"description": "e.g. {\"language\": \"python\", "
+                                                     "\"format\": \"json\"}"})
     context = ma.fields.String(load_default="", validate=validate.Length(max=50_000))
     acceptance_criteria = ma.fields.List(
         ma.fields.String(validate=[validate.Length(1, 1000), not_blank]),
@@ -74,8 +146,7 @@ class SubmitSchema(Strict):
         metadata={"description": "Checked by the judge, e.g. \"format: json\""})
     budget = ma.fields.Nested(BudgetSchema, load_default=dict)
     priority = ma.fields.String(load_default="medium", validate=validate.OneOf(PRIORITIES))
-    metadata = ma.fields.Dict(keys=ma.fields.String(validate=validate.Length(1, 100)),
-                              load_default=dict, validate=json_size(20_000))
+    metadata = free_form()
 
 
 class SubmitResponseSchema(ma.Schema):
@@ -134,16 +205,24 @@ class TaskListArgs(Strict):
     created_after = ma.fields.AwareDateTime(default_timezone=None,
                                             metadata={"description": "ISO 8601 with offset"})
     limit = ma.fields.Integer(load_default=20, validate=validate.Range(1, 100))
-    cursor = ma.fields.String(validate=validate.Length(1, 200))
+    cursor = ma.fields.String(
+        validate=validate.Regexp(CURSOR_PATTERN, error="invalid cursor"),
+        metadata={"description": "next_cursor of the previous page (a position in the list: "
+                                 "creation time in microseconds and task id)"})
 
     @ma.post_load
     def _utc(self, data, **_):
         # PostgreSQL refuses offsets beyond +-15:59; the instant is what matters, so use UTC.
-        if data.get("created_after") is not None:
+        # An instant outside what UTC can name (9999-12-31T23:59-23:00) is still a valid filter:
+        # it is clamped to the first or last instant there is.
+        when = data.get("created_after")
+        if when is not None:
             try:
-                data["created_after"] = data["created_after"].astimezone(UTC)
+                data["created_after"] = when.astimezone(UTC)
             except (OverflowError, ValueError):
-                raise ma.ValidationError({"created_after": ["date out of range"]}) from None
+                later = when.utcoffset() is not None and when.utcoffset().total_seconds() < 0
+                limit = datetime.max if later else datetime.min
+                data["created_after"] = limit.replace(tzinfo=UTC)
         return data
 
 

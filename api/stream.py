@@ -24,6 +24,7 @@ import time
 import marshmallow as ma
 from flask import Response, current_app, g, request
 from flask.views import MethodView
+from marshmallow import validate
 
 from api import errors
 from api.auth import require
@@ -40,6 +41,7 @@ HISTORY_PAGE = 500
 
 class EventsArgs(ma.Schema):
     last_event_id = ma.fields.String(
+        validate=validate.Regexp(events.EVENT_ID_PATTERN),
         metadata={"description": "Same as the Last-Event-ID header (which wins when both are "
                                  "sent), for clients that cannot set headers"})
 
@@ -119,7 +121,10 @@ class TaskEvents(MethodView):
     @require("tasks:read")
     def get(self, args, task_id: str):
         """Stream the task's progress as server-sent events until it ends."""
-        last_id = request.headers.get("Last-Event-ID") or args.get("last_event_id")
+        # An empty header is a value too (an invalid one), not an absent header.
+        last_id = request.headers.get("Last-Event-ID")
+        if last_id is None:
+            last_id = args.get("last_event_id")
         if last_id is not None and not events.valid_id(last_id):
             raise errors.ApiError(400, "Last-Event-ID must be an event id this stream sent",
                                   details={"fields": {"Last-Event-ID": ["invalid event id"]}})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -78,12 +79,15 @@ def read(client: redis.Redis, task_id: str, after: str = "0", *, block_ms: int |
     return events
 
 
+# A Redis stream id (milliseconds-sequence), each part within Redis's 64 bits.
+EVENT_ID_PATTERN = r"^[0-9]{1,19}(-[0-9]{1,19})?$"
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
+
+
 def valid_id(value: str | None) -> bool:
-    """A Last-Event-ID we can resume from: a Redis stream id like 1700000000000-0."""
-    if not value:
-        return False
-    ms, _, seq = value.partition("-")
-    return ms.isdigit() and (seq == "" or seq.isdigit())
+    """A Last-Event-ID we can resume from: a Redis stream id like 1700000000000-0 (ASCII digits
+    only: str.isdigit() would also take digits Redis does not read)."""
+    return bool(value) and _EVENT_ID.match(value) is not None
 
 
 def _text(value: bytes | str) -> str:

@@ -76,39 +76,47 @@ def test_deep_knowledge_metadata_is_400(offline):
 
 # -- 2. crafted cursors ---------------------------------------------------------------------------
 
-def _cursor(value) -> str:
-    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
-
-
 TASK = "11111111-1111-4111-8111-111111111111"
+TASK_HEX = TASK.replace("-", "")
 
 
-@pytest.mark.parametrize("created", ["2026-01-01T00:00:00+23:59", "2026-01-01T00:00:00-23:59"])
-def test_cursor_with_an_extreme_offset_is_read_as_utc(client, created):
-    response = client.get("/tasks", query_string={"cursor": _cursor([created, TASK])})
-    assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.get_json()["tasks"] is not None
-
-
-@pytest.mark.parametrize("value", [
-    ["0001-01-01T00:00:00+23:59", TASK],   # before year 1 in UTC
-    ["9999-12-31T23:59:59-23:59", TASK],   # after year 9999 in UTC
-    ["2026-01-01T00:00:00", TASK],         # no offset
-    [20260101, TASK],
-    ["2026-01-01T00:00:00+00:00", 42],
-    ["2026-01-01T00:00:00+00:00", "not-a-uuid"],
-    {"created": "2026-01-01T00:00:00+00:00", "id": TASK},
-    ["2026-01-01T00:00:00+00:00"],
-    "just a string",
+@pytest.mark.parametrize("cursor", [
+    f"0.{TASK_HEX}",                     # the epoch: nothing before it
+    f"9999999999999999.{TASK_HEX}",      # the largest the pattern allows (year 2286)
+    f"1767225600000000.{'0' * 32}",
 ])
-def test_crafted_cursors_are_400(client, value):
-    body = _error(client.get("/tasks", query_string={"cursor": _cursor(value)}), 400)
+def test_every_cursor_of_the_documented_shape_is_a_position(client, cursor):
+    response = client.get("/tasks", query_string={"cursor": cursor})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert isinstance(response.get_json()["tasks"], list)
+
+
+@pytest.mark.parametrize("cursor", [
+    "just a string", "%%%", "AAAA", f"1.{'AB' * 16}", f"12345678901234567.{TASK_HEX}",
+    f"-1.{TASK_HEX}", f"1.{TASK_HEX}0", "1767225600000000", f"١٢.{TASK_HEX}",
+    base64.urlsafe_b64encode(json.dumps(["2026-01-01T00:00:00+00:00", TASK_HEX]).encode())
+    .decode().rstrip("="),               # the old opaque shape
+])
+def test_cursors_of_another_shape_are_400(client, cursor):
+    body = _error(client.get("/tasks", query_string={"cursor": cursor}), 400)
     assert body["details"]["fields"] == {"cursor": ["invalid cursor"]}
 
 
-@pytest.mark.parametrize("cursor", ["%%%", "AAAA", "_-_-", "w4g"])
-def test_undecodable_cursors_are_400(client, cursor):
-    assert _error(client.get(f"/tasks?cursor={cursor}"), 400)["error"] == "VALIDATION_ERROR"
+def test_pages_follow_the_cursor_without_gaps_or_repeats(offline):
+    c = offline.test_client()
+    ids = [c.post("/submit", json={"goal": f"Run `echo page {i}`",
+                                   "metadata": {"walk": "cursor-7d1"}}).get_json()["task_id"]
+           for i in range(5)]
+    seen, cursor = [], None
+    while True:
+        page = c.get("/tasks", query_string={"limit": 2, **({"cursor": cursor} if cursor else {})})
+        body = page.get_json()
+        seen += [t["task_id"] for t in body["tasks"] if t["task_id"] in ids]
+        cursor = body["next_cursor"]
+        if cursor is None or len(seen) == len(ids):
+            break
+        assert re.fullmatch(r"[0-9]{1,16}\.[0-9a-f]{32}", cursor), cursor
+    assert seen == list(reversed(ids))
 
 
 # -- 3. CORS preflight ----------------------------------------------------------------------------
@@ -396,3 +404,110 @@ def test_an_unexpected_exception_is_a_bare_500_without_internals(runtime, caplog
     _assert_security_headers(response)
     # The operator still gets the traceback, in the log, under the same request id.
     assert any(r.exc_info and secret in str(r.exc_info[1]) for r in caplog.records)
+
+
+# -- issue 15: no input gets a 500 ----------------------------------------------------------------
+
+@pytest.mark.parametrize("path, raw, field", [
+    ("/submit", '{"goal": "\\ud800 x"}', "goal"),
+    ("/submit", '{"goal": "x", "acceptance_criteria": ["ok", "\\udfff"]}', "acceptance_criteria.1"),
+    ("/submit", '{"goal": "x", "metadata": {"\\ud800k": 1}}', "metadata"),
+    ("/submit", '{"goal": "x", "constraints": {"a": {"b": ["\\udc00"]}}}', "constraints.a.b.0"),
+    ("/knowledge", '{"text": "fine \\ud83d text"}', "text"),
+    ("/knowledge", '{"text": "x", "metadata": {"k": "\\ud800"}}', "metadata.k"),
+])
+def test_a_lone_surrogate_anywhere_is_400_naming_the_field(offline, path, raw, field):
+    body = _error(offline.test_client().post(path, data=raw, content_type="application/json"), 400)
+    assert body["error"] == "VALIDATION_ERROR"
+    [why] = body["details"]["fields"][field]
+    assert "lone surrogate" in why
+
+
+def test_a_valid_surrogate_pair_is_just_text(offline):
+    response = offline.test_client().post("/submit", data='{"goal": "Run `echo \\ud83d\\ude00`"}',
+                                          content_type="application/json")
+    assert response.status_code == 202, response.get_data(as_text=True)
+
+
+def test_nul_in_a_metadata_key_is_400_on_the_object(offline):
+    body = _error(offline.test_client().post(
+        "/submit", json={"goal": "x", "metadata": {"a\u0000b": 1}}), 400)
+    assert body["details"]["fields"] == {
+        "metadata": ["key 'a\\x00b': must not contain NUL (\\u0000) characters"]}
+
+
+@pytest.mark.parametrize("raw, why", [
+    ('{"goal": "x", "budget": {"max_tokens": ' + "9" * 5000 + "}}", "more than 40 digits"),
+    ('{"goal": "x", "metadata": {"n": ' + "1" * 31 + "}}", "out of range"),
+    ('{"goal": "x", "metadata": {"n": 1e400}}', "out of range"),
+    ('{"goal": "x", "budget": {"max_cost_usd": NaN}}', "NaN is not a JSON number"),
+    ('{"goal": "x", "metadata": {"n": -Infinity}}', "-Infinity is not a JSON number"),
+])
+def test_numbers_are_bounded_before_they_are_converted(offline, raw, why):
+    body = _error(offline.test_client().post("/submit", data=raw,
+                                             content_type="application/json"), 400)
+    [message] = body["details"]["fields"]["json"]
+    assert why in message
+
+
+@pytest.mark.parametrize("budget, field", [
+    ({"max_cost_usd": "0.5"}, "budget.max_cost_usd"),
+    ({"max_tokens": "100"}, "budget.max_tokens"),
+    ({"max_time_seconds": True}, "budget.max_time_seconds"),
+    ({"max_tokens": 100.5}, "budget.max_tokens"),
+])
+def test_numbers_given_as_strings_are_refused_alike(offline, budget, field):
+    body = _error(offline.test_client().post("/submit", json={"goal": "x", "budget": budget}), 400)
+    assert list(body["details"]["fields"]) == [field]
+
+
+def test_an_integral_number_written_with_a_fraction_is_that_integer(offline):
+    c = offline.test_client()
+    task_id = c.post("/submit", json={"goal": "x", "budget": {"max_tokens": 100.0,
+                                                             "max_cost_usd": 1}}).get_json()
+    assert c.get(f"/tasks/{task_id['task_id']}").get_json()["budget"] == {
+        "max_tokens": 100, "max_cost_usd": 1.0}
+
+
+def _chunked(client, path: str, body: bytes):
+    import io
+
+    return client.post(path, input_stream=io.BytesIO(body),
+                       headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+                       environ_overrides={"wsgi.input_terminated": True})
+
+
+def test_an_oversized_chunked_body_is_413_not_invalid_json(offline, settings):
+    raw = json.dumps({"goal": "x", "context": "y" * (settings.max_body_bytes + 10)}).encode()
+    body = _error(_chunked(offline.test_client(), "/submit", raw), 413)
+    assert body["error"] == "PAYLOAD_TOO_LARGE" and body["details"]["limit_bytes"] == \
+        settings.max_body_bytes
+
+
+def test_a_chunked_body_within_the_limit_is_read_whole(offline):
+    response = _chunked(offline.test_client(), "/submit",
+                        json.dumps({"goal": "Run `echo chunked`"}).encode())
+    assert response.status_code == 202, response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("url, name", [
+    ("/tasks?status=failed&status=completed", "status"),
+    ("/tasks?limit=5&limit=50", "limit"),
+    ("/memory/search?q=a&q=b", "q"),
+])
+def test_a_single_valued_query_parameter_given_twice_is_400(client, url, name):
+    body = _error(client.get(url), 400)
+    assert body["details"]["fields"] == {name: ["given 2 times; give it once"]}
+
+
+@pytest.mark.parametrize("value", ["١٢٣", "1" * 30, "12-x", "-5"])
+def test_last_event_ids_of_another_shape_are_400(client, value):
+    task_id = client.post("/submit", json={"goal": "Run `echo ids`"}).get_json()["task_id"]
+    response = client.get(f"/tasks/{task_id}/events", query_string={"last_event_id": value})
+    assert response.status_code == 400, response.get_data(as_text=True)
+
+
+def test_a_bad_x_request_id_is_replaced_never_refused(client):
+    response = client.get("/health", headers={"X-Request-ID": "not ok / spaces"})
+    assert response.status_code == 200
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
