@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from api import errors
 from api.system import VERSION
-from app import metrics
+from app import metrics, tracing
 from app.config import Settings
 from app.runtime import Runtime
 
@@ -96,7 +96,29 @@ def create_app(settings: Settings | None = None, *, celery=None) -> Flask:
     app.register_error_handler(HTTPException, errors.handle)
     app.before_request(_before)
     app.after_request(_after)
+    # Tracing starts here, in the process that serves (gunicorn builds the app after its fork).
+    if tracing.configure("api", env=settings.env):
+        _trace(app)
     return app
+
+
+# Requests that are probes and scrapes, not work (OTEL_PYTHON_FLASK_EXCLUDED_URLS overrides).
+UNTRACED_URLS = "/health,/ready,/metrics"
+
+
+def _trace(app: Flask) -> None:
+    """Every request is a span (a submission's is the root of the task's trace), and the message
+    it sends carries that trace on in its headers."""
+    import os
+
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    celery = CeleryInstrumentor()
+    if not celery.is_instrumented_by_opentelemetry:
+        celery.instrument()
+    FlaskInstrumentor.instrument_app(
+        app, excluded_urls=os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or UNTRACED_URLS)
 
 
 def make_producer(settings: Settings):

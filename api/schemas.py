@@ -190,6 +190,9 @@ class TaskSchema(ma.Schema):
     finished_at = ma.fields.DateTime(allow_none=True)
     deadline_at = ma.fields.DateTime(allow_none=True, metadata={
         "description": "When the time budget runs out (set when processing starts)"})
+    trace_id = ma.fields.String(allow_none=True, metadata={
+        "description": "The OpenTelemetry trace of the submission (32 hex digits); null when "
+                       "tracing is off. A retry or a re-dispatch runs in a trace linked to it"})
     processing_time_ms = ma.fields.Integer(allow_none=True)
     result = ma.fields.Dict(allow_none=True)
     error = ma.fields.Nested(TaskErrorSchema, allow_none=True)

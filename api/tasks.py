@@ -193,6 +193,7 @@ def task_view(task: Task, steps) -> dict:
         "created_at": task.created_at, "updated_at": task.updated_at,
         "started_at": task.started_at, "finished_at": task.finished_at,
         "deadline_at": task.deadline_at,
+        "trace_id": task.trace_id,
         "processing_time_ms": result.processing_time_ms if result else None,
         "result": result.result if result else None,
         "error": error,

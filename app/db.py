@@ -2,19 +2,26 @@
 
 Engines are created lazily so that a prefork worker child builds its own pool after the fork;
 workers/celery_app.py disposes inherited pools on worker_process_init for the same reason.
+Every pool reports its size, checked-out and overflow connections and the checkouts that had to
+wait (app/metrics.py) as it hands connections out and takes them back.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, create_engine, make_url
+import sqlalchemy
+from sqlalchemy import Engine, make_url
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
+from app import metrics
 from app.config import ConfigError, Settings
 
 _lock = threading.Lock()
@@ -31,15 +38,62 @@ def driver_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+class MeteredPool(QueuePool):
+    """QueuePool that publishes its state and counts the checkouts that waited for a connection.
+
+    ``_do_get``/``_do_return_conn`` are the two methods SQLAlchemy documents for a Pool subclass
+    to implement; a disposed pool is recreated as the same class, so a fork keeps the metering.
+    """
+
+    def _do_get(self):
+        if self.checkedout() < self.size() + self._max_overflow:
+            conn = super()._do_get()
+        else:
+            # Every connection is out: this checkout waits for one (up to pool_timeout).
+            metrics.DB_POOL_WAITS.inc()
+            started = time.perf_counter()
+            try:
+                conn = super()._do_get()
+            except PoolTimeout:
+                metrics.DB_POOL_TIMEOUTS.inc()
+                raise
+            finally:
+                metrics.DB_POOL_WAIT.observe(time.perf_counter() - started)
+        publish_pool_state()
+        return conn
+
+    def _do_return_conn(self, record) -> None:
+        super()._do_return_conn(record)
+        publish_pool_state()
+
+
+def publish_pool_state() -> None:
+    """Set this process's pool gauges from every engine it holds (usually one)."""
+    pools = [engine.pool for engine in list(_engines.values())
+             if isinstance(engine.pool, MeteredPool)]
+    metrics.DB_POOL_SIZE.set(sum(p.size() for p in pools))
+    metrics.DB_POOL_MAX.set(sum(p.size() + max(p._max_overflow, 0) for p in pools))
+    metrics.DB_POOL_CHECKED_OUT.set(sum(p.checkedout() for p in pools))
+    metrics.DB_POOL_OVERFLOW.set(sum(max(p.overflow(), 0) for p in pools))
+
+
+def engines() -> list[Engine]:
+    with _lock:
+        return list(_engines.values())
+
+
 def get_engine(settings: Settings) -> Engine:
     url = settings.database_url
     if not url:
         raise ConfigError("OCTOLLM_DATABASE_URL is not set")
     with _lock:
         engine = _engines.get(url)
-        if engine is None:
-            engine = create_engine(
+        created = engine is None
+        if created:
+            # Called through the module: tracing (app/tracing.py) wraps sqlalchemy.create_engine.
+            engine = sqlalchemy.create_engine(
                 driver_url(url),
+                poolclass=MeteredPool,
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_max_overflow,
                 pool_pre_ping=True,  # a restarted PostgreSQL leaves dead pooled connections
@@ -51,7 +105,9 @@ def get_engine(settings: Settings) -> Engine:
             )
             _engines[url] = engine
             _factories[url] = sessionmaker(engine, expire_on_commit=False)
-        return engine
+    if created:
+        publish_pool_state()
+    return engine
 
 
 @contextmanager
@@ -74,6 +130,7 @@ def dispose_all() -> None:
     with _lock:
         for engine in _engines.values():
             engine.dispose(close=False)
+    publish_pool_state()
 
 
 def now() -> datetime:

@@ -10,6 +10,10 @@ a ``time.monotonic()`` deadline (the step's time limit less a reserve for its fa
 attempt's timeout, each backoff and the number of attempts are cut to fit before it. With the
 default settings (30 s timeout, 3 retries) a hanging endpoint could otherwise hold a step for two
 minutes, past its time limit, and the step would fail where its offline fallback was documented.
+
+Every call is counted by model and arm (requests, errors by reason, time, tokens, cost: the
+octollm_llm_* metrics) and is a span of the task's trace carrying the same numbers, never the
+prompt or the answer.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from email.utils import parsedate_to_datetime
 import pybreaker
 import requests
 import tenacity
+from opentelemetry import trace
 
+from app import metrics, tracing
 from app.errors import ErrorCode, OctoError
 
 
@@ -177,7 +183,17 @@ class LLMClient:
 
     def chat(self, messages: list[dict], *, usage: Usage | None = None,
              max_tokens: int | None = None, temperature: float = 0.0,
-             response_format_json: bool = False) -> ChatResult:
+             response_format_json: bool = False, arm: str = "other") -> ChatResult:
+        """One chat completion; ``arm`` names the caller (an arm, or the planner) in metrics."""
+        tracer = trace.get_tracer(tracing.TRACER)
+        with tracer.start_as_current_span(f"chat {self.model}", kind=trace.SpanKind.CLIENT) as span:
+            span.set_attributes({"gen_ai.operation.name": "chat",
+                                 "gen_ai.request.model": self.model, "octollm.arm": arm})
+            return self._chat(messages, usage, max_tokens, temperature, response_format_json,
+                              arm, span)
+
+    def _chat(self, messages, usage, max_tokens, temperature, response_format_json, arm,
+              span) -> ChatResult:
         prompt_estimate = sum(estimate_tokens(str(m.get("content", ""))) for m in messages)
         if usage is not None:
             usage.check(prompt_estimate + 1)
@@ -192,8 +208,24 @@ class LLMClient:
         if response_format_json:
             payload["response_format"] = {"type": "json_object"}
 
-        body = self._post_with_retries(payload)
-        result = self._parse(body, prompt_estimate)
+        metrics.LLM_REQUESTS.labels(self.model, arm).inc()
+        started = time.perf_counter()
+        try:
+            result = self._parse(self._post_with_retries(payload), prompt_estimate)
+        except LLMError as exc:
+            reason = str((exc.details or {}).get("reason") or "error")
+            metrics.LLM_ERRORS.labels(self.model, arm, reason).inc()
+            span.set_attribute("octollm.outcome", reason)
+            raise
+        finally:
+            metrics.LLM_DURATION.labels(self.model, arm).observe(time.perf_counter() - started)
+        # Counted before the budget is charged: the tokens were spent even if they break it.
+        metrics.LLM_TOKENS.labels(self.model, arm, "prompt").inc(result.prompt_tokens)
+        metrics.LLM_TOKENS.labels(self.model, arm, "completion").inc(result.completion_tokens)
+        metrics.LLM_COST.labels(self.model, arm).inc(result.cost_usd)
+        span.set_attributes({"gen_ai.usage.input_tokens": result.prompt_tokens,
+                             "gen_ai.usage.output_tokens": result.completion_tokens,
+                             "octollm.cost_usd": result.cost_usd, "octollm.outcome": "ok"})
         if usage is not None:
             usage.charge(result.prompt_tokens + result.completion_tokens, result.cost_usd)
         return result

@@ -1,10 +1,12 @@
-"""JSON logs with the request, task, step, queue and tenant of the work in hand on every record.
+"""JSON logs with the request, task, step, queue and tenant of the work in hand on every record,
+and the trace and span they happened in.
 
 The ids live in context variables: the API sets them per request, the worker per task run
 (workers/signals.py), so any ``logging.getLogger(__name__).info(...)`` anywhere carries them
-without being passed around. Every process formats its lines with ``formatter()`` (the API's
-gunicorn logs too, workers/gunicorn_conf.py), which scrubs each line last: PII becomes a
-redaction marker and secrets are masked (``scrub``), in the message, in exception text and
+without being passed around; ``trace_id``/``span_id`` come from OpenTelemetry's current span
+(null when tracing is off, app/tracing.py). Every process formats its lines with ``formatter()``
+(the API's gunicorn logs too, workers/gunicorn_conf.py), which scrubs each line last: PII becomes
+a redaction marker and secrets are masked (``scrub``), in the message, in exception text and
 tracebacks, and in every extra field. A task's result is never logged (``hide_result``).
 """
 
@@ -18,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
 # Bound per request / per task run and written on every line; a new id is one more name here.
@@ -122,11 +125,16 @@ class ContextFilter(logging.Filter):
         data = getattr(record, "data", None)
         if isinstance(data, Mapping) and "return_value" in data:
             record.data = {**data, "return_value": hide_result(data["return_value"])}
+        span = trace.get_current_span().get_span_context()
+        record.trace_id = trace.format_trace_id(span.trace_id) if span.is_valid else None
+        record.span_id = trace.format_span_id(span.span_id) if span.is_valid else None
         return True
 
 
 # Fields the formatter itself fills in: nothing a client or a task chose, no need to scan them.
-_OWN_FIELDS = frozenset({"time", "level", "logger", "component"})
+# (trace_id/span_id are hex ids OpenTelemetry made or parsed; digit runs in them must not be
+# taken for a card number.)
+_OWN_FIELDS = frozenset({"time", "level", "logger", "component", "trace_id", "span_id"})
 
 
 class JsonLineFormatter(JsonFormatter):

@@ -1,4 +1,5 @@
-"""Prometheus metrics: the seed's orchestrator_* names plus per-arm step metrics.
+"""Prometheus metrics: the seed's orchestrator_* names plus per-arm step, LLM and database pool
+metrics.
 
 Prefork workers and gunicorn run many processes; with PROMETHEUS_MULTIPROC_DIR set (the run
 command and the deploy manifests set it) every process writes its samples to that directory and
@@ -17,6 +18,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -48,6 +50,39 @@ RATE_LIMITED = Counter("octollm_rate_limited_total", "Requests answered 429")
 AUTH_FAILURES = Counter("octollm_auth_failures_total",
                         "Failed authentications, answered 401 or (over the per-address limit) 429",
                         ["outcome"])
+
+# LLM calls, by the configured model and the arm (or planner) that made them. A request is one
+# chat() call, its retries included; an error is a call that failed for good.
+LLM_REQUESTS = Counter("octollm_llm_requests_total", "LLM chat calls", ["model", "arm"])
+LLM_ERRORS = Counter("octollm_llm_errors_total", "LLM chat calls that failed, by reason",
+                     ["model", "arm", "reason"])
+LLM_DURATION = Histogram(
+    "octollm_llm_request_duration_seconds", "LLM chat call time, retries included",
+    ["model", "arm"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120),
+)
+LLM_TOKENS = Counter("octollm_llm_tokens_total", "Tokens used by LLM calls",
+                     ["model", "arm", "kind"])
+LLM_COST = Counter("octollm_llm_cost_usd_total", "Cost of LLM calls in US dollars",
+                   ["model", "arm"])
+
+# The SQLAlchemy pool of each process (app/db.py). Gauges of live processes are summed across a
+# multiprocess directory (prefork children, gunicorn workers); an exited process's are dropped.
+DB_POOL_SIZE = Gauge("octollm_db_pool_size", "Connections the pool keeps (OCTOLLM_DB_POOL_SIZE)",
+                     multiprocess_mode="livesum")
+DB_POOL_MAX = Gauge("octollm_db_pool_max", "Most connections the pool may open (size + overflow)",
+                    multiprocess_mode="livesum")
+DB_POOL_CHECKED_OUT = Gauge("octollm_db_pool_checked_out", "Connections in use",
+                            multiprocess_mode="livesum")
+DB_POOL_OVERFLOW = Gauge("octollm_db_pool_overflow", "Connections open beyond the pool size",
+                         multiprocess_mode="livesum")
+DB_POOL_WAITS = Counter("octollm_db_pool_waits_total",
+                        "Checkouts that found every connection in use and waited")
+DB_POOL_WAIT = Histogram(
+    "octollm_db_pool_wait_seconds", "How long checkouts that waited for a connection waited",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30),
+)
+DB_POOL_TIMEOUTS = Counter("octollm_db_pool_timeouts_total",
+                           "Checkouts that gave up waiting (pool_timeout)")
 
 
 class QueueDepthCollector:

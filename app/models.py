@@ -96,6 +96,10 @@ class Task(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(128))
+    # The trace and span (hex) of the submission, when tracing is on: a retry's request and a
+    # re-dispatch by reconciliation start traces of their own that link back to it.
+    trace_id: Mapped[str | None] = mapped_column(String(32))
+    trace_span_id: Mapped[str | None] = mapped_column(String(16))
     dispatch_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Set when the episode is in Qdrant; reconciliation indexes completed tasks that lack it.
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -17,11 +17,13 @@ import logging
 import random
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 from celery.worker.request import Request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from app import logging as octolog
+from app import tracing
 from app.errors import ErrorCode, OctoError
 from app.logging import hide_result, scrub
 from app.pipeline import orchestration
@@ -62,6 +64,32 @@ class OctoTask(Task):
     @property
     def rt(self) -> Runtime:
         return get_runtime()
+
+    def __call__(self, *args, **kwargs):
+        # Runs inside the span Celery's instrumentation opened for this message: give it the ids
+        # the log lines carry (bound by workers/signals.py) and how the run ended.
+        tracing.annotate(task_id=octolog.current("task_id"), step_id=octolog.current("step_id"),
+                         tenant=octolog.current("tenant"),
+                         request_id=octolog.current("request_id"),
+                         attempt=self.request.retries + 1)
+        outcome = "failed"
+        try:
+            result = super().__call__(*args, **kwargs)
+            outcome = "succeeded"
+            return result
+        except Ignore:
+            outcome = "replaced" if getattr(self.request, "octollm_replaced", False) else "ignored"
+            raise
+        except Retry:
+            outcome = "retry"
+            raise
+        finally:
+            tracing.annotate(outcome=outcome)
+
+    def replace(self, sig):
+        # Celery ends a replaced task with Ignore; the span should say it handed over instead.
+        self.request.octollm_replaced = True
+        return super().replace(sig)
 
     def on_failure(self, exc, _task_id, args, kwargs, _einfo):  # Celery's hook, positional
         octo_id = _octo_task_id(args, kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from celery.exceptions import Ignore
 
+from app import tracing
 from app.pipeline import orchestration
 from app.pipeline.orchestration import TaskInactive
 from tasks.base import PIPELINE
@@ -48,9 +49,11 @@ def collect(self, task_id: str, level: int) -> int:
 @shared_task(name="octollm.orchestration.finalize", **PIPELINE)
 def finalize(self, task_id: str) -> str:
     try:
-        return orchestration.finalize(self.rt, task_id)
+        status = orchestration.finalize(self.rt, task_id)
     except TaskInactive:
         raise Ignore() from None
+    tracing.annotate(task_status=status)
+    return status
 
 
 @shared_task(name="octollm.orchestration.fail", **PIPELINE)

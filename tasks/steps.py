@@ -8,7 +8,7 @@ import logging
 from celery import shared_task
 from celery.exceptions import Ignore
 
-from app import metrics
+from app import metrics, tracing
 from app.access.capability import CapabilityDenied
 from app.pipeline import steps
 from tasks.base import ARM, TRANSIENT, retry_countdown, soft_time_limit
@@ -20,6 +20,7 @@ BUSY_RETRY_SECONDS = 2
 
 def run_step(task, task_id: str, step_id: str, capability: str | None) -> str:
     arm = task.name.rsplit(".", 1)[-1]
+    tracing.annotate(arm=arm)
     try:
         # Refuse before touching the step: a forged or stale message must not claim, run or
         # fail anything. The legitimate pipeline is re-dispatched with fresh tokens if needed.
@@ -37,6 +38,8 @@ def run_step(task, task_id: str, step_id: str, capability: str | None) -> str:
             steps.release(task.rt.settings, task_id, step_id)
         metrics.STEPS.labels(arm=task.name.rsplit(".", 1)[-1], outcome="retried").inc()
         raise task.retry(exc=exc, countdown=retry_countdown(task.request.retries)) from exc
+    # run (done now), done (stored by an earlier attempt), busy (another attempt holds it)...
+    tracing.annotate(step_action=outcome.action, attempt=outcome.attempt or None)
     if outcome.action == "inactive":
         raise Ignore()
     if outcome.action == "busy":

@@ -86,10 +86,22 @@ def runtime(migrated):
 
 
 @pytest.fixture(scope="session")
-def worker_set(migrated, test_env, services):
+def otlp_receiver():
+    """Where every worker process of the run exports its spans (tests/support/otlp.py)."""
+    from tests.support.otlp import Receiver
+
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="session")
+def worker_set(migrated, test_env, services, otlp_receiver):
+    """One worker per queue, tracing on: every pipeline the suite runs is traced end to end.
+    (This process, and the in-process API, stay untraced: tracing is off without OTEL_*.)"""
     from tests.support.workers import WorkerSet
 
-    workers = WorkerSet(env=test_env, workdir=services.workdir)
+    workers = WorkerSet(env={**test_env, **otlp_receiver.env()}, workdir=services.workdir)
     workers.start_all()
     yield workers
     workers.stop_all()

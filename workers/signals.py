@@ -1,5 +1,5 @@
-"""Process and task lifecycle hooks: logging, fork safety, request-id propagation, metrics,
-and the memory worker's Qdrant collections."""
+"""Process and task lifecycle hooks: logging, tracing, fork safety, request-id propagation,
+metrics, and the memory worker's Qdrant collections."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from celery import signals
+from celery import current_app, signals
 
-from app import db, metrics
+from app import db, metrics, tracing
 from app import logging as octolog
 from app.config import Settings
 from app.errors import OctoError
@@ -34,6 +34,7 @@ def connect(settings: Settings) -> None:
     if _connected:
         return
     _connected = True
+    tracing.validate(settings.env)  # a bad OTEL_* value stops the worker here, not in each child
 
     @signals.setup_logging.connect(weak=False)
     def _setup_logging(**_):
@@ -43,6 +44,7 @@ def connect(settings: Settings) -> None:
     @signals.beat_init.connect(weak=False)
     def _beat_logging(**_):
         octolog.configure(settings.log_level, json_format=settings.log_json, component="beat")
+        _trace("beat")
 
     @signals.worker_ready.connect(weak=False)
     def _serve_metrics(**_):
@@ -63,6 +65,9 @@ def connect(settings: Settings) -> None:
     def _after_fork(**_):
         # Pooled connections inherited from the parent would be shared by two processes.
         db.dispose_all()
+        # The exporter's thread must start in the process that runs the tasks (the solo pool
+        # sends this signal too, in the worker's own process).
+        _trace("worker", ",".join(sorted(current_app.amqp.queues.consume_from)))
 
     @signals.worker_process_shutdown.connect(weak=False)
     def _child_exit(pid=None, **_):
@@ -124,6 +129,15 @@ def connect(settings: Settings) -> None:
         tokens = _tokens.pop(task_id, None)
         if tokens:
             octolog.unbind(tokens)
+
+
+def _trace(component: str, queue: str | None = None) -> None:
+    """Tracing for this process, with Celery's instrumentation: each task runs in a span whose
+    parent is the span that sent its message, and what it sends carries the trace on."""
+    if tracing.configure(component, queue=queue):
+        from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+        CeleryInstrumentor().instrument()
 
 
 def open_memory(queues: Iterable[str], rt: Runtime) -> list[str] | None:

@@ -160,7 +160,7 @@ def _analyze(ctx, config, base, sources, reports) -> dict:
             config.max_prompt_chars)}]
     try:
         answer = ctx.llm.chat(messages, usage=ctx.usage, max_tokens=config.max_tokens,
-                              temperature=config.temperature)
+                              temperature=config.temperature, arm="coder")
     except LLMError as exc:  # the offline analysis stands on its own; BudgetExceeded propagates
         return {**out, "llm_error": exc.message}
     return {**out, "mode": "llm", "review": answer.text.strip(), "model": answer.model,
@@ -311,7 +311,7 @@ def _ask(ctx, config, language, task, sources):
     messages = [{"role": "system", "content": SYSTEM_PROMPT.format(language=language)},
                 {"role": "user", "content": _clip("\n\n".join(parts), config.max_prompt_chars)}]
     return ctx.llm.chat(messages, usage=ctx.usage, max_tokens=config.max_tokens,
-                        temperature=config.temperature)
+                        temperature=config.temperature, arm="coder")
 
 
 MAX_EXAMPLES = 3

@@ -147,7 +147,7 @@ def _ask_llm(ctx: ArmContext, config: Config, text: str, pending: list[dict]) ->
                 {"role": "user", "content": f"GOAL: {ctx.goal}\n\nRESULT{note}:\n<<<\n{shown}\n>>>"
                                             f"\n\nCRITERIA:\n{listing}"}]
     answer = ctx.llm.chat(messages, usage=ctx.usage, max_tokens=config.llm_max_tokens,
-                          response_format_json=True)
+                          response_format_json=True, arm="judge")
     verdicts = _parse_verdicts(answer.text)
     for n, entry in enumerate(pending, 1):
         if verdicts is None:

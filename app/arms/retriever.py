@@ -180,7 +180,8 @@ def llm_answer(llm, query: str, snippets: list[dict], usage=None) -> str:
             "say that the knowledge base does not answer it. At most 150 words.")},
         {"role": "user", "content": f"Question: {query}\n\nSnippets:\n{numbered}"},
     ]
-    return llm.chat(messages, usage=usage, max_tokens=400, temperature=0.0).text.strip()
+    return llm.chat(messages, usage=usage, max_tokens=400, temperature=0.0,
+                    arm="retriever").text.strip()
 
 
 def direct_answer(ctx: ArmContext) -> str:

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from sqlalchemy import func
 
-from app import metrics
+from app import metrics, tracing
 from app.access import audit
 from app.db import session_scope
 from app.errors import ErrorCode, OctoError
@@ -78,6 +78,9 @@ def retry(rt: Runtime, task_id: str, tenant: str, *, actor: str,
         task.deadline_at = func.now() + timedelta(seconds=orchestration.time_budget(rt, task))
         repo.transition(session, task_id, TaskStatus.PENDING)
         priority = str(task.priority)
+        # The retry runs in this request's trace; it points back at the submission's.
+        tracing.link_to(task.trace_id, task.trace_span_id, link="original")
+        tracing.annotate(task_id=task_id, tenant=tenant, outcome="retried")
         audit.record(session, tenant=tenant, actor=actor, action="task.retry", task_id=task_id,
                      details={"previous_error": previous, "steps_reset": reset},
                      request_id=request_id)

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, select, update
 
-from app import db
+from app import db, tracing
 from app.db import session_scope
 from app.errors import ErrorCode
 from app.models import Task, TaskResult, TaskStatus, TaskStep
@@ -45,11 +45,12 @@ def redispatch_stalled(rt: Runtime, send: Callable[[str, str], None],
     patience = s.stuck_after_seconds * (BACKLOG_PATIENCE if waiting else 1)
     with session_scope(s) as session:
         stalled = repo.stalled_tasks(session, timedelta(seconds=patience), BATCH)
-        todo = [(str(t.id), str(t.priority), t.dispatch_count or 0) for t in stalled]
+        todo = [(str(t.id), str(t.priority), t.dispatch_count or 0, t.trace_id, t.trace_span_id)
+                for t in stalled]
         if waiting:
             counts["deferred_for_backlog"] = len(repo.stalled_tasks(
                 session, timedelta(seconds=s.stuck_after_seconds), BATCH)) - len(todo)
-    for task_id, priority, dispatches in todo:
+    for task_id, priority, dispatches, trace_id, span_id in todo:
         if dispatches >= s.max_dispatches:
             if orchestration.fail(rt, task_id, ErrorCode.POISON_MESSAGE,
                                   f"no progress after {dispatches} re-dispatches"):
@@ -64,7 +65,11 @@ def redispatch_stalled(rt: Runtime, send: Callable[[str, str], None],
                 .values(dispatch_count=dispatches + 1, progress_at=db.now())
             ).rowcount
         if claimed:
-            send(task_id, priority)
+            # The resumed pipeline is a trace of its own, linked to the submission's and to
+            # this job's: one trace per run of a task, and the way back to its first run.
+            with tracing.linked_root("octollm.redispatch", trace_id, span_id, task_id=task_id,
+                                     attempt=dispatches + 1):
+                send(task_id, priority)
             counts["redispatched"] += 1
     return counts
 

@@ -7,7 +7,7 @@ report-only mode this is how PII in a goal still blocks the task here.
 
 from __future__ import annotations
 
-from app import metrics
+from app import metrics, tracing
 from app.db import session_scope
 from app.errors import ErrorCode
 from app.models import Task, TaskStatus
@@ -39,7 +39,9 @@ def check(rt: Runtime, task_id: str, family: str) -> list[dict]:
                  if m.get("family") == family]
     # The stored goal still holds what the gate found (only PII was replaced): counting both
     # would list each injection twice in the verdict.
-    return merge(submitted, scan_family(family, fields, policy_of(rt)))
+    matches = merge(submitted, scan_family(family, fields, policy_of(rt)))
+    tracing.annotate(reflex_family=family, reflex_matches=len(matches))
+    return matches
 
 
 def verdict(rt: Runtime, task_id: str, results: list) -> str:
@@ -52,6 +54,7 @@ def verdict(rt: Runtime, task_id: str, results: list) -> str:
         task.reflex = decision
         repo.touch_progress(session, task_id)
     action = decision["action"]
+    tracing.annotate(reflex_action=action)
     if action == "block":
         metrics.REFLEX_BLOCKED.labels(stage="pipeline").inc()
         reasons = "; ".join(decision.get("reasons", [])) or "blocked by reflex policy"

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from app import db, metrics
+from app import db, metrics, tracing
 from app.access import audit
 from app.db import session_scope
 from app.errors import ErrorCode, OctoError
@@ -87,18 +87,21 @@ def accept(rt: Runtime, sub: Submission) -> Accepted:
     public = report.public()
     if public["action"] == "block" and rt.settings.submit_gate:
         metrics.REFLEX_BLOCKED.labels(stage="submit").inc()
+        tracing.annotate(tenant=sub.tenant, outcome="blocked")
         with session_scope(rt.settings) as session:
             audit.record(session, tenant=sub.tenant, actor=sub.actor, action="task.blocked",
                          request_id=sub.request_id, details=_finding_types(public))
         raise Blocked("the task was rejected by the reflex layer: "
                       + "; ".join(public.get("reasons") or []), details=public)
     stored = _redacted(sub, report.redacted, policy_of(rt).disabled_types)
+    trace_id, span_id = tracing.current_ids()
     task = Task(
         id=uuid.uuid4(), tenant=sub.tenant, goal=stored.goal, context=stored.context,
         constraints=stored.constraints, acceptance_criteria=stored.acceptance_criteria,
         budget=sub.budget, priority=sub.priority, task_metadata=stored.metadata,
         status=TaskStatus.PENDING, submit_reflex=public, request_id=sub.request_id,
-        idempotency_key=sub.idempotency_key, request_hash=fingerprint,
+        idempotency_key=sub.idempotency_key, request_hash=fingerprint, trace_id=trace_id,
+        trace_span_id=span_id,
     )
     try:
         with session_scope(rt.settings) as session:
@@ -115,6 +118,7 @@ def accept(rt: Runtime, sub: Submission) -> Accepted:
         return replay
     metrics.TASKS_SUBMITTED.labels(priority=sub.priority).inc()
     metrics.TASK_STATUS.labels(status=TaskStatus.PENDING).inc()
+    tracing.annotate(task_id=task.id, tenant=sub.tenant, outcome="accepted")
     return Accepted(str(task.id), TaskStatus.PENDING, True, public)
 
 
@@ -138,6 +142,7 @@ def _replay(rt: Runtime, sub: Submission, fingerprint: str) -> Accepted | None:
         raise IdempotencyConflict(
             "this Idempotency-Key was already used with a different request body",
             details={"task_id": str(found.id)})
+    tracing.annotate(task_id=found.id, tenant=sub.tenant, outcome="replayed")
     return Accepted(str(found.id), str(found.status), False, found.submit_reflex or {})
 
 

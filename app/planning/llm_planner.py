@@ -146,7 +146,8 @@ def user_prompt(goal: str, context: str, constraints: dict | None,
 
 
 def _ask(llm, messages: list[dict], usage: Usage | None) -> str:
-    return llm.chat(messages, usage=usage, max_tokens=MAX_ANSWER_TOKENS, temperature=0.0).text
+    return llm.chat(messages, usage=usage, max_tokens=MAX_ANSWER_TOKENS, temperature=0.0,
+                    arm="planner").text
 
 
 def _fallback(plan: Plan, reason: str, notes: list[str]) -> Plan:

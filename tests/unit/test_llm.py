@@ -249,3 +249,50 @@ def test_client_from_mapping():
         client_from_mapping({"OCTOLLM_LLM_BASE_URL": "http://llm", "OCTOLLM_LLM_MODEL": "m",
                              "OCTOLLM_LLM_TIMEOUT": "soon"})
     llm.reset_breakers()
+
+
+# --- metrics: requests, errors, time, tokens and cost by model and arm ----------------------------
+
+def sample(name: str, **labels) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_call_is_counted_with_its_tokens_and_cost_by_model_and_arm(fake_llm):
+    fake_llm.answer("counted", prompt_tokens=40, completion_tokens=10)
+    client = make_client(fake_llm, price_per_1k_prompt=2.0, price_per_1k_completion=4.0)
+    model = {"model": "fake-model", "arm": "judge"}
+    names = [("octollm_llm_requests_total", model),
+             ("octollm_llm_tokens_total", {**model, "kind": "prompt"}),
+             ("octollm_llm_tokens_total", {**model, "kind": "completion"}),
+             ("octollm_llm_cost_usd_total", model),
+             ("octollm_llm_request_duration_seconds_count", model),
+             ("octollm_llm_requests_total", {"model": "fake-model", "arm": "coder"})]
+    before = [sample(name, **labels) for name, labels in names]
+
+    client.chat([{"role": "user", "content": "x"}], arm="judge")
+
+    after = [sample(name, **labels) for name, labels in names]
+    assert [a - b for a, b in zip(after, before, strict=True)] == pytest.approx(
+        [1, 40, 10, (40 * 2.0 + 10 * 4.0) / 1000, 1, 0])
+
+
+def test_a_call_that_fails_for_good_is_counted_as_an_error_with_its_reason(fake_llm):
+    fake_llm.fail(503, times=10)
+    labels = {"model": "fake-model", "arm": "planner"}
+    before = (sample("octollm_llm_requests_total", **labels),
+              sample("octollm_llm_errors_total", **labels, reason="http_status"),
+              sample("octollm_llm_request_duration_seconds_count", **labels),
+              sample("octollm_llm_tokens_total", **labels, kind="prompt"))
+
+    with pytest.raises(LLMError):
+        make_client(fake_llm, max_retries=1).chat([{"role": "user", "content": "x"}],
+                                                  arm="planner")
+
+    after = (sample("octollm_llm_requests_total", **labels),
+             sample("octollm_llm_errors_total", **labels, reason="http_status"),
+             sample("octollm_llm_request_duration_seconds_count", **labels),
+             sample("octollm_llm_tokens_total", **labels, kind="prompt"))
+    # One request (its retry included), one error, timed; no tokens were paid for.
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 0]
