@@ -20,7 +20,8 @@ from app.db import session_scope
 from app.errors import ErrorCode
 from app.models import Document
 from app.pipeline.screening import policy_of
-from app.reflex import pii, scan_fields, task_fields
+from app.pipeline.submission import gate
+from app.reflex import pii, task_fields
 
 blp = Blueprint("memory", __name__, description="Knowledge and episodic memory")
 SEARCH_TIMEOUT_SECONDS = 10
@@ -79,7 +80,7 @@ class Knowledge(MethodView):
         metadata_fields = task_fields("", metadata=body["metadata"])
         fields = {"text": body["text"], "title": body["title"], "source": body["source"],
                   **{k: v for k, v in metadata_fields.items() if k.startswith("metadata.")}}
-        report = scan_fields(fields, policy)
+        report = gate(rt, fields)
         public = report.public()
         if public["action"] == "block":
             metrics.REFLEX_BLOCKED.labels(stage="knowledge").inc()

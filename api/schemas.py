@@ -251,12 +251,20 @@ class HealthSchema(ma.Schema):
 
 
 class ReadySchema(ma.Schema):
-    status = ma.fields.String(required=True)
-    checks = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
+    ready = ma.fields.Boolean(required=True)
+    checks = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Boolean(), required=True,
+                            metadata={"description": "Each dependency: true when it answers"})
+    timestamp = ma.fields.DateTime(required=True)
+    status = ma.fields.String(metadata={"description": "ready or not ready"})
+    errors = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String(),
+                            metadata={"description": "What failed, by dependency (503 only)"})
 
 
 class ServiceSchema(ma.Schema):
-    service = ma.fields.String()
-    version = ma.fields.String()
-    docs = ma.fields.String()
+    service = ma.fields.String(required=True)
+    version = ma.fields.String(required=True)
+    docs = ma.fields.String(required=True)
+    health = ma.fields.String(required=True)
+    ready = ma.fields.String(required=True)
+    metrics = ma.fields.String(required=True)
     endpoints = ma.fields.Dict()

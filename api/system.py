@@ -29,6 +29,7 @@ class Root(MethodView):
         """Service information and the main endpoints."""
         return {
             "service": "octollm-orchestrator", "version": VERSION, "docs": "/openapi.json",
+            "health": "/health", "ready": "/ready", "metrics": "/metrics",
             "endpoints": {"submit": "POST /submit", "task": "GET /tasks/{task_id}",
                           "health": "GET /health", "ready": "GET /ready",
                           "metrics": "GET /metrics"},
@@ -46,16 +47,19 @@ class Health(MethodView):
 @blp.route("/ready")
 class Ready(MethodView):
     @blp.response(200, schemas.ReadySchema)
-    @blp.alt_response(503, schema=errors.ErrorSchema, description="A dependency is down")
+    @blp.alt_response(503, schema=schemas.ReadySchema,
+                      description="A dependency is down: the same shape, ready false")
     def get(self):
-        """Readiness: the database and the broker answer."""
-        checks = {"database": _check_database(), "broker": _check_broker()}
-        failing = sorted(name for name, state in checks.items() if state != "ok")
+        """Readiness: the database and the broker answer (the seed's shape, 200 or 503)."""
+        found = {"database": _check_database(), "broker": _check_broker()}
+        failing = sorted(name for name, error in found.items() if error)
+        body = {"ready": not failing, "status": "not ready" if failing else "ready",
+                "checks": {name: not error for name, error in found.items()},
+                "timestamp": datetime.now(UTC)}
         if failing:
-            raise errors.ApiError(503, f"not ready: {', '.join(failing)} unavailable",
-                                  details={"checks": checks, "failing": failing},
-                                  headers={"Retry-After": errors.RETRY_AFTER_SECONDS})
-        return {"status": "ready", "checks": checks}
+            body["errors"] = {name: found[name] for name in failing}
+            return body, 503, {"Retry-After": str(errors.RETRY_AFTER_SECONDS)}
+        return body
 
 
 @blp.route("/metrics")
@@ -72,18 +76,19 @@ def queue_depths() -> dict[str, int]:
     return queues.queue_depths(runtime().broker)
 
 
-def _check_database() -> str:
+def _check_database() -> str | None:
+    """None when PostgreSQL answers, else what went wrong (the exception type only)."""
     try:
         with get_engine(runtime().settings).connect() as conn:
             conn.execute(text("SELECT 1"))
-        return "ok"
-    except Exception as exc:  # reported, not raised
-        return f"error: {type(exc).__name__}"
+        return None
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return type(exc).__name__
 
 
-def _check_broker() -> str:
+def _check_broker() -> str | None:
     try:
         runtime().broker.ping()
-        return "ok"
-    except Exception as exc:
-        return f"error: {type(exc).__name__}"
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return type(exc).__name__

@@ -39,6 +39,12 @@ HTTP_DURATION = Histogram(
 )
 REFLEX_BLOCKED = Counter("octollm_reflex_blocked_total", "Inputs blocked by the reflex layer",
                          ["stage"])
+# The seed's name: every call of the reflex gate on an input (POST /submit, POST /knowledge).
+REFLEX_CALLS = Counter("orchestrator_reflex_calls_total", "Reflex gate calls by outcome",
+                       ["status"])
+REFLEX_CALL_STATUSES = ("Success", "Blocked", "Error")
+for _status in REFLEX_CALL_STATUSES:  # every series exists from the start, at 0
+    REFLEX_CALLS.labels(status=_status)
 STEPS = Counter("octollm_steps_total", "Arm step attempts by outcome", ["arm", "outcome"])
 STEP_DURATION = Histogram(
     "octollm_step_duration_seconds", "Arm step run time", ["arm"],

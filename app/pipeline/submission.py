@@ -76,6 +76,20 @@ def fields_for_scan(sub: Submission) -> dict[str, str]:
     return fields
 
 
+def gate(rt: Runtime, fields: dict[str, str], *, enforce: bool = True):
+    """The reflex gate's scan of an input's fields under the deployment's policy, counted in
+    ``orchestrator_reflex_calls_total{status}``: Blocked when the verdict blocks and the gate
+    enforces it, Error when the scan itself failed (the exception propagates), else Success."""
+    try:
+        report = scan_fields(fields, policy_of(rt))
+    except Exception:
+        metrics.REFLEX_CALLS.labels(status="Error").inc()
+        raise
+    blocked = enforce and report.public()["action"] == "block"
+    metrics.REFLEX_CALLS.labels(status="Blocked" if blocked else "Success").inc()
+    return report
+
+
 def accept(rt: Runtime, sub: Submission) -> Accepted:
     """Store the task (committed before the caller enqueues anything) or raise Blocked."""
     fingerprint = sub.fingerprint()
@@ -83,7 +97,7 @@ def accept(rt: Runtime, sub: Submission) -> Accepted:
         replay = _replay(rt, sub, fingerprint)
         if replay:
             return replay
-    report = scan_fields(fields_for_scan(sub), policy_of(rt))
+    report = gate(rt, fields_for_scan(sub), enforce=rt.settings.submit_gate)
     public = report.public()
     if public["action"] == "block" and rt.settings.submit_gate:
         metrics.REFLEX_BLOCKED.labels(stage="submit").inc()
