@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None, *, celery=None) -> Flask:
     app.before_request(_before)
     app.after_request(_after)
     # Tracing starts here, in the process that serves (gunicorn builds the app after its fork).
-    if tracing.configure("api", env=settings.env):
+    if tracing.configure("api"):
         _trace(app)
     return app
 

@@ -32,6 +32,7 @@ import tenacity
 from opentelemetry import trace
 
 from app import metrics, tracing
+from app.config import LLMSettings
 from app.errors import ErrorCode, OctoError
 
 
@@ -146,10 +147,16 @@ def estimate_tokens(text: str) -> int:
 
 
 class LLMClient:
+    # The defaults are the OCTOLLM_LLM_* settings' (app.config.LLMSettings), so a client made in
+    # code behaves as a configured one.
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
-                 timeout: float = 30.0, max_retries: int = 3, backoff_max: float = 8.0,
-                 price_per_1k_prompt: float = 0.0, price_per_1k_completion: float = 0.0,
-                 breaker_fail_max: int = 5, breaker_reset_timeout: float = 30.0) -> None:
+                 timeout: float = LLMSettings.timeout,
+                 max_retries: int = LLMSettings.max_retries,
+                 backoff_max: float = LLMSettings.backoff_max,
+                 price_per_1k_prompt: float = LLMSettings.price_per_1k_prompt,
+                 price_per_1k_completion: float = LLMSettings.price_per_1k_completion,
+                 breaker_fail_max: int = LLMSettings.breaker_fail_max,
+                 breaker_reset_timeout: float = LLMSettings.breaker_reset_timeout) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self._api_key = api_key
@@ -165,6 +172,20 @@ class LLMClient:
 
         # time.monotonic() past which no attempt starts and none is waited for; None: no bound.
         self.deadline: float | None = None
+
+    @classmethod
+    def configured(cls, settings: LLMSettings) -> LLMClient | None:
+        """The client of the OCTOLLM_LLM_* settings; None without a base URL (every arm then
+        works offline)."""
+        if not settings.base_url or not settings.model:
+            return None
+        return cls(settings.base_url, settings.model, settings.api_key,
+                   timeout=settings.timeout, max_retries=settings.max_retries,
+                   backoff_max=settings.backoff_max,
+                   price_per_1k_prompt=settings.price_per_1k_prompt,
+                   price_per_1k_completion=settings.price_per_1k_completion,
+                   breaker_fail_max=settings.breaker_fail_max,
+                   breaker_reset_timeout=settings.breaker_reset_timeout)
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
@@ -343,37 +364,3 @@ def _parse_retry_after(value: str | None) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError, IndexError):
         return None
-
-
-_NUMBER_KEYS = {
-    "TIMEOUT": ("timeout", float), "MAX_RETRIES": ("max_retries", int),
-    "BACKOFF_MAX": ("backoff_max", float),
-    "PRICE_PER_1K_PROMPT": ("price_per_1k_prompt", float),
-    "PRICE_PER_1K_COMPLETION": ("price_per_1k_completion", float),
-    "BREAKER_FAIL_MAX": ("breaker_fail_max", int),
-    "BREAKER_RESET_TIMEOUT": ("breaker_reset_timeout", float),
-}
-
-
-def client_from_mapping(env: Mapping[str, str]) -> LLMClient | None:
-    """Build the client from OCTOLLM_LLM_* settings; None means every arm runs offline."""
-    prefix = "OCTOLLM_LLM_"
-    base_url = (env.get(prefix + "BASE_URL") or "").strip()
-    if not base_url:
-        return None
-    model = (env.get(prefix + "MODEL") or "").strip()
-    if not model:
-        raise ValueError(f"{prefix}MODEL is required when {prefix}BASE_URL is set")
-    options: dict = {}
-    for suffix, (name, kind) in _NUMBER_KEYS.items():
-        raw = env.get(prefix + suffix)
-        if raw is None or raw.strip() == "":
-            continue
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise ValueError(f"{prefix}{suffix} must be a {kind.__name__}") from None
-        if value < 0:
-            raise ValueError(f"{prefix}{suffix} must not be negative")
-        options[name] = value
-    return LLMClient(base_url, model, env.get(prefix + "API_KEY") or None, **options)

@@ -40,7 +40,7 @@ class Runtime:
     @cached_property
     def llm(self) -> llm.LLMClient | None:
         """The configured LLM endpoint, or None: every arm then runs offline."""
-        return llm.client_from_mapping(self.settings.env)
+        return llm.LLMClient.configured(self.settings.llm)
 
 
     def close(self) -> None:

@@ -34,7 +34,7 @@ def connect(settings: Settings) -> None:
     if _connected:
         return
     _connected = True
-    tracing.validate(settings.env)  # a bad OTEL_* value stops the worker here, not in each child
+    tracing.validate()  # a bad OTEL_* value stops the worker here, not in each child
 
     @signals.setup_logging.connect(weak=False)
     def _setup_logging(**_):

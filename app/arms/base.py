@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.config import Settings
 from app.errors import ErrorCode, OctoError
 
 ARMS = ("retriever", "coder", "executor", "judge", "guardian")
@@ -54,3 +55,6 @@ class ArmContext:
     # A threading.Event set when the step must stop early (its task was cancelled or ended, or
     # the claim passed to another attempt): long-running arms check it and stop their work.
     stop: Any = None
+    # The process's settings: an arm reads its section (settings.executor, ...) from here, never
+    # from the environment.
+    settings: Settings = field(default_factory=Settings)

@@ -12,8 +12,6 @@ propagates.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from app.arms import datatransform
@@ -26,12 +24,11 @@ from app.arms.codeblocks import (
     without_blocks,
 )
 from app.arms.pyanalysis import analyze, report
-from app.config import env_bool, env_float, env_int
+from app.config import CoderSettings
 from app.llm import LLMError
 from app.planning.classify import detect_language
 
 ACTIONS = ("analyze", "generate", "edit", "transform", "write")
-PREFIX = "OCTOLLM_CODER_"
 OFFLINE_TRANSFORMS = ("convert JSON <-> CSV/TSV, sort by a field, keep or drop rows by one "
                       "comparison, remove duplicate rows, keep the first N rows")
 SYSTEM_PROMPT = (
@@ -48,29 +45,6 @@ _DATA_FORMATS = ("json", "yaml", "yml", "csv", "tsv", "xml")
 
 
 @dataclass(frozen=True)
-class Config:
-    max_code_chars: int = 100_000
-    max_prompt_chars: int = 24_000
-    max_tokens: int = 2048
-    temperature: float = 0.0
-    complexity_threshold: int = 10
-    llm_review: bool = True
-
-    @classmethod
-    def from_mapping(cls, env: Mapping[str, str]) -> Config:
-        d, p = cls(), PREFIX
-        return cls(
-            max_code_chars=env_int(env, p + "MAX_CODE_CHARS", d.max_code_chars, minimum=1),
-            max_prompt_chars=env_int(env, p + "MAX_PROMPT_CHARS", d.max_prompt_chars, minimum=500),
-            max_tokens=env_int(env, p + "MAX_TOKENS", d.max_tokens, minimum=1),
-            temperature=env_float(env, p + "TEMPERATURE", d.temperature),
-            complexity_threshold=env_int(env, p + "COMPLEXITY_THRESHOLD", d.complexity_threshold,
-                                         minimum=1),
-            llm_review=env_bool(env, p + "LLM_REVIEW", d.llm_review),
-        )
-
-
-@dataclass(frozen=True)
 class Source:
     label: str
     code: str
@@ -78,8 +52,8 @@ class Source:
     first_line: int = 1  # where the code starts in the text it was found in
 
 
-def run(ctx: ArmContext, *, config: Config | None = None) -> dict:
-    config = config or Config.from_mapping(os.environ)
+def run(ctx: ArmContext, *, config: CoderSettings | None = None) -> dict:
+    config = config or ctx.settings.coder
     if ctx.action not in ACTIONS:
         raise ArmError(f"coder has no action {ctx.action!r}; expected one of {', '.join(ACTIONS)}",
                        details={"action": ctx.action})
@@ -118,7 +92,7 @@ def find_code(ctx: ArmContext) -> list[Source]:
     return sources
 
 
-def _analyse_all(sources: list[Source], config: Config) -> tuple[list[dict], list[str]]:
+def _analyse_all(sources: list[Source], config: CoderSettings) -> tuple[list[dict], list[str]]:
     analyses, reports = [], []
     for src in sources:
         lines = len(src.code.splitlines())
@@ -218,7 +192,7 @@ def _transform(ctx, config, base) -> dict:
             "summary": f"transformed by {answer.model} (offline: {reason})"}
 
 
-def _write(ctx: ArmContext, config: Config) -> dict:
+def _write(ctx: ArmContext, config: CoderSettings) -> dict:
     """Text work (an analysis, a summary, a translation, a draft): only an LLM can do it."""
     fmt = str(ctx.inputs.get("format") or ctx.constraints.get("format") or "").strip().lower()
     if ctx.llm is None:

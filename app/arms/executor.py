@@ -20,76 +20,33 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import NoReturn
 
 from app.arms.base import ArmContext, ArmError
 from app.arms.criteria import ExitRule, exit_rules
 from app.arms.sandbox import Limits, run_sandboxed
-from app.config import env_float, env_int, env_list, env_size, env_str
+from app.config import ExecutorSettings
 from app.errors import ErrorCode
 
 COMMAND_REFUSED = ErrorCode.COMMAND_REFUSED
 COMMAND_FAILED = ErrorCode.COMMAND_FAILED
 # How much of each stream a failure's details keep (the step's full output is not stored).
 FAILURE_TAIL_CHARS = 2000
-DEFAULT_ALLOWLIST = (
-    "echo", "cat", "ls", "grep", "head", "tail", "wc", "python", "python3",
-    "sort", "uniq", "cut", "tr", "date", "pwd", "printf", "seq", "basename", "dirname", "true",
-    "false",
-)
 # Interpreters that may only run inline snippets (python -c CODE): no scripts, no -m pip.
 SNIPPET_ONLY = {"python", "python3"}
 _PYTHON_FLAGS = {"-I", "-B", "-E", "-s", "-S", "-u", "-O", "-OO", "-q"}
 _OPERATOR_CHARS = frozenset("();<>|&")
-PREFIX = "OCTOLLM_EXECUTOR_"
 
 
-@dataclass(frozen=True)
-class Config:
-    allowlist: tuple[str, ...] = DEFAULT_ALLOWLIST
-    path: str = "/usr/local/bin:/usr/bin:/bin"
-    timeout_seconds: float = 10.0
-    cpu_seconds: int = 5
-    memory_bytes: int = 512 * 1024**2
-    file_size_bytes: int = 16 * 1024**2
-    max_processes: int = 32
-    max_open_files: int = 64
-    max_output_bytes: int = 64 * 1024
-    max_command_chars: int = 4096
-    run_as_user: str = "nobody"
-    marker_dir: str = ""
-
-    @classmethod
-    def from_mapping(cls, env: Mapping[str, str]) -> Config:
-        d = cls()
-        p = PREFIX
-        return cls(
-            allowlist=env_list(env, p + "ALLOWLIST", d.allowlist),
-            path=env_str(env, p + "PATH", d.path) or d.path,
-            timeout_seconds=env_float(env, p + "TIMEOUT_SECONDS", d.timeout_seconds, minimum=0.1),
-            cpu_seconds=env_int(env, p + "CPU_SECONDS", d.cpu_seconds, minimum=1),
-            memory_bytes=env_size(env, p + "MEMORY_BYTES", d.memory_bytes, minimum=16 * 1024**2),
-            file_size_bytes=env_size(env, p + "FILE_SIZE_BYTES", d.file_size_bytes, minimum=0),
-            max_processes=env_int(env, p + "MAX_PROCESSES", d.max_processes, minimum=1),
-            max_open_files=env_int(env, p + "MAX_OPEN_FILES", d.max_open_files, minimum=8),
-            max_output_bytes=env_size(env, p + "MAX_OUTPUT_BYTES", d.max_output_bytes),
-            max_command_chars=env_int(env, p + "MAX_COMMAND_CHARS", d.max_command_chars,
-                                      minimum=1),
-            run_as_user=env_str(env, p + "RUN_AS_USER", d.run_as_user),
-            marker_dir=env_str(env, p + "MARKER_DIR", d.marker_dir),
-        )
-
-    def limits(self) -> Limits:
-        return Limits(timeout_seconds=self.timeout_seconds, cpu_seconds=self.cpu_seconds,
-                      memory_bytes=self.memory_bytes, file_size_bytes=self.file_size_bytes,
-                      max_processes=self.max_processes, max_open_files=self.max_open_files,
-                      max_output_bytes=self.max_output_bytes)
+def limits(config: ExecutorSettings) -> Limits:
+    return Limits(timeout_seconds=config.timeout_seconds, cpu_seconds=config.cpu_seconds,
+                  memory_bytes=config.memory_bytes, file_size_bytes=config.file_size_bytes,
+                  max_processes=config.max_processes, max_open_files=config.max_open_files,
+                  max_output_bytes=config.max_output_bytes)
 
 
-def run(ctx: ArmContext, *, config: Config | None = None) -> dict:
-    config = config or Config.from_mapping(os.environ)
+def run(ctx: ArmContext, *, config: ExecutorSettings | None = None) -> dict:
+    config = config or ctx.settings.executor
     if ctx.action != "run":
         raise ArmError(f"executor has no action {ctx.action!r}; expected 'run'",
                        details={"action": ctx.action})
@@ -101,7 +58,7 @@ def run(ctx: ArmContext, *, config: Config | None = None) -> dict:
     if config.marker_dir:
         _write_marker(config.marker_dir, ctx, argv)
     try:
-        outcome = run_sandboxed(argv, config.limits(), path=config.path,
+        outcome = run_sandboxed(argv, limits(config), path=config.path,
                                 run_as_user=config.run_as_user or None, stop=ctx.stop)
     except (OSError, subprocess.SubprocessError, LookupError) as exc:
         raise ArmError(f"could not start {argv[0]}: {exc}",
@@ -153,7 +110,7 @@ def check(ctx: ArmContext, output: dict) -> None:
     shown = command if len(command) <= 80 else command[:77] + "..."
     if timed_out:
         what = (f"timed out after {output.get('duration_ms')} ms (the executor's limit, "
-                f"{PREFIX}TIMEOUT_SECONDS) and was killed")
+                f"OCTOLLM_EXECUTOR_TIMEOUT_SECONDS) and was killed")
     elif output.get("signal"):
         what = f"was killed by {output['signal']}"
     else:
@@ -178,7 +135,7 @@ def _last_line(text: str, limit: int = 200) -> str:
     return lines[-1] if len(lines[-1]) <= limit else lines[-1][: limit - 3] + "..."
 
 
-def parse_command(command: str, config: Config) -> list[str]:
+def parse_command(command: str, config: ExecutorSettings) -> list[str]:
     """The argv that would run, argv[0] resolved to an absolute path; raises ArmError with code
     COMMAND_REFUSED (and nothing runs) when the command is not allowed."""
     if not command.strip():
@@ -246,7 +203,7 @@ def _write_marker(marker_dir: str, ctx: ArmContext, argv: list[str]) -> None:
                    "pid": os.getpid(), "at": time.time()}, fh)
 
 
-def _summary(command: str, outcome, config: Config) -> str:
+def _summary(command: str, outcome, config: ExecutorSettings) -> str:
     shown = " ".join(command.split())  # one line, even for a multi-line python -c snippet
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     if outcome.stopped:

@@ -10,12 +10,10 @@ the final answer had redacted, as types and counts only.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from app.arms.base import ArmContext
 from app.reflex import pii
-from app.reflex.policy import configured
 
 
 def _is_judge(output: Any) -> bool:
@@ -55,7 +53,7 @@ def run(ctx: ArmContext) -> dict:
     joined = "\n\n".join(p for p in parts if p.strip())
     # The same policy the gate and the reflex chord apply: OCTOLLM_REFLEX_DISABLED_TYPES are
     # work data (e.g. IP addresses for a network task), neither reported nor redacted anywhere.
-    final, fresh = pii.redact(joined, configured(os.environ).disabled_types)
+    final, fresh = pii.redact(joined, ctx.settings.reflex.disabled_types)
     # Most redaction happened when each step was stored; the markers in the answer count both.
     in_answer = pii.marker_counts(final)
     per_step = {sid: dict(out["redactions"]) for sid, out in ctx.upstream.items()

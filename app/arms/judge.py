@@ -11,18 +11,14 @@ else ``unverified``.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 
 from app.arms import criteria
 from app.arms.base import ArmContext, ArmError
 from app.arms.codeblocks import first_block
 from app.arms.criteria import FAILED, PASSED, UNVERIFIED
-from app.config import env_bool, env_float, env_int
+from app.config import JudgeSettings
 from app.llm import LLMError
 
-PREFIX = "OCTOLLM_JUDGE_"
 _LLM_PASS = {"pass", "passed", "true", "yes", "satisfied", "met"}
 _LLM_FAIL = {"fail", "failed", "false", "no", "not satisfied", "not met"}
 SYSTEM_PROMPT = (
@@ -31,28 +27,6 @@ SYSTEM_PROMPT = (
     "If the RESULT does not let you decide, answer \"unknown\". Reply with JSON only: "
     '{"verdicts": [{"id": <number>, "status": "pass" | "fail" | "unknown", '
     '"reason": "<one sentence>"}]}')
-
-
-@dataclass(frozen=True)
-class Config:
-    regex_timeout_seconds: float = 2.0
-    regex_max_input_chars: int = 1_000_000
-    use_llm: bool = True
-    llm_max_chars: int = 12_000
-    llm_max_tokens: int = 512
-
-    @classmethod
-    def from_mapping(cls, env: Mapping[str, str]) -> Config:
-        d, p = cls(), PREFIX
-        return cls(
-            regex_timeout_seconds=env_float(env, p + "REGEX_TIMEOUT_SECONDS",
-                                            d.regex_timeout_seconds, minimum=0.1),
-            regex_max_input_chars=env_int(env, p + "REGEX_MAX_INPUT_CHARS",
-                                          d.regex_max_input_chars, minimum=1),
-            use_llm=env_bool(env, p + "USE_LLM", d.use_llm),
-            llm_max_chars=env_int(env, p + "LLM_MAX_CHARS", d.llm_max_chars, minimum=100),
-            llm_max_tokens=env_int(env, p + "LLM_MAX_TOKENS", d.llm_max_tokens, minimum=16),
-        )
 
 
 def judged_outputs(ctx: ArmContext) -> list[tuple[str, dict]]:
@@ -91,8 +65,8 @@ def gather_criteria(ctx: ArmContext) -> list[tuple[str, str]]:
     return unique
 
 
-def run(ctx: ArmContext, *, config: Config | None = None) -> dict:
-    config = config or Config.from_mapping(os.environ)
+def run(ctx: ArmContext, *, config: JudgeSettings | None = None) -> dict:
+    config = config or ctx.settings.judge
     if ctx.action != "validate":
         raise ArmError(f"judge has no action {ctx.action!r}; expected 'validate'",
                        details={"action": ctx.action})
@@ -124,7 +98,7 @@ def run(ctx: ArmContext, *, config: Config | None = None) -> dict:
 
 
 def check_all(pending: list[tuple[str, str]], text: str, judged: list[tuple[str, dict]],
-              config: Config) -> list[dict]:
+              config: JudgeSettings) -> list[dict]:
     """Rule-based check of each (criterion, source) against ``text``; no LLM involved."""
     executions = [(sid, out) for sid, out in judged if isinstance(out, dict) and "exit_code" in out]
     results = []
@@ -139,7 +113,7 @@ def check_all(pending: list[tuple[str, str]], text: str, judged: list[tuple[str,
     return results
 
 
-def _ask_llm(ctx: ArmContext, config: Config, text: str, pending: list[dict]) -> None:
+def _ask_llm(ctx: ArmContext, config: JudgeSettings, text: str, pending: list[dict]) -> None:
     shown = text[: config.llm_max_chars]
     note = f" (first {len(shown)} of {len(text)} characters)" if len(shown) < len(text) else ""
     listing = "\n".join(f"{n}. {r['criterion']}" for n, r in enumerate(pending, 1))

@@ -21,7 +21,6 @@ from app.pipeline import events, repo
 from app.pipeline.lifecycle import is_terminal
 from app.pipeline.steps import llm_deadline, with_step_usage
 from app.reflex import redact_output
-from app.reflex.policy import configured
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -297,7 +296,7 @@ def fail(rt: Runtime, task_id: str, code: str, message: str) -> bool:
     The message may quote what a step was given (an arm's error text): it is redacted as a step
     output would be, so PII never reaches tasks.error_message or task_results.error in clear.
     """
-    message = redact_output({"message": message[:2000]}, configured(rt.settings.env))[0]["message"]
+    message = redact_output({"message": message[:2000]}, rt.settings.reflex)[0]["message"]
     moved = change_status(rt, task_id, TaskStatus.FAILED, error_code=code, error_message=message)
     if moved:
         with session_scope(rt.settings) as session:

@@ -13,7 +13,6 @@ from app.errors import ErrorCode
 from app.models import Task, TaskStatus
 from app.pipeline import orchestration, repo
 from app.reflex import Policy, decide, scan_family, task_fields
-from app.reflex.policy import configured
 from app.reflex.scan import merge
 from app.runtime import Runtime
 
@@ -21,7 +20,7 @@ FAMILIES = ("pii", "injection", "policy")
 
 
 def policy_of(rt: Runtime) -> Policy:
-    return configured(rt.settings.env)
+    return rt.settings.reflex
 
 
 def fields_of(task: Task) -> dict[str, str]:

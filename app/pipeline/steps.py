@@ -35,7 +35,6 @@ from app.llm import Usage
 from app.models import StepStatus, Task, TaskStatus, TaskStep
 from app.pipeline import events, repo
 from app.reflex import redact_output
-from app.reflex.policy import configured
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ def claim(settings: Settings, task_id: str, step_id: str,
         step.lease_expires_at = func.now() + timedelta(seconds=lease_seconds)
         step.started_at = step.started_at or func.now()
         step.attempts = step.attempts + 1
-        ctx = _context(session, task, step)
+        ctx = _context(session, task, step, settings)
         return Claim("run", attempt=step.attempts, deadline_at=task.deadline_at), ctx
 
 
@@ -266,7 +265,7 @@ def store(settings: Settings, task_id: str, step_id: str, output: dict,
     The safety guardian's redaction (app.reflex.redact_output) runs on every output here, before
     anything is written, so no step can store PII or a secret in clear whatever its arm produced.
     """
-    output, redactions = redact_output(output, configured(settings.env))
+    output, redactions = redact_output(output, settings.reflex)
     if redactions:
         output = {**output, "redactions": {**output.get("redactions", {}), **redactions}}
     with session_scope(settings) as session:
@@ -303,13 +302,13 @@ def fail(settings: Settings, task_id: str, step_id: str, error: OctoError,
          usage: dict | None = None) -> None:
     # An error carries what the arm was given (a refused command's text, an argv): redacted as
     # an output would be, so PII in it never reaches the task_steps row in clear.
-    stored, _ = redact_output(error.to_dict(), configured(settings.env))
+    stored, _ = redact_output(error.to_dict(), settings.reflex)
     with session_scope(settings) as session:
         record_usage(session, task_id, step_id, usage)
         repo.fail_step(session, task_id, step_id, stored)
 
 
-def _context(session, task, step) -> ArmContext:
+def _context(session, task, step, settings: Settings) -> ArmContext:
     # Every completed step in plan order: the judge and guardian need all of them, and the
     # others simply read the ones they depend on.
     upstream = repo.completed_outputs(session, task.id)
@@ -329,4 +328,5 @@ def _context(session, task, step) -> ArmContext:
         upstream=upstream,
         usage=Usage(max_tokens=budget.get("max_tokens"), max_cost_usd=budget.get("max_cost_usd"),
                     tokens=tokens, cost_usd=cost),
+        settings=settings,
     )

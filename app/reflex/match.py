@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SEVERITIES = ("low", "medium", "high", "critical")
+from app.config import SEVERITIES
+
 _RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 
 

@@ -43,8 +43,9 @@ def _family_matches(family: str, text: str, policy: Policy) -> list[Match]:
         found, mentions = injection.scan_with_mentions(text)
         # The classifier runs where a threshold is set (OCTOLLM_REFLEX_MODEL_THRESHOLD): off by
         # default, it costs nothing and adds no match.
-        if policy.model_threshold is not None and "model" not in policy.disabled_types:
-            found += classifier.scan(text, policy.model_threshold, mentions)
+        threshold = policy_mod.model_threshold(policy)
+        if threshold is not None and "model" not in policy.disabled_types:
+            found += classifier.scan(text, threshold, mentions)
     elif family == "policy":
         found = policy_mod.check(text, policy)
     else:

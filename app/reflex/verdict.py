@@ -10,8 +10,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from app.reflex.match import SEVERITIES, Match, at_least
-from app.reflex.policy import Policy
+from app.config import SEVERITIES
+from app.reflex.match import Match, at_least
+from app.reflex.policy import Policy, model_threshold
 
 MODEL = "model"  # the learned classifier's finding type (app.reflex.classifier)
 PUBLIC_KEYS = ("field", "family", "type", "severity", "start", "end", "confidence", "masked")
@@ -50,7 +51,8 @@ def _blocks(f: Finding, policy: Policy) -> str | None:
             and at_least(f.severity, policy.pii_block_severity):
         return policy.pii_block_severity
     if f.family == "injection" and f.type == MODEL:
-        if policy.model_threshold is not None and f.confidence >= policy.model_threshold:
+        threshold = model_threshold(policy)
+        if threshold is not None and f.confidence >= threshold:
             return "model"
         return None
     if f.family == "injection" and policy.injection_block_severity \

@@ -4,6 +4,7 @@ unknown query parameters, 405/413/503 headers, knowledge screening (no workers n
 import base64
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -306,7 +307,7 @@ def test_knowledge_with_a_critical_injection_is_blocked_with_masked_matches(offl
 
 def test_knowledge_pii_blocks_where_the_policy_says_so(runtime):
     settings = runtime.settings.replace(
-        env={**runtime.settings.env, "OCTOLLM_REFLEX_PII_BLOCK_FIELDS": "goal,text"})
+        reflex=replace(runtime.settings.reflex, pii_block_fields=("goal", "text")))
     strict = create_app(settings, celery=dead_broker(settings))
     response = strict.test_client().post("/knowledge", json={"text": "SSN 123-45-6789 on file"})
     body = _error(response, 400)

@@ -126,7 +126,7 @@ def test_cancel_revokes_the_queued_step_messages(client, api_app, worker_set, wa
     message = producer.AsyncResult(step_message_id(queued, run_step, 0))
     # The worker drops the revoked message on receipt, unrun, and records it as revoked.
     until(lambda: message.state == "REVOKED", 30, "the queued step was not revoked")
-    marker_dir = Path(runtime.settings.env["OCTOLLM_EXECUTOR_MARKER_DIR"])
+    marker_dir = Path(runtime.settings.executor.marker_dir)
     assert list(marker_dir.glob(f"{queued}.*")) == [], "the revoked step ran"
     assert step_status(client, queued, "executor") == "cancelled"
 

@@ -65,7 +65,7 @@ def test_a_step_queued_past_the_deadline_is_dropped_and_the_task_times_out(
     message = api_app.extensions["octollm_celery"].AsyncResult(
         step_message_id(tight, executor["step_id"], 0))
     assert message.state == "REVOKED"  # discarded by the worker on receipt, never run
-    marker_dir = Path(runtime.settings.env["OCTOLLM_EXECUTOR_MARKER_DIR"])
+    marker_dir = Path(runtime.settings.executor.marker_dir)
     assert list(marker_dir.glob(f"{tight}.*")) == []
     assert wait_for(client, blocker, timeout=60)["status"] == "completed"
 

@@ -55,7 +55,7 @@ def test_stalled_processing_task_resumes_without_rerunning_finished_steps(
     assert body["status"] == "completed", body
     run = next(s for s in body["steps"] if s["arm"] == "executor")
     assert run["attempts"] == 1
-    markers = list(Path(runtime.settings.env["OCTOLLM_EXECUTOR_MARKER_DIR"]).glob(f"{task_id}.*"))
+    markers = list(Path(runtime.settings.executor.marker_dir).glob(f"{task_id}.*"))
     assert len(markers) == 1, "the executor ran its command again"
 
 

@@ -7,6 +7,7 @@ arm produces at run time is redacted by the guardian before the step output is s
 
 import json
 import logging
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import func, select
@@ -209,13 +210,12 @@ def _run_in_process(rt, task_id: str) -> None:
 
 
 @pytest.fixture
-def ipv4_allowed(runtime, monkeypatch):
+def ipv4_allowed(runtime):
     from app.runtime import Runtime
 
-    # Workers read the policy from their environment; the gate from the runtime's settings.
-    monkeypatch.setenv("OCTOLLM_REFLEX_DISABLED_TYPES", "ipv4")
-    env = {**runtime.settings.env, "OCTOLLM_REFLEX_DISABLED_TYPES": "ipv4"}
-    rt = Runtime(runtime.settings.replace(env=env))
+    # The gate, the chord and every step (its arm's context) read the policy from the settings.
+    reflex = replace(runtime.settings.reflex, disabled_types=frozenset({"ipv4"}))
+    rt = Runtime(runtime.settings.replace(reflex=reflex))
     yield rt
     rt.close()
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def _markers(settings, task_id: str) -> list[Path]:
-    marker_dir = Path(settings.env["OCTOLLM_EXECUTOR_MARKER_DIR"])
+    marker_dir = Path(settings.executor.marker_dir)
     return sorted(marker_dir.glob(f"{task_id}.*")) if marker_dir.exists() else []
 
 

@@ -1,4 +1,5 @@
-"""No import cycles between modules, the package faces (``__init__``) included.
+"""No import cycles between modules, the package faces (``__init__``) included; nothing in app/
+reads the environment but the settings.
 
 import-linter's contracts (pyproject.toml, run by ``make test``) keep the layers and forbid cycles
 between sibling packages; this test catches what they do not see: a module that imports a name
@@ -8,7 +9,9 @@ app/reflex), or a cycle inside one package.
 
 from __future__ import annotations
 
+import ast
 import sys
+from pathlib import Path
 
 import grimp
 import pytest
@@ -84,3 +87,28 @@ def cyclic_package(tmp_path, monkeypatch):
 def test_cycles_are_found_through_a_package_face_and_between_siblings(cyclic_package):
     graph = grimp.build_graph(cyclic_package, cache_dir=None)
     assert sorted(cycles(graph)) == [["cyclic", "cyclic.a", "cyclic.b"], ["cyclic.c", "cyclic.d"]]
+
+
+# Not the service's OCTOLLM_* configuration but libraries' own variables, which the libraries
+# read from the process environment themselves: PROMETHEUS_MULTIPROC_DIR (metrics.py asks whether
+# prometheus-client's multiprocess mode is on) and OpenTelemetry's standard OTEL_* (tracing.py
+# decides from them whether to install the SDK, which reads them too). Besides: the MiniLM
+# embedder sets the Hugging Face offline flags before it loads the model shipped in its package,
+# and the classifier's training command (a developer tool) keeps its cache under XDG_CACHE_HOME.
+ENVIRONMENT_READERS = {"app/metrics.py", "app/tracing.py", "app/memory/embedders.py",
+                       "app/reflex/training.py"}
+
+
+def test_nothing_in_app_reads_the_environment_but_the_settings():
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for path in sorted((root / "app").rglob("*.py")):
+        relative = path.relative_to(root).as_posix()
+        if relative.startswith("app/config/") or relative in ENVIRONMENT_READERS:
+            continue
+        tree = ast.parse(path.read_text(), relative)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                    node.value.id == "os" and node.attr in ("environ", "getenv", "environb"):
+                found.append(f"{relative}:{node.lineno}")
+    assert found == []

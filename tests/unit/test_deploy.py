@@ -12,7 +12,6 @@ points at no section of it.
 from __future__ import annotations
 
 import configparser
-import dataclasses
 import re
 import shlex
 from pathlib import Path
@@ -25,6 +24,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from app import metrics
 from app.config import Settings
+from app.config.readers import default_of, env_names
 from tasks.queues import ARM_QUEUES, QUEUES, redis_lists
 from tests.support.markdown import anchors
 from workers import cli, processes
@@ -34,9 +34,6 @@ K8S = ROOT / "deploy" / "k8s"
 OPERATIONS = ROOT / "docs" / "operations.md"
 SUBCOMMANDS = {"api", "worker", "beat", "flower", "migrate"}
 DATASTORES = {"postgres", "redis", "qdrant"}
-# OCTOLLM_* variables read outside Settings, by the arms' own Config.from_mapping().
-ARM_PREFIXES = ("OCTOLLM_LLM_", "OCTOLLM_EXECUTOR_", "OCTOLLM_CODER_", "OCTOLLM_JUDGE_",
-                "OCTOLLM_REFLEX_")
 
 
 def parse_octollm(argv: list[str]) -> SimpleNamespace:
@@ -56,10 +53,10 @@ def parse_octollm(argv: list[str]) -> SimpleNamespace:
 
 
 def check_env_names(names) -> None:
-    known = {"OCTOLLM_" + f.name.upper() for f in dataclasses.fields(Settings)}
+    known = env_names(Settings, "OCTOLLM_")
     for name in names:
         if name.startswith("OCTOLLM_"):
-            assert name in known or name.startswith(ARM_PREFIXES), f"unknown variable {name}"
+            assert name in known, f"unknown variable {name}"
 
 
 # --- docker-compose.yml --------------------------------------------------------------------------
@@ -521,45 +518,17 @@ def documented_defaults() -> dict[str, str | None]:
 
 
 def test_the_configuration_table_lists_every_variable_with_its_real_default():
-    import inspect
-
-    from app import llm
-    from app.arms import coder, executor, judge
-    from app.reflex import policy
-
     documented = documented_defaults()
-    expected: set[str] = set()
-
-    for f in dataclasses.fields(Settings):
-        if f.name == "env":
-            continue
-        name = "OCTOLLM_" + f.name.upper()
-        expected.add(name)
+    variables = env_names(Settings, "OCTOLLM_")
+    for name, f in variables.items():
         default = documented.get(name)
         if default is None:
-            assert f.default in (None, ""), f"{name}: the code's default is {f.default!r}"
+            assert default_of(f) in (None, "", (), frozenset()), (
+                f"{name}: the code's default is {default_of(f)!r}")
         else:
-            assert getattr(Settings.from_env({name: default}), f.name) == f.default, name
-
-    signature = inspect.signature(llm.LLMClient.__init__).parameters
-    for suffix in ("BASE_URL", "MODEL", "API_KEY"):
-        expected.add(llm_name := "OCTOLLM_LLM_" + suffix)
-        assert documented.get(llm_name) is None, f"{llm_name} has no default"
-    for suffix, (param, kind) in llm._NUMBER_KEYS.items():
-        expected.add(name := "OCTOLLM_LLM_" + suffix)
-        assert documented.get(name) is not None, f"{name}: no default documented"
-        assert kind(documented[name]) == signature[param].default, name
-
-    for config, prefix in ((executor.Config, executor.PREFIX), (coder.Config, coder.PREFIX),
-                           (judge.Config, judge.PREFIX), (policy.Policy, policy.PREFIX)):
-        for f in dataclasses.fields(config):
-            expected.add(name := prefix + f.name.upper())
-            default = documented.get(name)
-            if default is None:
-                assert f.default in ("", (), frozenset()), f"{name}: code default {f.default!r}"
-            else:
-                # Setting the documented default must change nothing.
-                assert config.from_mapping({name: default}) == config(), name
+            # Setting the documented default must change nothing.
+            assert Settings.from_env({name: default}) == Settings(), name
+    expected = set(variables)
 
     expected |= {"OCTOLLM_API_URL", "OCTOLLM_API_KEY"}  # the command-line client
     assert set(documented) == expected, (

@@ -3,8 +3,9 @@ import time
 import pytest
 
 from app import llm
+from app.config import ConfigError, Settings
 from app.errors import ErrorCode
-from app.llm import BudgetExceeded, LLMClient, LLMError, Usage, client_from_mapping
+from app.llm import BudgetExceeded, LLMClient, LLMError, Usage
 
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
 
@@ -235,19 +236,20 @@ def test_unreachable_endpoint_is_a_connection_error():
     llm.reset_breakers()
 
 
-def test_client_from_mapping():
-    assert client_from_mapping({}) is None
-    client = client_from_mapping({"OCTOLLM_LLM_BASE_URL": "http://llm:8000/v1/",
+def test_the_client_of_the_llm_settings():
+    assert LLMClient.configured(Settings.from_env({}).llm) is None
+    settings = Settings.from_env({"OCTOLLM_LLM_BASE_URL": "http://llm:8000/v1/",
                                   "OCTOLLM_LLM_MODEL": "qwen", "OCTOLLM_LLM_API_KEY": SECRET,
                                   "OCTOLLM_LLM_TIMEOUT": "12.5", "OCTOLLM_LLM_MAX_RETRIES": "1"})
+    client = LLMClient.configured(settings.llm)
     assert (client.base_url, client.model, client.timeout, client.max_retries) == (
         "http://llm:8000/v1", "qwen", 12.5, 1)
-    assert SECRET not in repr(client)
-    with pytest.raises(ValueError, match="OCTOLLM_LLM_MODEL"):
-        client_from_mapping({"OCTOLLM_LLM_BASE_URL": "http://llm"})
-    with pytest.raises(ValueError, match="OCTOLLM_LLM_TIMEOUT"):
-        client_from_mapping({"OCTOLLM_LLM_BASE_URL": "http://llm", "OCTOLLM_LLM_MODEL": "m",
-                             "OCTOLLM_LLM_TIMEOUT": "soon"})
+    assert SECRET not in repr(client) + repr(settings)
+    with pytest.raises(ConfigError, match="OCTOLLM_LLM_MODEL"):
+        Settings.from_env({"OCTOLLM_LLM_BASE_URL": "http://llm"})
+    with pytest.raises(ConfigError, match="OCTOLLM_LLM_TIMEOUT"):
+        Settings.from_env({"OCTOLLM_LLM_BASE_URL": "http://llm", "OCTOLLM_LLM_MODEL": "m",
+                           "OCTOLLM_LLM_TIMEOUT": "soon"})
     llm.reset_breakers()
 
 

@@ -1,5 +1,6 @@
 """The executor's command policy, configuration and output shape (real subprocesses)."""
 
+import dataclasses
 import json
 import os
 
@@ -9,12 +10,11 @@ from app.arms.base import ArmContext, ArmError
 from app.arms.executor import (
     COMMAND_FAILED,
     COMMAND_REFUSED,
-    DEFAULT_ALLOWLIST,
-    Config,
     check,
     parse_command,
     run,
 )
+from app.config import DEFAULT_ALLOWLIST, ExecutorSettings, Settings
 
 
 def ctx(command, *, action="run", task_id="task-1", step_id="run1") -> ArmContext:
@@ -22,7 +22,7 @@ def ctx(command, *, action="run", task_id="task-1", step_id="run1") -> ArmContex
                       action=action, goal="run a command", inputs={"command": command})
 
 
-FAST = Config(timeout_seconds=5, cpu_seconds=3)
+FAST = ExecutorSettings(timeout_seconds=5, cpu_seconds=3)
 
 
 def test_runs_an_allowed_command_and_reports_everything():
@@ -83,7 +83,7 @@ def test_bare_python_falls_back_to_python3():
 ])
 def test_disallowed_commands_are_refused_and_never_run(tmp_path, command, reason):
     markers = tmp_path / "markers"
-    config = Config(marker_dir=str(markers))
+    config = ExecutorSettings(marker_dir=str(markers))
 
     with pytest.raises(ArmError) as caught:
         run(ctx(command), config=config)
@@ -108,7 +108,7 @@ def test_refused_rm_leaves_the_file_alone(tmp_path):
 
 
 def test_allowed_but_missing_binary_is_refused():
-    config = Config(allowlist=("echo", "no-such-tool-xyz"))
+    config = ExecutorSettings(allowlist=("echo", "no-such-tool-xyz"))
 
     with pytest.raises(ArmError) as caught:
         parse_command("no-such-tool-xyz --help", config)
@@ -119,7 +119,7 @@ def test_allowed_but_missing_binary_is_refused():
 
 def test_overlong_command_is_refused():
     with pytest.raises(ArmError) as caught:
-        parse_command("echo " + "a" * 100, Config(max_command_chars=50))
+        parse_command("echo " + "a" * 100, ExecutorSettings(max_command_chars=50))
 
     assert "characters long" in caught.value.details["reason"]
 
@@ -134,7 +134,7 @@ def test_wrong_action_and_missing_command_fail_the_step():
 
 
 def test_marker_file_per_real_execution(tmp_path):
-    config = Config(timeout_seconds=5, marker_dir=str(tmp_path / "m"))
+    config = ExecutorSettings(timeout_seconds=5, marker_dir=str(tmp_path / "m"))
 
     run(ctx("echo one", task_id="T1", step_id="s1"), config=config)
     run(ctx("echo two", task_id="T1", step_id="s1"), config=config)
@@ -150,9 +150,9 @@ def test_marker_file_per_real_execution(tmp_path):
 
 
 def test_config_defaults_and_environment():
-    assert Config.from_mapping({}) == Config()
+    assert Settings.from_env({}).executor == ExecutorSettings()
     assert "rm" not in DEFAULT_ALLOWLIST and "sh" not in DEFAULT_ALLOWLIST
-    config = Config.from_mapping({
+    config = Settings.from_env({
         "OCTOLLM_EXECUTOR_ALLOWLIST": "echo, cat  ls",
         "OCTOLLM_EXECUTOR_TIMEOUT_SECONDS": "2.5",
         "OCTOLLM_EXECUTOR_CPU_SECONDS": "3",
@@ -163,7 +163,7 @@ def test_config_defaults_and_environment():
         "OCTOLLM_EXECUTOR_MAX_OUTPUT_BYTES": "4K",
         "OCTOLLM_EXECUTOR_RUN_AS_USER": "",
         "OCTOLLM_EXECUTOR_MARKER_DIR": "/tmp/markers",
-    })
+    }).executor
     assert config.allowlist == ("echo", "cat", "ls")
     assert (config.timeout_seconds, config.cpu_seconds) == (2.5, 3)
     assert (config.memory_bytes, config.file_size_bytes) == (256 * 1024**2, 1024**2)
@@ -183,14 +183,15 @@ def test_config_defaults_and_environment():
 ])
 def test_bad_configuration_names_the_variable(name, value, message):
     with pytest.raises(ValueError, match=f"OCTOLLM_EXECUTOR_{name}.*{message}"):
-        Config.from_mapping({f"OCTOLLM_EXECUTOR_{name}": value})
+        Settings.from_env({f"OCTOLLM_EXECUTOR_{name}": value})
 
 
-def test_config_is_read_from_os_environ_by_default(monkeypatch):
-    monkeypatch.setenv("OCTOLLM_EXECUTOR_ALLOWLIST", "cat")
+def test_the_configuration_comes_from_the_context_not_the_environment(monkeypatch):
+    monkeypatch.setenv("OCTOLLM_EXECUTOR_ALLOWLIST", "echo")
+    only_cat = Settings.from_env({"OCTOLLM_EXECUTOR_ALLOWLIST": "cat"})
 
     with pytest.raises(ArmError, match="not on the executor allowlist"):
-        run(ctx("echo hi"))
+        run(dataclasses.replace(ctx("echo hi"), settings=only_cat))
 
 
 # -- check: did the step do its job? -------------------------------------------------------------
@@ -233,7 +234,7 @@ def test_a_killed_command_names_the_signal():
 
 def test_a_command_killed_at_the_time_limit_fails_even_when_failure_is_expected():
     error = judged("python3 -c 'while True: pass'", task_criteria=["the command fails"],
-                   config=Config(timeout_seconds=0.5, cpu_seconds=3))
+                   config=ExecutorSettings(timeout_seconds=0.5, cpu_seconds=3))
 
     assert error.code == COMMAND_FAILED and "timed out after" in error.message
     assert "OCTOLLM_EXECUTOR_TIMEOUT_SECONDS" in error.message and error.details["timed_out"]

@@ -10,11 +10,13 @@ import uuid
 import pytest
 
 from app.arms.base import ArmContext
-from app.arms.executor import Config, run
+from app.arms.executor import run
 from app.arms.sandbox import RUN_TOKEN_VAR
+from app.config import ExecutorSettings
 
 IS_ROOT = os.geteuid() == 0
-TIGHT = Config(timeout_seconds=1.5, cpu_seconds=5, max_processes=16, max_output_bytes=4096)
+TIGHT = ExecutorSettings(timeout_seconds=1.5, cpu_seconds=5, max_processes=16,
+                         max_output_bytes=4096)
 
 
 def snippet(code: str) -> tuple[str, str]:
@@ -23,7 +25,7 @@ def snippet(code: str) -> tuple[str, str]:
     return f"python3 -c {shlex.quote(f'# {tag}' + chr(10) + code)}", tag
 
 
-def execute(command: str, config: Config = TIGHT) -> tuple[dict, float]:
+def execute(command: str, config: ExecutorSettings = TIGHT) -> tuple[dict, float]:
     context = ArmContext(task_id="t", tenant="t1", step_id="s", arm="executor", action="run",
                          goal="g", inputs={"command": command})
     started = time.monotonic()
@@ -76,7 +78,7 @@ def test_stop_event_kills_the_command_and_its_children_at_once():
                          goal="g", inputs={"command": command}, stop=stop)
     started = time.monotonic()
 
-    out = run(context, config=Config(timeout_seconds=20))
+    out = run(context, config=ExecutorSettings(timeout_seconds=20))
 
     assert time.monotonic() - started < 3
     assert out["stopped"] is True and out["timed_out"] is False
@@ -88,7 +90,7 @@ def test_stop_event_kills_the_command_and_its_children_at_once():
 def test_cpu_limit_stops_a_busy_loop_before_the_wall_clock():
     command, tag = snippet("while True: pass")
 
-    out, elapsed = execute(command, Config(timeout_seconds=20, cpu_seconds=1))
+    out, elapsed = execute(command, ExecutorSettings(timeout_seconds=20, cpu_seconds=1))
 
     assert out["timed_out"] is False
     assert out["signal"] in ("SIGXCPU", "SIGKILL")
@@ -114,7 +116,7 @@ def test_fork_bomb_hits_the_process_limit():
         "os._exit(0)\n"
         "    kids += 1\nprint(kids)")
 
-    out, elapsed = execute(command, Config(timeout_seconds=5, max_processes=10))
+    out, elapsed = execute(command, ExecutorSettings(timeout_seconds=5, max_processes=10))
 
     assert out["exit_code"] == 0
     assert int(out["stdout"]) < 10  # RLIMIT_NPROC counts every process of the sandbox user
@@ -126,7 +128,7 @@ def test_huge_output_is_truncated_and_drained_quickly(stream):
     command, tag = snippet(
         f"import sys\nfor _ in range(100):\n    sys.{stream}.write('x' * 1_000_000)")
 
-    out, elapsed = execute(command, Config(timeout_seconds=20, max_output_bytes=4096))
+    out, elapsed = execute(command, ExecutorSettings(timeout_seconds=20, max_output_bytes=4096))
 
     assert out["exit_code"] == 0 and out["timed_out"] is False
     assert out["truncated"] is True
@@ -151,7 +153,8 @@ def test_endless_output_stops_at_the_timeout():
 def test_memory_limit_stops_a_memory_hog():
     command, _ = snippet("block = bytearray(1024 * 1024 * 1024)\nprint('allocated')")
 
-    out, elapsed = execute(command, Config(timeout_seconds=10, memory_bytes=256 * 1024**2))
+    out, elapsed = execute(command,
+                           ExecutorSettings(timeout_seconds=10, memory_bytes=256 * 1024**2))
 
     assert out["exit_code"] != 0
     assert "MemoryError" in out["stderr"]
@@ -162,7 +165,7 @@ def test_memory_limit_stops_a_memory_hog():
 def test_file_size_limit_stops_a_disk_filler():
     command, _ = snippet("with open('big', 'wb') as fh:\n    fh.write(b'0' * 50_000_000)")
 
-    out, _ = execute(command, Config(timeout_seconds=10, file_size_bytes=1024**2))
+    out, _ = execute(command, ExecutorSettings(timeout_seconds=10, file_size_bytes=1024**2))
 
     assert out["exit_code"] != 0  # SIGXFSZ, or EFBIG when the signal is ignored
 
@@ -172,8 +175,8 @@ def test_limits_are_applied_to_the_command():
         "import json, resource as r\nprint(json.dumps({n: r.getrlimit(getattr(r, n))[0] for n in "
         "['RLIMIT_CPU', 'RLIMIT_AS', 'RLIMIT_FSIZE', 'RLIMIT_NPROC', 'RLIMIT_NOFILE', "
         "'RLIMIT_CORE']}))")
-    config = Config(cpu_seconds=7, memory_bytes=300 * 1024**2, file_size_bytes=2 * 1024**2,
-                    max_processes=12, max_open_files=40)
+    config = ExecutorSettings(cpu_seconds=7, memory_bytes=300 * 1024**2,
+                              file_size_bytes=2 * 1024**2, max_processes=12, max_open_files=40)
 
     out, _ = execute(command, config)
 
@@ -187,7 +190,7 @@ def test_environment_is_scrubbed(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-s3cr3t")
     command, _ = snippet("import os, json\nprint(json.dumps({**os.environ, 'cwd': os.getcwd()}))")
 
-    out, _ = execute(command, Config(path="/usr/bin:/bin"))
+    out, _ = execute(command, ExecutorSettings(path="/usr/bin:/bin"))
 
     seen = json.loads(out["stdout"])
     assert "s3cr3t" not in out["stdout"]
@@ -227,7 +230,7 @@ def test_background_children_do_not_outlive_the_command(escape):
         "import os, time\nif os.fork() == 0:\n    " + escape + "time.sleep(60)\nelse:\n"
         "    print('parent done')")
 
-    out, elapsed = execute(command, Config(timeout_seconds=10))
+    out, elapsed = execute(command, ExecutorSettings(timeout_seconds=10))
 
     assert out["stdout"] == "parent done\n" and out["timed_out"] is False
     assert elapsed < 2

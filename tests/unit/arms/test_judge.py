@@ -5,7 +5,8 @@ import json
 import pytest
 
 from app.arms.base import ArmContext, ArmError
-from app.arms.judge import Config, combined_result, gather_criteria, judged_outputs, run
+from app.arms.judge import combined_result, gather_criteria, judged_outputs, run
+from app.config import JudgeSettings, Settings
 from app.llm import BudgetExceeded, LLMClient, Usage
 
 RUN = {"result": "42\n", "exit_code": 0, "timed_out": False, "summary": "s", "mode": "offline"}
@@ -45,7 +46,7 @@ def test_depends_on_selects_the_judged_steps_in_upstream_order():
 
 def test_all_criteria_passing():
     out = run(ctx(["exit code 0", "value between 1 and 100", "non-empty"],
-                  constraints={"max_length": 10, "language": "python"}), config=Config())
+                  constraints={"max_length": 10, "language": "python"}))
 
     assert out["verdict"] == "passed" and out["passed"] is True and out["score"] == 1.0
     assert out["result"] == "42"
@@ -62,8 +63,7 @@ def test_all_criteria_passing():
 def test_json_format_criterion_fails_on_non_json_output():
     upstream = {"gen": {"result": "Here is the data: name=Bob", "summary": "s", "mode": "offline"}}
 
-    out = run(ctx(["output is valid JSON", "must include: Bob"], upstream=upstream),
-              config=Config())
+    out = run(ctx(["output is valid JSON", "must include: Bob"], upstream=upstream))
 
     assert out["verdict"] == "failed" and out["passed"] is False
     assert out["score"] == 0.5
@@ -73,7 +73,7 @@ def test_json_format_criterion_fails_on_non_json_output():
 
 
 def test_unverifiable_criteria_are_never_passed():
-    out = run(ctx(["exit code 0", "Explain it like I am five"]), config=Config())
+    out = run(ctx(["exit code 0", "Explain it like I am five"]))
 
     assert out["verdict"] == "unverified" and out["passed"] is True
     assert out["score"] == 1.0
@@ -82,7 +82,7 @@ def test_unverifiable_criteria_are_never_passed():
 
 
 def test_no_criteria_is_unverified_not_passed():
-    out = run(ctx([]), config=Config())
+    out = run(ctx([]))
 
     assert out["verdict"] == "unverified" and out["score"] is None and out["criteria"] == []
     assert "no acceptance criteria" in out["summary"]
@@ -100,7 +100,7 @@ def test_criteria_from_task_step_and_constraints_are_merged_without_duplicates()
 def test_failed_command_fails_the_exit_code_criterion():
     failed = {**RUN, "exit_code": 1, "result": ""}
 
-    out = run(ctx(["exit code 0"], upstream={"run1": failed}), config=Config())
+    out = run(ctx(["exit code 0"], upstream={"run1": failed}))
 
     assert out["verdict"] == "failed"
     assert out["criteria"][0]["detail"] == "step run1 exited 1, expected 0"
@@ -108,7 +108,7 @@ def test_failed_command_fails_the_exit_code_criterion():
 
 def test_wrong_action_fails_the_step():
     with pytest.raises(ArmError, match="no action 'run'"):
-        run(ctx(action="run"), config=Config())
+        run(ctx(action="run"))
 
 
 def test_llm_decides_only_unverified_criteria(fake_llm):
@@ -118,7 +118,7 @@ def test_llm_decides_only_unverified_criteria(fake_llm):
     usage = Usage(max_tokens=10_000)
 
     out = run(ctx(["exit code 0", "is friendly", "rhymes", "non-empty"], llm=client(fake_llm),
-                  usage=usage), config=Config())
+                  usage=usage))
 
     assert out["mode"] == "llm"
     statuses = {c["criterion"]: (c["status"], c["checked_by"]) for c in out["criteria"]}
@@ -135,7 +135,7 @@ def test_llm_decides_only_unverified_criteria(fake_llm):
 
 
 def test_llm_is_not_asked_when_everything_is_checkable(fake_llm):
-    out = run(ctx(["non-empty"], llm=client(fake_llm)), config=Config())
+    out = run(ctx(["non-empty"], llm=client(fake_llm)))
 
     assert out["mode"] == "offline" and fake_llm.requests == []
 
@@ -149,7 +149,7 @@ def test_llm_is_not_asked_when_everything_is_checkable(fake_llm):
 def test_malformed_llm_answers_leave_criteria_unverified(fake_llm, answer):
     fake_llm.answer(answer)
 
-    out = run(ctx(["is friendly"], llm=client(fake_llm)), config=Config())
+    out = run(ctx(["is friendly"], llm=client(fake_llm)))
 
     assert out["criteria"][0]["status"] == "unverified"
     assert out["verdict"] == "unverified"
@@ -158,7 +158,7 @@ def test_malformed_llm_answers_leave_criteria_unverified(fake_llm, answer):
 def test_llm_answer_in_a_fence_is_accepted(fake_llm):
     fake_llm.answer('```json\n[{"id": 1, "status": "passed", "reason": "ok"}]\n```')
 
-    out = run(ctx(["is friendly"], llm=client(fake_llm)), config=Config())
+    out = run(ctx(["is friendly"], llm=client(fake_llm)))
 
     assert out["criteria"][0]["status"] == "passed"
 
@@ -166,7 +166,7 @@ def test_llm_answer_in_a_fence_is_accepted(fake_llm):
 def test_llm_outage_keeps_rule_verdicts(fake_llm):
     fake_llm.fail(503)
 
-    out = run(ctx(["non-empty", "is friendly"], llm=client(fake_llm)), config=Config())
+    out = run(ctx(["non-empty", "is friendly"], llm=client(fake_llm)))
 
     assert out["mode"] == "offline" and "HTTP 503" in out["llm_error"]
     assert [c["status"] for c in out["criteria"]] == ["passed", "unverified"]
@@ -176,8 +176,7 @@ def test_llm_budget_exceeded_propagates(fake_llm):
     fake_llm.answer('{"verdicts": []}', prompt_tokens=400, completion_tokens=400)
 
     with pytest.raises(BudgetExceeded):
-        run(ctx(["is friendly"], llm=client(fake_llm), usage=Usage(max_tokens=500)),
-            config=Config())
+        run(ctx(["is friendly"], llm=client(fake_llm), usage=Usage(max_tokens=500)))
 
 
 def test_long_results_are_clipped_for_the_llm(fake_llm):
@@ -185,7 +184,7 @@ def test_long_results_are_clipped_for_the_llm(fake_llm):
     upstream = {"gen": {"result": "z" * 5000}}
 
     out = run(ctx(["is friendly"], upstream=upstream, llm=client(fake_llm)),
-              config=Config(llm_max_chars=1000))
+              config=JudgeSettings(llm_max_chars=1000))
 
     prompt = fake_llm.requests[0].body["messages"][1]["content"]
     assert "z" * 1000 in prompt and "z" * 1001 not in prompt
@@ -193,19 +192,19 @@ def test_long_results_are_clipped_for_the_llm(fake_llm):
 
 
 def test_use_llm_can_be_switched_off(fake_llm):
-    out = run(ctx(["is friendly"], llm=client(fake_llm)), config=Config(use_llm=False))
+    out = run(ctx(["is friendly"], llm=client(fake_llm)), config=JudgeSettings(use_llm=False))
 
     assert out["criteria"][0]["status"] == "unverified" and fake_llm.requests == []
 
 
 def test_config_from_environment():
-    assert Config.from_mapping({}) == Config()
-    config = Config.from_mapping({"OCTOLLM_JUDGE_REGEX_TIMEOUT_SECONDS": "0.5",
-                                  "OCTOLLM_JUDGE_REGEX_MAX_INPUT_CHARS": "1000",
-                                  "OCTOLLM_JUDGE_USE_LLM": "false",
-                                  "OCTOLLM_JUDGE_LLM_MAX_CHARS": "2000",
-                                  "OCTOLLM_JUDGE_LLM_MAX_TOKENS": "64"})
-    assert config == Config(regex_timeout_seconds=0.5, regex_max_input_chars=1000, use_llm=False,
-                            llm_max_chars=2000, llm_max_tokens=64)
+    assert Settings.from_env({}).judge == JudgeSettings()
+    config = Settings.from_env({"OCTOLLM_JUDGE_REGEX_TIMEOUT_SECONDS": "0.5",
+                                "OCTOLLM_JUDGE_REGEX_MAX_INPUT_CHARS": "1000",
+                                "OCTOLLM_JUDGE_USE_LLM": "false",
+                                "OCTOLLM_JUDGE_LLM_MAX_CHARS": "2000",
+                                "OCTOLLM_JUDGE_LLM_MAX_TOKENS": "64"}).judge
+    assert config == JudgeSettings(regex_timeout_seconds=0.5, regex_max_input_chars=1000,
+                                   use_llm=False, llm_max_chars=2000, llm_max_tokens=64)
     with pytest.raises(ValueError, match="OCTOLLM_JUDGE_REGEX_TIMEOUT_SECONDS must be at least"):
-        Config.from_mapping({"OCTOLLM_JUDGE_REGEX_TIMEOUT_SECONDS": "0"})
+        Settings.from_env({"OCTOLLM_JUDGE_REGEX_TIMEOUT_SECONDS": "0"})

@@ -2,9 +2,11 @@
 
 import pytest
 
+from app.config import BLOCK_HIGH_TYPES, INJECTION_TYPES, ConfigError, Settings
 from app.reflex import Policy, classifier, decide, verdict
+from app.reflex.injection_rules import SEVERITY
 from app.reflex.match import Match
-from app.reflex.policy import BLOCK_HIGH_TYPES, check
+from app.reflex.policy import check, model_threshold
 
 
 def pii(type_="email", severity="medium", confidence=0.95):
@@ -16,7 +18,7 @@ def inj(type_="ignore_instructions", severity="critical", confidence=0.9):
 
 
 def test_defaults_read_from_an_empty_environment():
-    assert Policy.from_mapping({}) == Policy()
+    assert Settings.from_env({}).reflex == Policy()
     assert Policy() == Policy(pii_block_severity="high", pii_block_fields=("goal",),
                               injection_block_severity="critical", min_confidence=0.5,
                               deny_terms=(), disabled_types=frozenset(),
@@ -25,7 +27,7 @@ def test_defaults_read_from_an_empty_environment():
 
 
 def test_every_variable_is_read():
-    policy = Policy.from_mapping({
+    policy = Settings.from_env({
         "OCTOLLM_REFLEX_PII_BLOCK_SEVERITY": "critical",
         "OCTOLLM_REFLEX_PII_BLOCK_FIELDS": "goal, context",
         "OCTOLLM_REFLEX_INJECTION_BLOCK_SEVERITY": "none",
@@ -34,17 +36,17 @@ def test_every_variable_is_read():
         "OCTOLLM_REFLEX_DISABLED_TYPES": "ipv4 ipv6",
         "OCTOLLM_REFLEX_BLOCK_HIGH_TYPES": "system_role",
         "OCTOLLM_REFLEX_MODEL_THRESHOLD": "0.95",
-    })
+    }).reflex
     assert policy == Policy(pii_block_severity="critical", pii_block_fields=("goal", "context"),
                             injection_block_severity=None, min_confidence=0.8,
                             deny_terms=("project falcon", "acme internal"),
                             disabled_types=frozenset({"ipv4", "ipv6"}),
                             block_high_types=frozenset({"system_role"}), model_threshold=0.95)
-    off = Policy.from_mapping({"OCTOLLM_REFLEX_BLOCK_HIGH_TYPES": "none",
-                               "OCTOLLM_REFLEX_MODEL_THRESHOLD": "none"})
+    off = Settings.from_env({"OCTOLLM_REFLEX_BLOCK_HIGH_TYPES": "none",
+                             "OCTOLLM_REFLEX_MODEL_THRESHOLD": "none"}).reflex
     assert off.block_high_types == frozenset() and off.model_threshold is None
-    validated = Policy.from_mapping({"OCTOLLM_REFLEX_MODEL_THRESHOLD": "validated"})
-    assert validated.model_threshold == classifier.load().threshold
+    validated = Settings.from_env({"OCTOLLM_REFLEX_MODEL_THRESHOLD": "validated"}).reflex
+    assert model_threshold(validated) == classifier.load().threshold
 
 
 @pytest.mark.parametrize("name, value", [
@@ -58,8 +60,12 @@ def test_every_variable_is_read():
     ("OCTOLLM_REFLEX_BLOCK_HIGH_TYPES", "system_role, sql_injection"),
 ])
 def test_a_bad_value_names_its_variable(name, value):
-    with pytest.raises(ValueError, match=name):
-        Policy.from_mapping({name: value})
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_the_settings_know_every_injection_family():
+    assert set(INJECTION_TYPES) == set(SEVERITY)
 
 
 def test_default_policy_blocks_critical_injection_and_high_attack_families():
