@@ -81,9 +81,11 @@ def test_a_flood_of_wrong_keys_is_answered_429_and_a_valid_key_still_works(runti
         valid = requests.get(f"{url}/tasks", headers={"X-API-Key": key}, timeout=10)
         bare = requests.get(f"{url}/tasks", timeout=10)  # no key at all is a failure too
     codes = [a.status_code for a in answers]
-    assert set(codes) == {401, 429}, codes
+    # Every guess still costs a key lookup (a valid key must get through), so on an overloaded
+    # machine a few may time out on the database (503, documented); none is ever served.
+    assert {401, 429} <= set(codes) <= {401, 429, 503}, codes
     # 20 in the burst, plus what refills (0.5/s) while the flood lasts.
-    assert codes.count(401) <= 30 and codes.count(429) >= 50, codes
+    assert codes.count(401) <= 30 and codes.count(429) >= 80 - 30 - codes.count(503), codes
     limited = next(a for a in answers if a.status_code == 429)
     body = limited.json()
     assert body["error"] == "RATE_LIMITED" and set(body) == ERROR_KEYS
