@@ -13,8 +13,10 @@ length); ``OctoRequest`` hides results and scrubs exceptions in the events a wor
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
+from functools import lru_cache
 
 from celery import Task
 from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
@@ -27,6 +29,7 @@ from app import tracing
 from app.errors import ErrorCode, OctoError
 from app.logging import hide_result, scrub
 from app.pipeline import orchestration
+from app.pipeline.orchestration import TaskInactive
 from app.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -74,7 +77,12 @@ class OctoTask(Task):
                          attempt=self.request.retries + 1)
         outcome = "failed"
         try:
-            result = super().__call__(*args, **kwargs)
+            try:
+                result = super().__call__(*args, **kwargs)
+            except TaskInactive:
+                # The task was cancelled, failed or finished meanwhile (or is gone): whatever
+                # this message was for is moot, for every task alike. Not a failure to record.
+                raise Ignore() from None
             outcome = "succeeded"
             return result
         except Ignore:
@@ -92,12 +100,13 @@ class OctoTask(Task):
         return super().replace(sig)
 
     def on_failure(self, exc, _task_id, args, kwargs, _einfo):  # Celery's hook, positional
-        octo_id = _octo_task_id(args, kwargs)
+        octo_id = argument(self, "task_id", args, kwargs)
         if octo_id is None or not self.fails_pipeline:
             return
         code, message = describe(exc)
+        step_id = argument(self, "step_id", args, kwargs)
         try:
-            orchestration.fail(self.rt, octo_id, code, f"{where(self.name, args)}: {message}")
+            orchestration.fail(self.rt, octo_id, code, f"{where(self.name, step_id)}: {message}")
         except Exception:  # the link_error callback and reconciliation still follow
             log.exception("could not record failure of %s", self.name)
 
@@ -111,11 +120,11 @@ def describe(exc: BaseException) -> tuple[str, str]:
     return ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:500]
 
 
-def where(task_name: str, args) -> str:
+def where(task_name: str, step_id: str | None) -> str:
     """Where a failure happened, in the user's terms: ``step run (executor)`` or ``plan``."""
     area, _, name = task_name.rpartition(".")
-    if area.endswith(".arm") and len(args) > 1:
-        return f"step {args[1]} ({name})"
+    if area.endswith(".arm") and step_id:
+        return f"step {step_id} ({name})"
     return name
 
 
@@ -131,10 +140,25 @@ def retry_countdown(retries: int) -> float:
     return min(30.0, 2.0 ** retries) * random.uniform(0.5, 1.0)
 
 
-def _octo_task_id(args, kwargs) -> str | None:
-    if kwargs and "task_id" in kwargs:
-        return str(kwargs["task_id"])
-    return str(args[0]) if args else None
+def argument(task: Task, name: str, args, kwargs) -> str | None:
+    """The value of the argument ``name`` (``task_id``: the OctoLLM task a call works on;
+    ``step_id``) in a call of ``task``, wherever its signature puts it: a chord callback such as
+    the reflex verdict takes the header's results first. None when the task has no such argument.
+    on_failure and the worker's log and trace context (workers/signals.py) both ask here."""
+    if kwargs and kwargs.get(name) is not None:
+        return str(kwargs[name])
+    position = _positions(task.name, task.run).get(name)
+    if position is None or position >= len(args or ()) or args[position] is None:
+        return None
+    return str(args[position])
+
+
+@lru_cache(maxsize=256)
+def _positions(_name: str, run) -> dict[str, int]:
+    # task.run of a bound task is a bound method: its signature starts after ``self``.
+    parameters = inspect.signature(run).parameters.values()
+    return {p.name: i for i, p in enumerate(parameters)
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
 # Shared presets: pipeline bookkeeping is cheap and retried fast; arm steps are long and their

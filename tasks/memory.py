@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 
 from celery import shared_task
-from celery.exceptions import Ignore
 
 from app.memory import service
-from app.pipeline.orchestration import TaskInactive
 from tasks.base import PIPELINE, SIDE_JOB
 from tasks.queues import BY_NAME
 from tasks.reconcile import single_flight
@@ -21,19 +19,13 @@ SYNC_SECONDS = BY_NAME["memory"].soft_time_limit * 0.6
 @shared_task(name="octollm.memory.search", **PIPELINE)
 def search(self, task_id: str) -> int:
     """Find similar past episodes for the planner; Qdrant being down only means no hints."""
-    try:
-        return service.search_hints(self.rt, task_id)
-    except TaskInactive:
-        raise Ignore() from None
+    return service.search_hints(self.rt, task_id)
 
 
 @shared_task(name="octollm.memory.retrieve", **PIPELINE)
 def retrieve(self, task_id: str, step_id: str) -> int:
     """Put the knowledge and episode hits for a retriever step into the step's inputs."""
-    try:
-        return service.retrieve_for_step(self.rt, task_id, step_id)
-    except TaskInactive:
-        raise Ignore() from None
+    return service.retrieve_for_step(self.rt, task_id, step_id)
 
 
 # Indexing retries on any error (Qdrant down, a timeout); past the retries, reconciliation's

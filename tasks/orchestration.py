@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from celery import shared_task
-from celery.exceptions import Ignore
 
 from app import tracing
 from app.pipeline import orchestration
-from app.pipeline.orchestration import TaskInactive
 from tasks.base import PIPELINE
 from tasks.canvas import build_arm_stage, build_hint_search, build_pipeline
 
@@ -16,10 +14,7 @@ from tasks.canvas import build_arm_stage, build_hint_search, build_pipeline
 def start(self, task_id: str):
     """Send the hint search, and replace this message with the task's pipeline (reflex chord,
     plan, dispatch)."""
-    try:
-        priority = orchestration.priority_of_active(self.rt, task_id)
-    except TaskInactive:
-        raise Ignore() from None
+    priority = orchestration.priority_of_active(self.rt, task_id)
     build_hint_search(self.app, task_id, priority).apply_async()
     return self.replace(build_pipeline(self.app, task_id, priority))
 
@@ -27,10 +22,7 @@ def start(self, task_id: str):
 @shared_task(name="octollm.orchestration.dispatch", **PIPELINE)
 def dispatch(self, task_id: str):
     """Create the step rows of the stored plan and replace this task with the arm stage."""
-    try:
-        stage = orchestration.prepare_stage(self.rt, task_id)
-    except TaskInactive:
-        raise Ignore() from None
+    stage = orchestration.prepare_stage(self.rt, task_id)
     return self.replace(build_arm_stage(self.app, task_id, stage.levels, stage.priority,
                                         dispatch=stage.dispatch,
                                         soft_time_limit=stage.max_time_seconds,
@@ -39,19 +31,13 @@ def dispatch(self, task_id: str):
 
 @shared_task(name="octollm.orchestration.collect", **PIPELINE)
 def collect(self, task_id: str, level: int) -> int:
-    try:
-        orchestration.collect(self.rt, task_id, level)
-    except TaskInactive:
-        raise Ignore() from None
+    orchestration.collect(self.rt, task_id, level)
     return level
 
 
 @shared_task(name="octollm.orchestration.finalize", **PIPELINE)
 def finalize(self, task_id: str) -> str:
-    try:
-        status = orchestration.finalize(self.rt, task_id)
-    except TaskInactive:
-        raise Ignore() from None
+    status = orchestration.finalize(self.rt, task_id)
     tracing.annotate(task_status=status)
     return status
 

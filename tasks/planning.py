@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 from celery import shared_task
-from celery.exceptions import Ignore
 
 from app import tracing
 from app.pipeline import orchestration
-from app.pipeline.orchestration import TaskInactive
 from tasks.base import PIPELINE, soft_time_limit
 
 
 @shared_task(name="octollm.planner.plan", **PIPELINE)
 def plan(self, task_id: str) -> str:
-    try:
-        source = orchestration.plan(self.rt, task_id, time_limit=soft_time_limit(self))["source"]
-    except TaskInactive:
-        raise Ignore() from None
+    source = orchestration.plan(self.rt, task_id, time_limit=soft_time_limit(self))["source"]
     tracing.annotate(plan_source=source)
     return source

@@ -14,6 +14,7 @@ from app import db, metrics, tracing
 from app import logging as octolog
 from app.config import Settings
 from app.errors import OctoError
+from tasks.base import argument
 from tasks.canvas import REQUEST_ID_HEADER, TENANT_HEADER
 
 if TYPE_CHECKING:
@@ -88,10 +89,7 @@ def connect(settings: Settings) -> None:
     def _bind(task_id=None, task=None, args=None, kwargs=None, **_):
         request = task.request
         delivery = request.delivery_info or {}
-        octo_args = list(args or ())
-        if octo_args and isinstance(octo_args[0], list):  # chord callbacks get results first
-            octo_args = octo_args[1:]
-        octo_task_id = (kwargs or {}).get("task_id") or (octo_args[0] if octo_args else None)
+        octo_task_id = argument(task, "task_id", args, kwargs)
         context = {field: getattr(request, header, None)
                    for field, header in CONTEXT_HEADERS.items()}
         if None in context.values() and task.name == ENTRY_TASK and octo_task_id:
@@ -100,8 +98,7 @@ def connect(settings: Settings) -> None:
         _tokens[task_id] = octolog.bind(
             **context,
             task_id=octo_task_id,
-            step_id=octo_args[1] if len(octo_args) > 1 and task.name.startswith("octollm.arm.")
-            else None,
+            step_id=argument(task, "step_id", args, kwargs),
             queue=delivery.get("routing_key"),
         )
 
@@ -111,18 +108,22 @@ def connect(settings: Settings) -> None:
         # (Celery's `expires`); the task ends now with TASK_TIMEOUT instead of waiting for
         # reconciliation to notice.
         name = getattr(sender, "name", "") or ""
-        args = list(getattr(request, "args", None) or ())
-        if not expired or not name.startswith("octollm.arm.") or len(args) < 2:
+        if not expired or not name.startswith("octollm.arm."):
+            return
+        args, kwargs = getattr(request, "args", None), getattr(request, "kwargs", None)
+        octo_task_id = argument(sender, "task_id", args, kwargs)
+        step_id = argument(sender, "step_id", args, kwargs)
+        if not (octo_task_id and step_id):
             return
         from app.pipeline import orchestration
         from app.runtime import get_runtime
 
         try:
-            orchestration.step_expired(get_runtime(), str(args[0]), str(args[1]),
+            orchestration.step_expired(get_runtime(), octo_task_id, step_id,
                                        name.rsplit(".", 1)[-1])
         except Exception:  # fail_overdue ends the task later
             logging.getLogger(__name__).exception("could not end task %s after expiry",
-                                                  args[0])
+                                                  octo_task_id)
 
     @signals.task_postrun.connect(weak=False)
     def _unbind(task_id=None, **_):
