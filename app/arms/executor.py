@@ -109,8 +109,9 @@ def check(ctx: ArmContext, output: dict) -> None:
     command = " ".join(str(output.get("command", "")).split())
     shown = command if len(command) <= 80 else command[:77] + "..."
     if timed_out:
-        what = (f"timed out after {output.get('duration_ms')} ms (the executor's limit, "
-                f"OCTOLLM_EXECUTOR_TIMEOUT_SECONDS) and was killed")
+        what = (f"timed out after {(output.get('duration_ms') or 0) / 1000:.1f}s (the executor's "
+                f"limit, OCTOLLM_EXECUTOR_TIMEOUT_SECONDS) and was killed by "
+                f"{output.get('signal') or 'SIGKILL'}")
     elif output.get("signal"):
         what = f"was killed by {output['signal']}"
     else:
