@@ -141,6 +141,13 @@ def test_retry_runs_failed_steps_and_reuses_completed_ones(runtime, client, work
     orchestration.prepare_stage(runtime, task_id)
     arms = {s["arm"]: s["id"] for s in plan["steps"]}
     assert {"retriever", "judge"} <= set(arms), plan
+    # What the memory worker would have found for the search (this test runs it in-process).
+    hits = [{"text": "Retry policies back off exponentially, capped at 30 seconds.",
+             "score": 0.9, "source": "ops/retries.md", "collection": "knowledge"}]
+    with session_scope(runtime.settings) as session:
+        search = session.scalars(select(TaskStep).where(
+            TaskStep.task_id == task_id, TaskStep.step_id == arms["retriever"])).one()
+        search.inputs = {**search.inputs, "hits": hits}
     steps.execute(runtime, task_id, arms["retriever"], "first-run")
     with session_scope(runtime.settings) as session:
         session.execute(update(TaskStep).where(TaskStep.task_id == task_id,
