@@ -49,7 +49,8 @@ _REVIEW = re.compile(
 )
 _GENERATE_VERB = re.compile(
     r"\b(write|implement|generate|create|build|code up|refactor|rewrite|fix|add|port|translate|"
-    r"optimi[sz]e|complete|extend)\b",
+    r"optimi[sz]e|complete|extend|restructure|reorgani[sz]e|simplify|clean up|tidy up|"
+    r"modernize|modernise|improve|rename)\b",
     re.I,
 )
 _CODE_OBJECT = re.compile(

@@ -144,3 +144,12 @@ def test_every_rule_plan_survives_a_storage_round_trip(goal, context):
     assert [s.arm for s in plan.steps].count("judge") == 1
     stored = json.loads(json.dumps(plan.to_dict()))
     assert Plan.from_dict(stored).to_dict() == plan.to_dict()
+
+
+@pytest.mark.parametrize("goal", ["Restructure this code", "Simplify this function",
+                                  "Clean up this code", "Improve this code"])
+def test_asking_to_change_given_code_is_an_edit_not_a_review(goal):
+    plan = rule_plan(goal, context="def f(x):\n    if x:\n        return 1\n    return 2\n",
+                     constraints={"use_knowledge": False})
+    assert plan.task_kind == "code_generation"
+    assert [s.action for s in plan.steps] == ["edit", "validate"]
