@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint test-slow bench venv clean
+.PHONY: run test lint test-slow bench venv clean sandbox-tool
 
 $(STAMP): setup.cfg constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,23 +13,36 @@ $(STAMP): setup.cfg constraints.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-venv: $(STAMP)
+venv: $(STAMP) sandbox-tool
 
-run: $(STAMP)
+# The executor runs every command inside bubblewrap (docs/safety.md) and refuses commands without
+# it. Installed from Debian's package when missing and we may (root, or sudo without a password);
+# when bwrap is already there nothing is asked of apt, so machines without apt still work.
+sandbox-tool:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo=sudo; \
+	  else echo "bwrap (Debian package bubblewrap) is missing and cannot be installed without" \
+	    "root: install it, or set OCTOLLM_EXECUTOR_SANDBOX=none for development only" >&2; exit 1; fi; \
+	  echo "installing bubblewrap (the executor's sandbox)"; \
+	  $$sudo apt-get install -y --no-install-recommends bubblewrap \
+	    || { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends bubblewrap; }; }
+
+run: $(STAMP) sandbox-tool
 	$(BIN)/octollm run
 
 # The linters run first: they take seconds, the suite minutes.
-test: lint
+test: lint sandbox-tool
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) sandbox-tool
 	$(BIN)/python -m pytest -m slow
 
-bench: $(STAMP)
+bench: $(STAMP) sandbox-tool
 	$(BIN)/python -m bench.all
 
 clean:

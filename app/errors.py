@@ -7,6 +7,8 @@ class ErrorCode:
     BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
     TASK_TIMEOUT = "TASK_TIMEOUT"
     POISON_MESSAGE = "POISON_MESSAGE"
+    # No longer raised (an interrupted executor step now runs again, its sandbox having died with
+    # it); kept because tasks failed before that still carry it.
     STEP_INTERRUPTED = "STEP_INTERRUPTED"
     CANCELLED = "CANCELLED"
     ARM_ERROR = "ARM_ERROR"
@@ -14,6 +16,8 @@ class ErrorCode:
     COMMAND_FAILED = "COMMAND_FAILED"  # it ran, and exited non-zero, was killed or timed out
     LLM_REQUIRED = "LLM_REQUIRED"  # the work needs an LLM endpoint and none is configured
     KNOWLEDGE_UNAVAILABLE = "KNOWLEDGE_UNAVAILABLE"  # the knowledge store could not be searched
+    # The executor cannot isolate commands here (no bwrap, namespaces refused): nothing ran.
+    SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"
     PLAN_ERROR = "PLAN_ERROR"
     LLM_ERROR = "LLM_ERROR"  # the LLM endpoint failed where the work needs it
     CAPABILITY_DENIED = "CAPABILITY_DENIED"

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # Log context fields that travel in message headers, by header name.
 CONTEXT_HEADERS = {"request_id": REQUEST_ID_HEADER, "tenant": TENANT_HEADER}
 MEMORY_QUEUE = "memory"
+EXECUTOR_QUEUE = "arm.executor"
 # The first message of every pipeline, sent by the API and by reconciliation.
 ENTRY_TASK = "octollm.orchestration.start"
 _connected = False
@@ -61,6 +62,11 @@ def connect(settings: Settings) -> None:
             from app.runtime import get_runtime
 
             open_memory(sender.app.amqp.queues.consume_from, get_runtime())
+
+    @signals.worker_ready.connect(weak=False)
+    def _check_sandbox(sender=None, **_):
+        if sender is not None:
+            check_executor_sandbox(sender.app.amqp.queues.consume_from, settings)
 
     @signals.worker_process_init.connect(weak=False)
     def _after_fork(**_):
@@ -165,6 +171,31 @@ def open_memory(queues: Iterable[str], rt: Runtime) -> list[str] | None:
         return None
     log.info("memory collections ready at start; created: %s", ", ".join(created) or "none")
     return created
+
+
+def check_executor_sandbox(queues: Iterable[str], settings: Settings) -> str | None:
+    """Run one command through the executor's sandbox when this worker serves the executor
+    queue, and say plainly in the log whether commands are isolated here. A worker whose sandbox
+    cannot be built still starts (its queue keeps draining, each step failing with
+    SANDBOX_UNAVAILABLE and this same reason), so the log line is where an operator sees it
+    first. Returns the line logged, or None for other queues."""
+    if EXECUTOR_QUEUE not in queues:
+        return None
+    from app.arms import executor
+
+    try:
+        line = executor.check_sandbox(settings.executor)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the reason commands will fail
+        line = (f"executor sandbox UNAVAILABLE: {exc}; every command will fail with "
+                f"SANDBOX_UNAVAILABLE until this is fixed (docs/operations.md)")
+        log.error(line)
+        return line
+    line = f"executor sandbox: {line}"
+    if "WITHOUT namespaces" in line:
+        log.warning(line)
+    else:
+        log.info(line)
+    return line
 
 
 def _stored_context(settings: Settings, task_id: str) -> dict[str, str | None]:

@@ -9,10 +9,14 @@ COMMAND_FAILED (the status or signal in the message, the output's tails in the d
 the task's acceptance criteria expect that exit ("exits with status 1", "the command fails").
 Without such a criterion the step's own ("the command exits with status 0") applies, and
 without either, success means status 0.
+Where the sandbox's namespaces cannot be set up (bwrap missing, a container that forbids them)
+nothing runs: the step fails with SANDBOX_UNAVAILABLE and bwrap's reason, unless
+OCTOLLM_EXECUTOR_SANDBOX=none was chosen explicitly (development only; production refuses it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -24,12 +28,13 @@ from typing import NoReturn
 
 from app.arms.base import ArmContext, ArmError
 from app.arms.criteria import ExitRule, exit_rules
-from app.arms.sandbox import Limits, run_sandboxed
+from app.arms.sandbox import Limits, SandboxUnavailable, host_layout, run_sandboxed
 from app.config import ExecutorSettings
 from app.errors import ErrorCode
 
 COMMAND_REFUSED = ErrorCode.COMMAND_REFUSED
 COMMAND_FAILED = ErrorCode.COMMAND_FAILED
+SANDBOX_UNAVAILABLE = ErrorCode.SANDBOX_UNAVAILABLE
 # How much of each stream a failure's details keep (the step's full output is not stored).
 FAILURE_TAIL_CHARS = 2000
 # Interpreters that may only run inline snippets (python -c CODE): no scripts, no -m pip.
@@ -42,7 +47,7 @@ def limits(config: ExecutorSettings) -> Limits:
     return Limits(timeout_seconds=config.timeout_seconds, cpu_seconds=config.cpu_seconds,
                   memory_bytes=config.memory_bytes, file_size_bytes=config.file_size_bytes,
                   max_processes=config.max_processes, max_open_files=config.max_open_files,
-                  max_output_bytes=config.max_output_bytes)
+                  max_output_bytes=config.max_output_bytes, scratch_bytes=config.scratch_bytes)
 
 
 def run(ctx: ArmContext, *, config: ExecutorSettings | None = None) -> dict:
@@ -59,7 +64,12 @@ def run(ctx: ArmContext, *, config: ExecutorSettings | None = None) -> dict:
         _write_marker(config.marker_dir, ctx, argv)
     try:
         outcome = run_sandboxed(argv, limits(config), path=config.path,
-                                run_as_user=config.run_as_user or None, stop=ctx.stop)
+                                run_as_user=config.run_as_user or None, stop=ctx.stop,
+                                isolation=config.sandbox)
+    except SandboxUnavailable as exc:
+        raise ArmError(f"the executor cannot isolate commands on this worker, so nothing ran: "
+                       f"{exc}", code=SANDBOX_UNAVAILABLE,
+                       details={"command": command, "sandbox": config.sandbox}) from None
     except (OSError, subprocess.SubprocessError, LookupError) as exc:
         raise ArmError(f"could not start {argv[0]}: {exc}",
                        details={"command": command, "argv": argv}) from None
@@ -78,10 +88,30 @@ def run(ctx: ArmContext, *, config: ExecutorSettings | None = None) -> dict:
         "stdout_bytes": outcome.stdout_bytes,
         "stderr_bytes": outcome.stderr_bytes,
         "run_as": outcome.run_as,
+        "sandbox": config.sandbox,
         "result": stdout,
         "summary": _summary(command, outcome, config),
         "mode": "offline",
     }
+
+
+def check_sandbox(config: ExecutorSettings) -> str:
+    """Run ``true`` the way every command runs; a line for the log, or SandboxUnavailable with
+    the reason. Workers of the executor queue call it at start (workers/signals.py)."""
+    if config.sandbox == "none":
+        return ("OCTOLLM_EXECUTOR_SANDBOX=none: commands run WITHOUT namespaces (no network, "
+                "file or process isolation beyond rlimits and the user drop); development only")
+    program = shutil.which("true", path=config.path) or "/usr/bin/true"
+    bounds = dataclasses.replace(limits(config), timeout_seconds=10.0)
+    outcome = run_sandboxed([program], bounds, path=config.path,
+                            run_as_user=config.run_as_user or None, isolation=config.sandbox)
+    if outcome.exit_code != 0:
+        raise SandboxUnavailable(f"`true` in the sandbox exited {outcome.exit_code}: "
+                                 f"{outcome.stderr.decode('utf-8', 'replace').strip()}")
+    proc = "its own /proc" if host_layout().proc else "no /proc (the container masks its own)"
+    return (f"commands run in bwrap namespaces (user, pid, net, mount, ipc, uts) as "
+            f"{outcome.run_as} outside, with {proc}; a run of `true` took "
+            f"{outcome.duration_ms} ms")
 
 
 def expected_exit(ctx: ArmContext) -> list[ExitRule]:

@@ -26,6 +26,7 @@ from app.config.readers import ConfigError, check, load, mask_url, masked_repr, 
 from app.config.sections import (
     BLOCK_HIGH_TYPES,
     DEFAULT_ALLOWLIST,
+    EXECUTOR_SANDBOXES,
     INJECTION_TYPES,
     SEVERITIES,
     CoderSettings,
@@ -35,9 +36,9 @@ from app.config.sections import (
     ReflexSettings,
 )
 
-__all__ = ["BLOCK_HIGH_TYPES", "DEFAULT_ALLOWLIST", "INJECTION_TYPES", "SEVERITIES",
-           "CoderSettings", "ConfigError", "ExecutorSettings", "JudgeSettings", "LLMSettings",
-           "ReflexSettings", "Settings", "mask_url"]
+__all__ = ["BLOCK_HIGH_TYPES", "DEFAULT_ALLOWLIST", "EXECUTOR_SANDBOXES", "INJECTION_TYPES",
+           "SEVERITIES", "CoderSettings", "ConfigError", "ExecutorSettings", "JudgeSettings",
+           "LLMSettings", "ReflexSettings", "Settings", "mask_url"]
 
 ENVIRONMENTS = ("development", "test", "production")
 REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "unix")
@@ -135,6 +136,11 @@ class Settings:
         if self.auth_disabled:
             raise ConfigError(
                 "OCTOLLM_AUTH_DISABLED may not be set when OCTOLLM_ENVIRONMENT=production")
+        if self.executor.sandbox == "none":
+            # Commands without namespaces reach the network, the project's files and other
+            # processes: nothing a multi-tenant service may run that way.
+            raise ConfigError(
+                "OCTOLLM_EXECUTOR_SANDBOX=none may not be set when OCTOLLM_ENVIRONMENT=production")
         if not self.secret_key:
             raise ConfigError("OCTOLLM_SECRET_KEY is required when OCTOLLM_ENVIRONMENT=production")
         # Whoever reaches an open Redis reads every queued message and result and can queue

@@ -116,6 +116,9 @@ DEFAULT_ALLOWLIST = (
     "sort", "uniq", "cut", "tr", "date", "pwd", "printf", "seq", "basename", "dirname", "true",
     "false",
 )
+# How the executor isolates a command (app/arms/sandbox.py): bubblewrap namespaces, or nothing
+# beyond rlimits and a user drop.
+EXECUTOR_SANDBOXES = ("bwrap", "none")
 
 
 @dataclass(frozen=True, repr=False)
@@ -136,6 +139,11 @@ class ExecutorSettings:
     run_as_user: str = option("nobody", keep_blank=True)
     # When set, one marker file per command actually run (the fault tests count them).
     marker_dir: str = option("", keep_blank=True)
+    # "bwrap": every command in its own namespaces (app/arms/bwrap.py); "none": without them,
+    # for development on a machine without bwrap (production refuses it: Settings).
+    sandbox: str = option("bwrap", choices=EXECUTOR_SANDBOXES)
+    # The size of the sandbox's writable tmpfs work directory.
+    scratch_bytes: int = option(64 * 1024**2, size=True, minimum=1024**2)
 
     __repr__ = masked_repr
 

@@ -1,4 +1,6 @@
-"""The memory worker creates its Qdrant collections when it starts (workers.signals.open_memory).
+"""What workers do when they start: the memory worker creates its Qdrant collections
+(workers.signals.open_memory); the executor worker says whether its sandbox works
+(check_executor_sandbox).
 
 The queue names come from a real Celery app selecting queues the way ``-Q`` does; the store is an
 embedded Qdrant folder in tmp_path, or a server address where nothing listens.
@@ -17,7 +19,7 @@ from app.memory.embedders import HashingEmbedder
 from app.memory.store import COLLECTIONS, MemoryStore
 from app.runtime import Runtime
 from tasks.queues import BY_NAME
-from workers.signals import MEMORY_QUEUE, open_memory
+from workers.signals import EXECUTOR_QUEUE, MEMORY_QUEUE, check_executor_sandbox, open_memory
 
 
 def runtime(**env) -> Runtime:
@@ -86,3 +88,37 @@ def test_a_mismatched_collection_says_what_to_do_and_leaves_the_folder_unlocked(
     # The failed open let go of the embedded folder, so the operator's fix can open it.
     with MemoryStore.connect(path=str(path)) as reopened:
         assert reopened.client.collection_exists("knowledge")
+
+
+def test_the_executor_worker_logs_its_sandbox_at_start(caplog):
+    with caplog.at_level(logging.INFO, logger="workers.signals"):
+        line = check_executor_sandbox(consumed(EXECUTOR_QUEUE), Settings())
+        other = check_executor_sandbox(consumed("arm.coder", "reflex"), Settings())
+
+    assert other is None
+    [record] = caplog.records
+    assert record.levelname == "INFO" and record.getMessage() == line
+    assert line.startswith("executor sandbox: commands run in bwrap namespaces")
+
+
+def test_an_executor_worker_without_its_sandbox_logs_the_cause_as_an_error(monkeypatch, tmp_path,
+                                                                           caplog):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap here
+
+    with caplog.at_level(logging.INFO, logger="workers.signals"):
+        line = check_executor_sandbox(consumed(EXECUTOR_QUEUE), Settings())
+
+    [record] = caplog.records
+    assert record.levelname == "ERROR" and record.getMessage() == line
+    assert "executor sandbox UNAVAILABLE: bwrap is not installed" in line
+    assert "SANDBOX_UNAVAILABLE" in line
+
+
+def test_an_executor_worker_without_namespaces_by_choice_warns(caplog):
+    settings = Settings.from_env({"OCTOLLM_EXECUTOR_SANDBOX": "none"})
+
+    with caplog.at_level(logging.INFO, logger="workers.signals"):
+        line = check_executor_sandbox(consumed(EXECUTOR_QUEUE), settings)
+
+    [record] = caplog.records
+    assert record.levelname == "WARNING" and "WITHOUT namespaces" in line
