@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 
 from celery import shared_task
 from celery.exceptions import Ignore
@@ -16,9 +17,15 @@ from tasks.base import ARM, TRANSIENT, retry_countdown, soft_time_limit
 log = logging.getLogger(__name__)
 # A duplicate of a step that another live attempt is running waits this long between looks.
 BUSY_RETRY_SECONDS = 2
+# A retry is a new message, and Celery does not carry the first one's kwargsrepr over: without
+# this the capability token would show in Flower and the worker log (see tasks/canvas.py).
+KWARGSREPR = "{'capability': '<redacted>'}"
 
 
-def run_step(task, task_id: str, step_id: str, capability: str | None) -> str:
+def run_step(task, task_id: str, step_id: str, capability: str | None,
+             unreleased: list[str] | None = None) -> str:
+    """``unreleased``: claims of this message's earlier attempts that a transient error kept
+    from being given back; the step treats them as this message's own (steps.claim)."""
     arm = task.name.rsplit(".", 1)[-1]
     tracing.annotate(arm=arm)
     try:
@@ -29,28 +36,38 @@ def run_step(task, task_id: str, step_id: str, capability: str | None) -> str:
         log.warning("refused %s step %s: %s", arm, step_id, exc.message)
         metrics.STEPS.labels(arm=arm, outcome="refused").inc()
         raise Ignore() from None
+    # One name per attempt: a second copy of this message must not pass for this attempt.
+    claimant = f"{task.request.id}:{uuid.uuid4().hex[:12]}"
+    held = [*(unreleased or ()), claimant]
     try:
-        outcome = steps.execute(task.rt, task_id, step_id, claimant=task.request.id,
-                                time_limit=soft_time_limit(task))
+        outcome = steps.execute(task.rt, task_id, step_id, claimant=claimant,
+                                time_limit=soft_time_limit(task), released=held)
     except TRANSIENT as exc:
-        # Give the claim back first, or the retry would look like a dead attempt of itself.
-        with contextlib.suppress(TRANSIENT):  # the lease runs out on its own
-            steps.release(task.rt.settings, task_id, step_id)
-        metrics.STEPS.labels(arm=task.name.rsplit(".", 1)[-1], outcome="retried").inc()
-        raise task.retry(exc=exc, countdown=retry_countdown(task.request.retries)) from exc
+        # Give the claim back first, or the retry would wait for the lease and then take it for
+        # a dead attempt. When the database is the thing that failed, the retry carries the
+        # claim's name instead and takes it over as its own.
+        with contextlib.suppress(TRANSIENT):
+            steps.release(task.rt.settings, task_id, step_id, held)
+            held = []
+        metrics.STEPS.labels(arm=arm, outcome="retried").inc()
+        raise task.retry(exc=exc, countdown=retry_countdown(task.request.retries),
+                         kwargs={"capability": capability, "unreleased": held[-8:]},
+                         kwargsrepr=KWARGSREPR) from exc
     # run (done now), done (stored by an earlier attempt), busy (another attempt holds it)...
     tracing.annotate(step_action=outcome.action, attempt=outcome.attempt or None)
     if outcome.action == "inactive":
         raise Ignore()
     if outcome.action == "busy":
         # Wait for the holder however many looks it takes: its heartbeat lease bounds the wait.
-        raise task.retry(countdown=BUSY_RETRY_SECONDS, max_retries=task.request.retries + 1)
+        raise task.retry(countdown=BUSY_RETRY_SECONDS, max_retries=task.request.retries + 1,
+                         kwargsrepr=KWARGSREPR)
     return outcome.action
 
 
 def _arm_task(arm: str):
-    def body(self, task_id: str, step_id: str, capability: str | None = None) -> str:
-        return run_step(self, task_id, step_id, capability)
+    def body(self, task_id: str, step_id: str, capability: str | None = None,
+             unreleased: list[str] | None = None) -> str:
+        return run_step(self, task_id, step_id, capability, unreleased)
 
     body.__name__ = body.__qualname__ = arm
     body.__doc__ = f"Run one {arm} step of a task's plan."

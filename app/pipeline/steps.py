@@ -8,10 +8,17 @@ reconciliation racing the original pipeline). The step row decides what happens:
   while the first copy still runs): this duplicate waits and tries again;
 * running, dead claim  -> the lease expired: the previous attempt died mid-step. A claim is a
   lease (``step_lease_seconds``) that the running attempt's heartbeat renews, so a killed
-  worker's claim dies within one lease, however long the step's time limit. Pure arms run
-  again; a side-effecting arm (executor) is not re-run (STEP_INTERRUPTED), because its effect
-  may already have happened; after `max_attempts` deaths the step is a poison message
-  (POISON_MESSAGE).
+  worker's claim dies within one lease, however long the step's time limit. The step runs
+  again, whatever its arm: the executor's commands run in a sandbox that nothing leaves
+  (app/arms/sandbox.py), so an interrupted command left no effect behind that a second run
+  could repeat. After `max_attempts` deaths the step is a poison message (POISON_MESSAGE);
+* running, claimed by one of ``released`` -> a claim this very message held in an earlier
+  attempt that failed on a transient error and could not give the claim back (the database was
+  away): not a death and not another holder, so it is taken over at once.
+
+Every attempt claims under its own name (``claimant``: the Celery message id plus a random
+suffix), so a copy of the same message delivered twice never mistakes the other copy's live
+claim for its own.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import importlib
 import logging
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -37,9 +45,6 @@ from app.pipeline import events, repo
 from app.reflex import redact_output
 
 log = logging.getLogger(__name__)
-
-SIDE_EFFECT_ARMS = frozenset({"executor"})
-
 
 @dataclass
 class Claim:
@@ -63,8 +68,8 @@ def llm_deadline(time_limit: float | None, deadline_at: datetime | None = None) 
     return min(bounds) if bounds else None
 
 
-def claim(settings: Settings, task_id: str, step_id: str,
-          claimant: str) -> tuple[Claim, ArmContext | None]:
+def claim(settings: Settings, task_id: str, step_id: str, claimant: str,
+          released: Collection[str] = ()) -> tuple[Claim, ArmContext | None]:
     lease_seconds = settings.step_lease_seconds
     with session_scope(settings) as session:
         task = repo.get_task(session, task_id)
@@ -77,9 +82,14 @@ def claim(settings: Settings, task_id: str, step_id: str,
         if task.status != TaskStatus.PROCESSING or step.status not in (
                 StepStatus.PENDING, StepStatus.RUNNING):
             return Claim("inactive"), None
-        if step.status == StepStatus.RUNNING:
-            # A live lease means an attempt is still running, even when it is this very message
-            # (a redelivery after a broker connection loss): wait for it to end or to die.
+        if step.status == StepStatus.RUNNING and step.claimed_by in released:
+            # Our own earlier attempt, which ended on a transient error and could not release
+            # the claim: released now, as it would have been (see release()).
+            step.attempts = max(0, step.attempts - 1)
+        elif step.status == StepStatus.RUNNING:
+            # A live lease means an attempt is still running, even when it is another copy of
+            # this very message (a redelivery after a broker connection loss): wait for it to
+            # end or to die.
             if step.lease_expires_at is not None and step.lease_expires_at > db.now():
                 return Claim("busy"), None
             if step.attempts >= settings.step_max_attempts:
@@ -87,12 +97,8 @@ def claim(settings: Settings, task_id: str, step_id: str,
                     f"interrupted {step.attempts} times; giving up",
                     code=ErrorCode.POISON_MESSAGE,
                 )
-            if step.arm in SIDE_EFFECT_ARMS:
-                raise OctoError(
-                    "interrupted mid-run and not repeated, because its side effect may already "
-                    "have happened; retry the task to run it",
-                    code=ErrorCode.STEP_INTERRUPTED,
-                )
+            log.info("step %s of task %s: its attempt %d died mid-run; running it again",
+                     step_id, task_id, step.attempts)
         step.status = StepStatus.RUNNING
         step.claimed_by = claimant
         step.claimed_at = func.now()
@@ -104,14 +110,16 @@ def claim(settings: Settings, task_id: str, step_id: str,
 
 
 def execute(rt, task_id: str, step_id: str, claimant: str,
-            time_limit: float | None = None) -> Claim:
+            time_limit: float | None = None, released: Collection[str] = ()) -> Claim:
     """Claim the step, run its arm, store the output. Arm errors fail the step and propagate.
 
     While the arm runs a heartbeat renews the claim's lease, so a duplicate of this message waits
     for it, and a claim whose worker was killed expires within one lease. ``time_limit`` is the
     step's soft time limit: the arm's LLM calls end in time for its fallback (llm_deadline).
+    ``released`` names claims of earlier attempts of this message that could not be given back
+    (see claim()).
     """
-    outcome, ctx = claim(rt.settings, task_id, step_id, claimant)
+    outcome, ctx = claim(rt.settings, task_id, step_id, claimant, released)
     if outcome.action != "run":
         return outcome
     events.publish(rt.redis, task_id, "step", step_id=step_id, arm=ctx.arm, status="running",
@@ -247,14 +255,19 @@ def run_arm(ctx: ArmContext) -> dict:
     return output
 
 
-def release(settings: Settings, task_id: str, step_id: str) -> None:
-    """Give a claim back before a retry, so the retry is not mistaken for a dead attempt."""
+def release(settings: Settings, task_id: str, step_id: str, claimants: Collection[str]) -> None:
+    """Give back a claim held by one of ``claimants`` before a retry, so the retry is not mistaken
+    for a dead attempt. The attempt is given back too: ``attempts`` counts the attempts that
+    ended without giving their claim back (deaths), which is what POISON_MESSAGE bounds, not the
+    retries of a transient error. Another message's claim is left alone."""
     with session_scope(settings) as session:
         step = repo.get_step(session, task_id, step_id, lock=True)
-        if step is not None and step.status == StepStatus.RUNNING:
+        if (step is not None and step.status == StepStatus.RUNNING
+                and step.claimed_by in claimants):
             step.status = StepStatus.PENDING
             step.claimed_by = None
             step.lease_expires_at = None
+            step.attempts = max(0, step.attempts - 1)
 
 
 def store(settings: Settings, task_id: str, step_id: str, output: dict,

@@ -45,18 +45,60 @@ def test_redelivered_step_returns_stored_output_without_running_again(runtime):
     assert len(_markers(runtime.settings, task_id)) == 1
 
 
-def test_interrupted_side_effect_step_is_not_repeated(runtime):
-    """A redelivery after the worker died mid-step: the executor may have acted, so it stops."""
-    task_id = _prepared_task(runtime, "Run `echo maybe twice`")
+def test_interrupted_executor_step_runs_again_in_a_fresh_sandbox(runtime):
+    """A redelivery after the worker died mid-step: the command's sandbox died with it and left
+    nothing behind, so the step runs again, like the pure arms."""
+    task_id = _prepared_task(runtime, "Run `echo ran again`")
     step = _step(runtime.settings, task_id, "executor")
     with session_scope(runtime.settings) as session:  # the state a killed attempt leaves behind
         session.execute(update(TaskStep).where(TaskStep.id == step.id).values(
-            status=StepStatus.RUNNING, claimed_by="msg-dead", attempts=1))
+            status=StepStatus.RUNNING, claimed_by="msg-dead:a", attempts=1))
 
-    with pytest.raises(OctoError) as caught:
-        steps.execute(runtime, task_id, step.step_id, "msg-dead")
-    assert caught.value.code == "STEP_INTERRUPTED"
-    assert _markers(runtime.settings, task_id) == []
+    rerun = steps.execute(runtime, task_id, step.step_id, "msg-dead:b")
+
+    assert rerun.action == "run" and rerun.attempt == 2
+    assert rerun.output["stdout"] == "ran again\n" and rerun.output["sandbox"] == "bwrap"
+    after = _step(runtime.settings, task_id, "executor")
+    assert after.status == StepStatus.COMPLETED and after.attempts == 2
+    assert len(_markers(runtime.settings, task_id)) == 1
+
+
+def test_claim_a_transient_error_could_not_release_is_taken_over_by_the_retry(runtime):
+    """The database went away after the command ran: the claim stayed, its lease still live.
+    The retry names it as its own and runs at once, and the lost attempt is not counted."""
+    task_id = _prepared_task(runtime, "Run `echo after the outage`")
+    step = _step(runtime.settings, task_id, "executor")
+    now = db.now()
+    with session_scope(runtime.settings) as session:
+        session.execute(update(TaskStep).where(TaskStep.id == step.id).values(
+            status=StepStatus.RUNNING, claimed_by="msg-1:first", claimed_at=now,
+            lease_expires_at=now + timedelta(seconds=60), attempts=1))
+
+    other = steps.execute(runtime, task_id, step.step_id, "msg-2:x", released=["msg-2:old"])
+    retry = steps.execute(runtime, task_id, step.step_id, "msg-1:second",
+                          released=["msg-1:first", "msg-1:second"])
+
+    assert other.action == "busy"  # someone else's claim is never taken for one's own
+    assert retry.action == "run" and retry.attempt == 1
+    assert retry.output["stdout"] == "after the outage\n"
+    assert _step(runtime.settings, task_id, "executor").attempts == 1
+
+
+def test_release_gives_back_only_its_own_claim_and_its_attempt(runtime):
+    task_id = _prepared_task(runtime, "Run `echo released`")
+    step = _step(runtime.settings, task_id, "executor")
+    with session_scope(runtime.settings) as session:
+        session.execute(update(TaskStep).where(TaskStep.id == step.id).values(
+            status=StepStatus.RUNNING, claimed_by="holder:1", attempts=2))
+
+    steps.release(runtime.settings, task_id, step.step_id, ["someone:else"])
+    held = _step(runtime.settings, task_id, "executor")
+    steps.release(runtime.settings, task_id, step.step_id, ["holder:1"])
+    given_back = _step(runtime.settings, task_id, "executor")
+
+    assert (held.status, held.claimed_by, held.attempts) == (StepStatus.RUNNING, "holder:1", 2)
+    assert (given_back.status, given_back.claimed_by, given_back.attempts) == (
+        StepStatus.PENDING, None, 1)
 
 
 def test_interrupted_pure_step_runs_again_until_it_is_poison(runtime):
@@ -89,13 +131,14 @@ def test_live_claim_of_another_message_makes_a_duplicate_wait(runtime):
             status=StepStatus.RUNNING, claimed_by="msg-live", claimed_at=db.now(),
             lease_expires_at=db.now() + timedelta(seconds=60), attempts=1))
     assert steps.execute(runtime, task_id, step.step_id, "msg-dup").action == "busy"
-    # Once the holder's lease has run out it is certainly dead: the executor is not repeated.
+    assert _markers(runtime.settings, task_id) == []
+    # Once the holder's lease has run out it is certainly dead: the duplicate runs the step.
     with session_scope(runtime.settings) as session:
         session.execute(update(TaskStep).where(TaskStep.id == step.id).values(
             lease_expires_at=db.now() - timedelta(seconds=1)))
-    with pytest.raises(OctoError) as caught:
-        steps.execute(runtime, task_id, step.step_id, "msg-dup")
-    assert caught.value.code == "STEP_INTERRUPTED"
+    outcome = steps.execute(runtime, task_id, step.step_id, "msg-dup")
+    assert outcome.action == "run" and outcome.output["stdout"] == "busy\n"
+    assert len(_markers(runtime.settings, task_id)) == 1
 
 
 def test_steps_of_a_cancelled_task_do_not_run(runtime):
@@ -129,7 +172,6 @@ def test_heartbeat_keeps_a_long_step_claimed_and_a_dead_one_expires(runtime):
     assert _step(settings, task_id, "executor").lease_expires_at > db.now()
     assert steps.renew(settings, task_id, step.step_id, "someone-else") is False
 
-    time.sleep(3.2)  # no more beats: the claim is dead, and the executor is not repeated
-    with pytest.raises(OctoError) as caught:
-        steps.claim(settings, task_id, step.step_id, "duplicate")
-    assert caught.value.code == "STEP_INTERRUPTED"
+    time.sleep(3.2)  # no more beats: the claim is dead, and the duplicate takes the step over
+    outcome, _ = steps.claim(settings, task_id, step.step_id, "duplicate")
+    assert outcome.action == "run" and outcome.attempt == 2
