@@ -86,6 +86,8 @@ def claim(settings: Settings, task_id: str, step_id: str, claimant: str,
             # Our own earlier attempt, which ended on a transient error and could not release
             # the claim: released now, as it would have been (see release()).
             step.attempts = max(0, step.attempts - 1)
+            log.info("step %s of task %s: taking over the claim an earlier attempt of this "
+                     "message could not release", step_id, task_id)
         elif step.status == StepStatus.RUNNING:
             # A live lease means an attempt is still running, even when it is another copy of
             # this very message (a redelivery after a broker connection loss): wait for it to

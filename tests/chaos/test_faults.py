@@ -1,4 +1,5 @@
-"""Promise 1 and 2 under fire: every task ends, no side effect or write happens twice.
+"""Promises 1, 2 and 6 under fire: every task completes, no write happens twice, and a step cut
+off mid-run by the fault runs again (its command's sandbox died with everything it did).
 
 Each scenario submits a batch of 200 tasks through the API, injects its fault once the batch is
 moving, and then waits for every task to reach a terminal state within a bound, checking the
@@ -17,7 +18,6 @@ from tests.chaos.conftest import BATCH
 
 slow = pytest.mark.slow
 SMOKE_BATCH = 40
-RECOVERY_CODES = {"STEP_INTERRUPTED", "POISON_MESSAGE"}
 
 # Generous bounds: the slowest recovery path is a task whose messages were all lost, which waits
 # for reconciliation (stuck_after_seconds, then its re-dispatch) to resume it.
@@ -29,20 +29,20 @@ SCENARIO_TIMEOUT = BOUND_SECONDS + 480
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(SCENARIO_TIMEOUT)]
 
 
-def _run(chaos, scenario: str, inject, batch: int = BATCH) -> None:
+def _run(chaos, scenario: str, inject, batch: int = BATCH, *,
+         reruns_allowed: bool = True) -> None:
     ids = chaos.submit(batch, scenario)
     chaos.wait_progress(ids, done=min(20, batch // 4))
     started = time.monotonic()
     details = inject() or {}
     injected = time.monotonic() - started
     recovery = chaos.wait_terminal(ids, timeout=BOUND_SECONDS)
-    counts = chaos.check_exactly_once(ids)
+    counts = chaos.check_exactly_once(ids, reruns_allowed=reruns_allowed)
     chaos.record(scenario, ids, recovery, {"fault_seconds": round(injected, 1), **details,
                                            **counts})
-    # A fault may only cost the steps it hit mid-run: an executor step interrupted (its command
-    # may have run) or a step that kept dying. Never a timeout, a lost task or an internal error.
-    assert set(chaos.failures(ids)) <= RECOVERY_CODES, chaos.failures(ids)
-    assert chaos.statuses(ids)["completed"] >= 0.9 * batch
+    # A fault costs time, never a task: a step it cut off runs again, whatever its arm.
+    assert chaos.failures(ids) == {}
+    assert chaos.statuses(ids)["completed"] == batch
 
 
 def test_smoke_executor_killed_and_broker_flushed(chaos):
@@ -60,7 +60,7 @@ def test_smoke_executor_killed_and_broker_flushed(chaos):
 def test_baseline_without_faults(chaos):
     ids = chaos.submit(BATCH, "baseline")
     elapsed = chaos.wait_terminal(ids, timeout=BOUND_SECONDS)
-    counts = chaos.check_exactly_once(ids)
+    counts = chaos.check_exactly_once(ids, reruns_allowed=False)
     assert chaos.statuses(ids)["completed"] == BATCH
     chaos.record("baseline", ids, elapsed, counts)
 
@@ -84,8 +84,17 @@ def test_worker_processes_killed_mid_run(chaos):
 
 
 @slow
+def test_every_worker_of_every_queue_killed_at_once(chaos):
+    def inject():
+        return {"processes_killed": chaos.kill_every_worker()}
+
+    _run(chaos, "kill -9 every worker process of every queue", inject)
+
+
+@slow
 def test_broker_flushed_mid_run(chaos):
-    _run(chaos, "FLUSHDB broker", chaos.flush_broker)
+    # Running commands are not touched (no connection is lost): each runs exactly once.
+    _run(chaos, "FLUSHDB broker", chaos.flush_broker, reruns_allowed=False)
 
 
 @slow
@@ -105,4 +114,4 @@ def test_memory_worker_stopped_then_back(chaos):
         time.sleep(20)
         chaos.workers.start("memory")
 
-    _run(chaos, "memory worker down 20 s", inject)
+    _run(chaos, "memory worker down 20 s", inject, reruns_allowed=False)
