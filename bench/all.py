@@ -23,6 +23,7 @@ BENCHMARKS = (
     ("api", []),
     ("memory", []),
     ("hotpath", []),
+    ("sandbox", []),
 )
 
 
