@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -217,16 +218,15 @@ def test_root_worker_runs_commands_as_an_unprivileged_user(monkeypatch):
 
 
 def test_each_run_gets_a_fresh_work_directory_that_is_gone_afterwards():
-    before = set(os.listdir(tempfile.gettempdir()))
-    first, _ = execute("python3 -c 'import os; open(\"note\", \"w\").write(\"x\"); "
+    name = f"note-{uuid.uuid4().hex}"
+    first, _ = execute(f"python3 -c 'import os; open(\"{name}\", \"w\").write(\"x\"); "
                        "print(os.listdir())'")
     second, _ = execute("python3 -c 'import os; print(os.getcwd(), os.listdir())'")
 
-    assert first["stdout"].strip() == "['note']"
+    assert first["stdout"].strip() == f"['{name}']"
     assert second["stdout"].strip() == "/work []"
     # A tmpfs inside the sandbox's mount namespace: nothing of it was ever on the host's disk.
-    assert {n for n in set(os.listdir(tempfile.gettempdir())) - before
-            if n.startswith("octollm-exec-")} == set()
+    assert list(Path(tempfile.gettempdir()).rglob(name)) == []
 
 
 def test_the_work_directory_is_bounded():
