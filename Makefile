@@ -37,6 +37,7 @@ test: lint sandbox-tool
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
 test-slow: $(STAMP) sandbox-tool

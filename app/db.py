@@ -19,14 +19,14 @@ import sqlalchemy
 from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from app import metrics
 from app.config import ConfigError, Settings
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
-_factories: dict[str, sessionmaker] = {}
+_factories: dict[str, sessionmaker[Session]] = {}
 
 
 def driver_url(url: str) -> str:
@@ -45,7 +45,7 @@ class MeteredPool(QueuePool):
     to implement; a disposed pool is recreated as the same class, so a fork keeps the metering.
     """
 
-    def _do_get(self):
+    def _do_get(self) -> ConnectionPoolEntry:
         if self.checkedout() < self.size() + self._max_overflow:
             conn = super()._do_get()
         else:
@@ -62,7 +62,7 @@ class MeteredPool(QueuePool):
         publish_pool_state()
         return conn
 
-    def _do_return_conn(self, record) -> None:
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         super()._do_return_conn(record)
         publish_pool_state()
 
@@ -89,7 +89,7 @@ def get_engine(settings: Settings) -> Engine:
     with _lock:
         engine = _engines.get(url)
         created = engine is None
-        if created:
+        if engine is None:
             # Called through the module: tracing (app/tracing.py) wraps sqlalchemy.create_engine.
             engine = sqlalchemy.create_engine(
                 driver_url(url),
@@ -113,8 +113,8 @@ def get_engine(settings: Settings) -> Engine:
 @contextmanager
 def session_scope(settings: Settings) -> Iterator[Session]:
     """One session per unit of work: commit on success, roll back on any error."""
-    get_engine(settings)
-    session = _factories[settings.database_url]()
+    get_engine(settings)  # also makes the session factory of this URL
+    session = _factories[str(settings.database_url)]()
     try:
         yield session
         session.commit()

@@ -1,3 +1,6 @@
+
+from typing import Any
+
 """Error codes a task can end with, shared by the API, the tasks and the docs."""
 
 
@@ -29,12 +32,13 @@ class OctoError(Exception):
 
     code = ErrorCode.INTERNAL_ERROR
 
-    def __init__(self, message: str, *, code: str | None = None, details: dict | None = None):
+    def __init__(self, message: str, *, code: str | None = None,
+                 details: dict[str, Any] | None = None):
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
         self.details = details or {}
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "details": self.details}

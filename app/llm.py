@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import pybreaker
 import requests
@@ -80,11 +81,11 @@ class Usage:
                 f"cost budget exceeded: ${self.cost_usd:.6f} > ${self.max_cost_usd:.6f}",
                 details=self.to_dict())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> Usage:
+    def from_dict(cls, data: Mapping[str, Any]) -> Usage:
         return cls(**{k: data[k] for k in ("max_tokens", "max_cost_usd", "tokens", "cost_usd",
                                            "calls") if k in data})
 
@@ -202,7 +203,7 @@ class LLMClient:
     def _remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
 
-    def chat(self, messages: list[dict], *, usage: Usage | None = None,
+    def chat(self, messages: list[dict[str, Any]], *, usage: Usage | None = None,
              max_tokens: int | None = None, temperature: float = 0.0,
              response_format_json: bool = False, arm: str = "other") -> ChatResult:
         """One chat completion; ``arm`` names the caller (an arm, or the planner) in metrics."""
@@ -213,8 +214,9 @@ class LLMClient:
             return self._chat(messages, usage, max_tokens, temperature, response_format_json,
                               arm, span)
 
-    def _chat(self, messages, usage, max_tokens, temperature, response_format_json, arm,
-              span) -> ChatResult:
+    def _chat(self, messages: list[dict[str, Any]], usage: Usage | None, max_tokens: int | None,
+              temperature: float, response_format_json: bool, arm: str,
+              span: trace.Span) -> ChatResult:
         prompt_estimate = sum(estimate_tokens(str(m.get("content", ""))) for m in messages)
         if usage is not None:
             usage.check(prompt_estimate + 1)
@@ -223,7 +225,8 @@ class LLMClient:
                 # Ask the server for no more than the budget can still pay for.
                 room = remaining - prompt_estimate
                 max_tokens = room if max_tokens is None else min(max_tokens, room)
-        payload: dict = {"model": self.model, "messages": messages, "temperature": temperature}
+        payload: dict[str, Any] = {"model": self.model, "messages": messages,
+                                   "temperature": temperature}
         if max_tokens is not None:
             payload["max_tokens"] = max_tokens
         if response_format_json:
@@ -251,14 +254,14 @@ class LLMClient:
             usage.charge(result.prompt_tokens + result.completion_tokens, result.cost_usd)
         return result
 
-    def _post_with_retries(self, payload: dict) -> dict:
+    def _post_with_retries(self, payload: dict[str, Any]) -> dict[str, Any]:
         remaining = self._remaining()
         if remaining is not None and remaining < MIN_ATTEMPT_SECONDS:
             raise LLMError(f"no time left for an LLM call before the step's limit "
                            f"({max(0.0, remaining):.1f}s)", details={"reason": "deadline"})
+        attempts = tenacity.stop_after_attempt(self.max_retries + 1)
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_any(tenacity.stop_after_attempt(self.max_retries + 1),
-                                   self._out_of_time),
+            stop=lambda state: attempts(state) or self._out_of_time(state),
             retry=tenacity.retry_if_exception_type(_Transient),
             wait=self._wait,
             reraise=True,
@@ -286,7 +289,7 @@ class LLMClient:
         remaining = self._remaining()
         return remaining is not None and remaining < MIN_ATTEMPT_SECONDS
 
-    def _post_once(self, payload: dict) -> dict:
+    def _post_once(self, payload: dict[str, Any]) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -312,7 +315,8 @@ class LLMClient:
         except _Rejected as rejected:
             self._raise_for_rejection(rejected.response)
         try:
-            return response.json()
+            body: dict[str, Any] = response.json()
+            return body
         except ValueError:
             raise LLMError("LLM answered with malformed JSON",
                            details={"reason": "malformed_response"}) from None
@@ -333,7 +337,7 @@ class LLMClient:
         raise LLMError(f"LLM rejected the request with HTTP {status}: {excerpt}",
                        details={"reason": "http_status", "status": status})
 
-    def _parse(self, body: dict, prompt_estimate: int) -> ChatResult:
+    def _parse(self, body: dict[str, Any], prompt_estimate: int) -> ChatResult:
         try:
             message = body["choices"][0]["message"]
             text = message.get("content") or ""

@@ -42,7 +42,7 @@ _SECRETS = re.compile(
 
 
 def mask_secrets(text: str) -> str:
-    def _sub(match: re.Match) -> str:
+    def _sub(match: re.Match[str]) -> str:
         if match.group("password"):
             return match.group("scheme") + "***"
         if match.group("bearer"):
@@ -88,12 +88,12 @@ def hide_result(shown: Any) -> str:
     return f"<hidden: {len(text)} chars>"
 
 
-def bind(**values: str | None) -> dict[str, contextvars.Token]:
+def bind(**values: str | None) -> dict[str, contextvars.Token[Any]]:
     return {name: _vars[name].set(None if value is None else str(value))
             for name, value in values.items() if name in _vars}
 
 
-def unbind(tokens: dict[str, contextvars.Token]) -> None:
+def unbind(tokens: dict[str, contextvars.Token[Any]]) -> None:
     for name, token in tokens.items():
         _vars[name].reset(token)
 
@@ -140,7 +140,7 @@ _OWN_FIELDS = frozenset({"time", "level", "logger", "component", "trace_id", "sp
 class JsonLineFormatter(JsonFormatter):
     """One JSON object per line, scrubbed: subclasses (or ``add_fields``) add fields."""
 
-    def process_log_record(self, log_data: dict) -> dict:
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         return {key: value if key in _OWN_FIELDS else _scrub_value(value)
                 for key, value in log_data.items()}
 

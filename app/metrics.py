@@ -24,6 +24,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 TASKS_SUBMITTED = Counter("orchestrator_tasks_submitted_total", "Tasks accepted by POST /submit",
                           ["priority"])
@@ -91,7 +92,7 @@ DB_POOL_TIMEOUTS = Counter("octollm_db_pool_timeouts_total",
                            "Checkouts that gave up waiting (pool_timeout)")
 
 
-class QueueDepthCollector:
+class QueueDepthCollector(Collector):
     """Reads queue lengths at scrape time, so the gauge is never stale and costs nothing between."""
 
     def __init__(self, depths: Callable[[], dict[str, int]]) -> None:
@@ -114,7 +115,7 @@ def multiprocess_dir() -> str | None:
     return path if path and os.path.isdir(path) else None
 
 
-def render(extra: Iterable[object] = ()) -> tuple[bytes, str]:
+def render(extra: Iterable[Collector] = ()) -> tuple[bytes, str]:
     """The exposition text of this process (or of every process sharing the multiprocess dir)."""
     if multiprocess_dir():
         registry = CollectorRegistry()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -55,11 +56,11 @@ class Base(DeclarativeBase):
     pass
 
 
-def _enum(enum_cls, name: str) -> Enum:
+def _enum(enum_cls: type[StrEnum], name: str) -> Enum:
     return Enum(enum_cls, name=name, values_callable=lambda e: [m.value for m in e])
 
 
-def _now_column(**kwargs) -> Mapped[datetime]:
+def _now_column(**kwargs: Any) -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), **kwargs)
 
 
@@ -69,28 +70,28 @@ class Task(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     tenant: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
     goal: Mapped[str] = mapped_column(Text)
-    constraints: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+    constraints: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
     context: Mapped[str | None] = mapped_column(Text)
-    acceptance_criteria: Mapped[list] = mapped_column(JSONB, default=list, server_default="[]")
-    budget: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+    acceptance_criteria: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
+    budget: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
     priority: Mapped[Priority] = mapped_column(
         _enum(Priority, "task_priority"), default=Priority.MEDIUM
     )
     status: Mapped[TaskStatus] = mapped_column(
         _enum(TaskStatus, "task_status"), default=TaskStatus.PENDING
     )
-    task_metadata: Mapped[dict] = mapped_column(
+    task_metadata: Mapped[dict[str, Any]] = mapped_column(
         "metadata", JSONB, default=dict, server_default="{}"
     )
     parent_task_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     assigned_arm: Mapped[str | None] = mapped_column(String(32))
     # Reflex findings at submission (masked) and the canvas verdict.
-    submit_reflex: Mapped[dict | None] = mapped_column(JSONB)
-    reflex: Mapped[dict | None] = mapped_column(JSONB)
-    plan: Mapped[dict | None] = mapped_column(JSONB)
+    submit_reflex: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    reflex: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # Similar past episodes found by the memory queue, consumed by the planner.
-    memory_hints: Mapped[list | None] = mapped_column(JSONB)
-    usage: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+    memory_hints: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    usage: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
@@ -151,10 +152,10 @@ class TaskStep(Base):
         _enum(StepStatus, "step_status"), default=StepStatus.PENDING
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    depends_on: Mapped[list] = mapped_column(JSONB, default=list, server_default="[]")
-    inputs: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
-    output: Mapped[dict | None] = mapped_column(JSONB)
-    error: Mapped[dict | None] = mapped_column(JSONB)
+    depends_on: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # The Celery message that holds the step; a redelivery of the same message may take over.
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -176,7 +177,7 @@ class TaskResult(Base):
     task_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"), unique=True
     )
-    result: Mapped[dict | None] = mapped_column(JSONB)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
     processing_time_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now_column()
@@ -192,7 +193,7 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     key_hash: Mapped[str] = mapped_column(String(128))
-    scopes: Mapped[list] = mapped_column(JSONB, default=list, server_default="[]")
+    scopes: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
     created_at: Mapped[datetime] = _now_column()
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -206,7 +207,7 @@ class AuditEvent(Base):
     actor: Mapped[str] = mapped_column(String(64), default="")
     action: Mapped[str] = mapped_column(String(64))
     task_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    details: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
     request_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = _now_column()
 
@@ -221,7 +222,8 @@ class Document(Base):
     title: Mapped[str] = mapped_column(String(500), default="")
     source: Mapped[str] = mapped_column(String(1000), default="")
     text: Mapped[str] = mapped_column(Text)
-    doc_metadata: Mapped[dict] = mapped_column("metadata", JSONB, default=dict, server_default="{}")
+    doc_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict,
+                                                         server_default="{}")
     status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
     chunk_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = _now_column()

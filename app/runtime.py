@@ -11,6 +11,7 @@ import threading
 from functools import cached_property
 
 import redis
+from redis import Redis
 
 from app import llm
 from app.config import Settings
@@ -24,13 +25,13 @@ class Runtime:
         self.settings = settings
 
     @cached_property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> Redis:
         url = self.settings.redis_url or self.settings.effective_broker_url
         return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3,
                                     health_check_interval=30)
 
     @cached_property
-    def broker(self) -> redis.Redis:
+    def broker(self) -> Redis:
         """The broker's Redis (queue lengths, readiness); often the same server as ``redis``."""
         url = self.settings.effective_broker_url
         if url == (self.settings.redis_url or url):

@@ -20,14 +20,15 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     Decision,
     Sampler,
@@ -35,6 +36,7 @@ from opentelemetry.sdk.trace.sampling import (
     _get_from_env_or_default,
 )
 from opentelemetry.trace import Status
+from opentelemetry.util.types import Attributes
 
 from app.config import ConfigError
 from app.logging import mask_secrets
@@ -113,7 +115,7 @@ def validate(env: Mapping[str, str] | None = None) -> str | None:
     return kind
 
 
-def _exporter(env: Mapping[str, str]):
+def _exporter(env: Mapping[str, str]) -> SpanExporter:
     if validate(env) == "console":
         return ConsoleSpanExporter()
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -221,11 +223,13 @@ class WorkOnly(Sampler):
     the same calls are children and kept.
     """
 
-    def __init__(self, delegate) -> None:
+    def __init__(self, delegate: Sampler) -> None:
         self._delegate = delegate
 
-    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None,
-                      links=None, trace_state=None):
+    def should_sample(self, parent_context: otel_context.Context | None, trace_id: int,
+                      name: str, kind: trace.SpanKind | None = None,
+                      attributes: Attributes = None, links: Sequence[trace.Link] | None = None,
+                      trace_state: trace.TraceState | None = None) -> SamplingResult:
         parent = trace.get_current_span(parent_context).get_span_context()
         if kind == trace.SpanKind.CLIENT and not parent.is_valid:
             return SamplingResult(Decision.DROP)
@@ -250,16 +254,16 @@ _CHAIN = ("During handling of the above exception", "The above exception was the
 class Scrubbing(SpanProcessor):
     """A span processor that hands the next one (the exporting batch) a scrubbed copy."""
 
-    def __init__(self, inner) -> None:
+    def __init__(self, inner: SpanProcessor) -> None:
         self._inner = inner
 
-    def on_start(self, span, parent_context=None) -> None:
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
         self._inner.on_start(span, parent_context=parent_context)
 
-    def _on_ending(self, span) -> None:
+    def _on_ending(self, span: Span) -> None:
         self._inner._on_ending(span)
 
-    def on_end(self, span) -> None:
+    def on_end(self, span: ReadableSpan) -> None:
         try:
             scrubbed = scrub(span)
         except Exception:  # noqa: BLE001 - a span is never worth failing the work it describes
@@ -271,10 +275,10 @@ class Scrubbing(SpanProcessor):
         self._inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._inner.force_flush(timeout_millis)
+        return bool(self._inner.force_flush(timeout_millis))
 
 
-def scrub(span):
+def scrub(span: ReadableSpan) -> ReadableSpan:
     """A copy of a finished span without user text: see DROPPED, URLS, scrub_traceback."""
     status = span.status
     if status.description:
@@ -288,8 +292,8 @@ def scrub(span):
         instrumentation_scope=span.instrumentation_scope)
 
 
-def scrub_attributes(attributes: Mapping | None) -> dict:
-    out: dict = {}
+def scrub_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key, value in (attributes or {}).items():
         if key in DROPPED:
             continue

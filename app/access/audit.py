@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 from sqlalchemy.orm import Session
 
 from app import db
@@ -11,8 +14,9 @@ ACTIONS = ("task.submit", "task.blocked", "task.cancel", "task.retry", "apikey.c
            "apikey.revoke")
 
 
-def record(session: Session, *, tenant: str, actor: str, action: str, task_id=None,
-           details: dict | None = None, request_id: str | None = None) -> None:
+def record(session: Session, *, tenant: str, actor: str, action: str,
+           task_id: str | uuid.UUID | None = None,
+           details: dict[str, Any] | None = None, request_id: str | None = None) -> None:
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
     session.add(AuditEvent(tenant=tenant, actor=actor[:64], action=action,

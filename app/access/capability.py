@@ -9,6 +9,7 @@ wrong task/step/arm, or an expired token is refused with CAPABILITY_DENIED.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import jwt
 
@@ -33,7 +34,7 @@ def issue(secret: str, *, task_id: str, step_id: str, arm: str, actions: list[st
 
 
 def verify(secret: str, token: str | None, *, task_id: str, step_id: str, arm: str,
-           action: str | None = None) -> dict:
+           action: str | None = None) -> dict[str, Any]:
     if not token:
         raise CapabilityDenied(f"step {step_id} of task {task_id} carries no capability token")
     try:

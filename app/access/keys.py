@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -55,7 +56,7 @@ def validate_tenant(tenant: str) -> str:
     return tenant
 
 
-def validate_scopes(scopes) -> tuple[str, ...]:
+def validate_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     if not scopes:
         raise AuthError(f"a key needs at least one scope; known: {', '.join(SCOPES)}")
     unknown = sorted(set(scopes) - set(SCOPES))
@@ -64,7 +65,8 @@ def validate_scopes(scopes) -> tuple[str, ...]:
     return tuple(sorted(set(scopes)))
 
 
-def create_key(session: Session, tenant: str, scopes=DEFAULT_SCOPES, name: str = "",
+def create_key(session: Session, tenant: str, scopes: Iterable[str] = DEFAULT_SCOPES,
+               name: str = "",
                *, request_id: str | None = None) -> tuple[str, ApiKey]:
     """Create a key; the returned plaintext is the only copy that will ever exist."""
     tenant = validate_tenant(tenant)

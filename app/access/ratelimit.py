@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from redis import Redis
+
 PREFIX = "octollm:ratelimit:"
 
 _BUCKET = """
@@ -70,7 +72,8 @@ def auth_failure_key(remote_addr: str | None) -> str:
 
 
 class RateLimiter:
-    def __init__(self, redis_client, burst: int, per_second: float, *, prefix: str = PREFIX):
+    def __init__(self, redis_client: Redis, burst: int, per_second: float, *,
+                 prefix: str = PREFIX) -> None:
         if burst < 1:
             raise ValueError(f"burst must be at least 1, got {burst}")
         if not per_second > 0:

@@ -109,7 +109,7 @@ class Settings:
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        settings = load(cls, os.environ if env is None else env, PREFIX)
+        settings: Settings = load(cls, os.environ if env is None else env, PREFIX)
         return settings.replace(**overrides)
 
     def replace(self, **changes: Any) -> Settings:

@@ -97,7 +97,9 @@ def env_names(cls: type, prefix: str) -> dict[str, Field[Any]]:
 
 
 def default_of(f: Field[Any]) -> Any:
-    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+    if f.default is MISSING and f.default_factory is not MISSING:
+        return f.default_factory()
+    return f.default
 
 
 def masked_repr(settings: Any) -> str:
