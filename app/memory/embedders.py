@@ -14,8 +14,9 @@ import math
 import os
 import re
 import threading
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from app.errors import OctoError
 
@@ -85,7 +86,7 @@ class HashingEmbedder:
             return vector
         return [v / norm for v in vector]
 
-    def _features(self, words: list[str]):
+    def _features(self, words: list[str]) -> Iterator[tuple[str, float]]:
         for word in words:
             yield "w:" + word, self.WORD_WEIGHT
             padded = f"<{word}>"
@@ -114,7 +115,7 @@ class MiniLMEmbedder:
                                       convert_to_numpy=True, show_progress_bar=False)
         return [[float(x) for x in row] for row in vectors]
 
-    def _load(self):
+    def _load(self) -> Any:  # a sentence_transformers.SentenceTransformer
         with self._lock:
             if self._model is None:
                 # The model ships inside the package; never let a missing file turn into a hub

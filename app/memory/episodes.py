@@ -57,13 +57,13 @@ def episode_text(goal: str) -> str:
     return " ".join(text.split())
 
 
-def episode_collections(episode: dict) -> tuple[str, ...]:
+def episode_collections(episode: dict[str, Any]) -> tuple[str, ...]:
     steps = ((episode.get("plan") or {}).get("steps")) or []
     uses_coder = any(isinstance(s, dict) and s.get("arm") == "coder" for s in steps)
     return (PLANNER, JUDGE, CODER) if uses_coder else (PLANNER, JUDGE)
 
 
-def episode_payload(episode: dict, embedder_name: str) -> dict:
+def episode_payload(episode: dict[str, Any], embedder_name: str) -> dict[str, Any]:
     """Validate an episode dict and shape the payload stored with its vector."""
     for key in ("task_id", "tenant", "goal"):
         if not isinstance(episode.get(key), str) or not str(episode.get(key)).strip():
@@ -88,7 +88,7 @@ def episode_payload(episode: dict, embedder_name: str) -> dict:
     return payload
 
 
-def episode_from_payload(payload: dict, score: float, collection: str) -> dict:
+def episode_from_payload(payload: dict[str, Any], score: float, collection: str) -> dict[str, Any]:
     """A search result: the stored episode plus its similarity and where it was found."""
     found = dict(payload)
     found.update(score=float(score), collection=collection)

@@ -8,6 +8,8 @@ and never quotes an earlier task's output back as a source.
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.memory.store import MemoryStore
 
 # Qdrant returns the nearest points however far they are; below this they share next to nothing.
@@ -15,7 +17,7 @@ MIN_SCORE = 0.1
 
 
 def retrieve(store: MemoryStore, tenant: str, query: str, limit: int = 5,
-             min_score: float = MIN_SCORE) -> list[dict]:
+             min_score: float = MIN_SCORE) -> list[dict[str, Any]]:
     """Hits {text, score, source, collection, metadata} for ``query``, best first, <= ``limit``."""
     if limit < 1 or not (query or "").strip():
         return []

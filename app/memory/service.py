@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from sqlalchemy import select, tuple_
 
@@ -38,6 +39,7 @@ def store(rt: Runtime) -> MemoryStore:
     with _lock:
         if _store is None:
             _open(rt)
+        assert _store is not None  # _open set it or raised
         return _store
 
 
@@ -113,12 +115,12 @@ def retrieve_for_step(rt: Runtime, task_id: str, step_id: str) -> int:
         hits, error = [], f"knowledge store unavailable ({type(exc).__name__})"
     with session_scope(rt.settings) as session:
         step = repo.get_step(session, task_id, step_id, lock=True)
-        if step.status != StepStatus.COMPLETED:
+        if step is not None and step.status != StepStatus.COMPLETED:
             step.inputs = {**inputs, "hits": hits, "memory_error": error}
     return len(hits)
 
 
-def reflex_flagged(*verdicts: dict | None) -> bool:
+def reflex_flagged(*verdicts: dict[str, Any] | None) -> bool:
     """Whether a reflex verdict (the submit gate's or the pipeline's) flagged or blocked the task.
 
     Redacted PII is neither: the value was masked and the task is as good as any other. An
@@ -133,7 +135,7 @@ def reflex_flagged(*verdicts: dict | None) -> bool:
     return False
 
 
-def episode_of(task: Task) -> dict | None:
+def episode_of(task: Task) -> dict[str, Any] | None:
     """The episode of a finished task, or None when there is nothing to learn from."""
     if not task.plan or task.status not in (TaskStatus.COMPLETED, TaskStatus.FAILED):
         return None
@@ -217,11 +219,12 @@ def ingest_document(rt: Runtime, document_id: str) -> int:
     count = store(rt).index_chunks(tenant, document_id, chunks, metadata)
     with session_scope(rt.settings) as session:
         doc = session.get(Document, db.as_uuid(document_id))
-        doc.status, doc.chunk_count, doc.indexed_at = "indexed", count, db.now()
+        if doc is not None:  # deleted meanwhile: nothing to mark
+            doc.status, doc.chunk_count, doc.indexed_at = "indexed", count, db.now()
     return count
 
 
-def query(rt: Runtime, tenant: str, text: str, collection: str, limit: int) -> list[dict]:
+def query(rt: Runtime, tenant: str, text: str, collection: str, limit: int) -> list[dict[str, Any]]:
     """Search for the API: a tenant's episodes or knowledge."""
     memory = store(rt)
     if collection == "knowledge":

@@ -11,11 +11,13 @@ and never erases, another's data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from app.config import Settings
 from app.errors import OctoError
 from app.memory.embedders import Embedder, get_embedder
 from app.memory.episodes import (
@@ -70,7 +72,7 @@ class MemoryStore:
         return cls(QdrantClient(path=path), embedder, server=False)
 
     @classmethod
-    def from_settings(cls, settings) -> MemoryStore:
+    def from_settings(cls, settings: Settings) -> MemoryStore:
         return cls.connect(url=settings.qdrant_url, path=settings.qdrant_path,
                            api_key=settings.qdrant_api_key, embedder=settings.embedder)
 
@@ -80,7 +82,7 @@ class MemoryStore:
     def __enter__(self) -> MemoryStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def healthy(self) -> bool:
@@ -131,7 +133,7 @@ class MemoryStore:
         return None
 
     # -- episodes -------------------------------------------------------------------------------
-    def index_episode(self, episode: dict) -> str:
+    def index_episode(self, episode: dict[str, Any]) -> str:
         """Upsert a finished task's episode; the same task always lands on the same point."""
         payload = episode_payload(episode, self.embedder.name)
         point_id = episode_point_id(payload["task_id"])
@@ -155,7 +157,7 @@ class MemoryStore:
         return [task_id for point_id, task_id in wanted.items() if point_id not in present]
 
     def search_episodes(self, tenant: str, text: str, collection: str = PLANNER,
-                        only_successful: bool = True, limit: int = 5) -> list[dict]:
+                        only_successful: bool = True, limit: int = 5) -> list[dict[str, Any]]:
         """Past episodes of this tenant most similar to ``text``, best first, with ``score``.
 
         ``only_successful`` keeps the episodes fit to learn from: completed, and neither flagged
@@ -171,7 +173,7 @@ class MemoryStore:
 
     # -- knowledge ------------------------------------------------------------------------------
     def index_chunks(self, tenant: str, document_id: str, chunks: list[str],
-                     metadata: dict | None = None) -> int:
+                     metadata: dict[str, Any] | None = None) -> int:
         """Upsert a document's chunks and drop any left over from a longer earlier version."""
         _require_tenant(tenant)
         metadata = dict(metadata or {})
@@ -196,7 +198,7 @@ class MemoryStore:
         self.client.delete(KNOWLEDGE, points_selector=qm.FilterSelector(filter=stale))
         return len(points)
 
-    def search_knowledge(self, tenant: str, query: str, limit: int = 5) -> list[dict]:
+    def search_knowledge(self, tenant: str, query: str, limit: int = 5) -> list[dict[str, Any]]:
         """Knowledge hits: {text, score, source, collection, metadata}, best first."""
         hits = []
         for p in self._query(KNOWLEDGE, tenant, query, limit, []):
@@ -224,14 +226,15 @@ class MemoryStore:
 
     # -- internals ------------------------------------------------------------------------------
     def _query(self, collection: str, tenant: str, text: str, limit: int,
-               extra: list[qm.Condition],
-               exclude: list[qm.Condition] = ()) -> list[qm.ScoredPoint]:
+               extra: Sequence[qm.Condition] = (),
+               exclude: Sequence[qm.Condition] = ()) -> list[qm.ScoredPoint]:
         _require_tenant(tenant)
         if limit < 1 or not (text or "").strip():
             return []
         [vector] = self.embedder.embed([text])
         # Vectors from another embedder live in another space: their scores would be noise.
-        must = [_match("tenant", tenant), _match("embedder", self.embedder.name), *extra]
+        must: list[qm.Condition] = [_match("tenant", tenant),
+                                    _match("embedder", self.embedder.name), *extra]
         query_filter = qm.Filter(must=must, must_not=list(exclude) or None)
         response = self.client.query_points(collection, query=vector, limit=limit,
                                             query_filter=query_filter, with_payload=True)
@@ -243,7 +246,7 @@ def _clamp(score: float) -> float:
     return max(-1.0, min(1.0, float(score)))
 
 
-def _match(key: str, value) -> qm.FieldCondition:
+def _match(key: str, value: Any) -> qm.FieldCondition:
     return qm.FieldCondition(key=key, match=qm.MatchValue(value=value))
 
 

@@ -8,6 +8,7 @@ explicit command) to the vaguest (a question mark).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from app.planning.plan import TASK_KINDS
 
@@ -99,11 +100,11 @@ _QUESTION_START = re.compile(
 )
 
 
-def classify(goal: str, context: str = "", constraints: dict | None = None) -> str:
+def classify(goal: str, context: str = "", constraints: dict[str, Any] | None = None) -> str:
     """Return one of TASK_KINDS for the goal."""
     constraints = constraints or {}
     explicit = constraints.get("task_kind")
-    if explicit in TASK_KINDS:
+    if isinstance(explicit, str) and explicit in TASK_KINDS:
         return explicit
     if extract_command(goal) is not None:
         return "command"
@@ -184,7 +185,7 @@ def looks_like_data(text: str) -> bool:
     return False
 
 
-def detect_language(goal: str, context: str = "", constraints: dict | None = None) -> str:
+def detect_language(goal: str, context: str = "", constraints: dict[str, Any] | None = None) -> str:
     """The programming language a code task is about; Python unless something says otherwise."""
     language = (constraints or {}).get("language")
     if isinstance(language, str) and language.strip():

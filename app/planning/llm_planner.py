@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
-from app.llm import BudgetExceeded, LLMError, Usage
+from app.llm import BudgetExceeded, LLMClient, LLMError, Usage
 from app.planning.classify import classify, detect_language
 from app.planning.plan import (
     ARM_ACTIONS,
@@ -46,7 +47,8 @@ _ARM_DOCS = {
 }
 
 
-def llm_plan(llm, goal: str, context: str = "", constraints: dict | None = None,
+def llm_plan(llm: LLMClient, goal: str, context: str = "",
+             constraints: dict[str, Any] | None = None,
              acceptance_criteria: list[str] | None = None, usage: Usage | None = None,
              max_steps: int = DEFAULT_MAX_STEPS) -> Plan:
     fallback = rule_plan(goal, context, constraints, acceptance_criteria)
@@ -85,7 +87,8 @@ def llm_plan(llm, goal: str, context: str = "", constraints: dict | None = None,
     return _fallback(fallback, f"LLM plan still invalid after one repair: {error}", notes)
 
 
-def parse_plan(answer: str, goal: str, context: str = "", constraints: dict | None = None, *,
+def parse_plan(answer: str, goal: str, context: str = "", constraints: dict[str, Any] | None = None,
+               *,
                max_steps: int = DEFAULT_MAX_STEPS) -> Plan:
     """The model's answer as a validated Plan with source "llm"; PlanError says what is wrong."""
     text = _FENCE.sub("", (answer or "").strip())
@@ -130,7 +133,7 @@ def system_prompt(max_steps: int) -> str:
     )
 
 
-def user_prompt(goal: str, context: str, constraints: dict | None,
+def user_prompt(goal: str, context: str, constraints: dict[str, Any] | None,
                 acceptance_criteria: list[str] | None, example: Plan) -> str:
     ctx = context or ""
     if len(ctx) > MAX_CONTEXT_CHARS:
@@ -145,7 +148,7 @@ def user_prompt(goal: str, context: str, constraints: dict | None,
     )
 
 
-def _ask(llm, messages: list[dict], usage: Usage | None) -> str:
+def _ask(llm: LLMClient, messages: list[dict[str, Any]], usage: Usage | None) -> str:
     return llm.chat(messages, usage=usage, max_tokens=MAX_ANSWER_TOKENS, temperature=0.0,
                     arm="planner").text
 

@@ -44,7 +44,7 @@ class Step:
     depends_on: tuple[str, ...] = ()
     acceptance_criteria: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "arm": self.arm,
@@ -110,7 +110,7 @@ class Plan:
             levels[depth[s.id]].append(s)
         return levels
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "steps": [s.to_dict() for s in self.steps],
             "task_kind": self.task_kind,

@@ -6,15 +6,20 @@ queue found); it never touches PostgreSQL or Qdrant itself.
 
 from __future__ import annotations
 
+from typing import Any
+
+from app.llm import LLMClient, Usage
 from app.planning.llm_planner import llm_plan
 from app.planning.plan import Plan
 from app.planning.reuse import DEFAULT_REUSE_THRESHOLD, reuse_plan
 from app.planning.rules import rule_plan
 
 
-def make_plan(goal: str, context: str = "", constraints: dict | None = None,
-              acceptance_criteria: list[str] | None = None, hints: list[dict] | None = None,
-              llm=None, usage=None, reuse_threshold: float = DEFAULT_REUSE_THRESHOLD) -> Plan:
+def make_plan(goal: str, context: str = "", constraints: dict[str, Any] | None = None,
+              acceptance_criteria: list[str] | None = None,
+              hints: list[dict[str, Any]] | None = None,
+              llm: LLMClient | None = None, usage: Usage | None = None,
+              reuse_threshold: float = DEFAULT_REUSE_THRESHOLD) -> Plan:
     constraints = dict(constraints or {})
     acceptance_criteria = list(acceptance_criteria or [])
     decision = reuse_plan(goal, context, constraints, acceptance_criteria, hints, reuse_threshold)

@@ -12,6 +12,7 @@ goal without a command) is not reused.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from app.planning.classify import classify
 from app.planning.plan import Plan, PlanError, Step, validate
@@ -27,8 +28,9 @@ class ReuseDecision:
     reason: str | None = None
 
 
-def reuse_plan(goal: str, context: str = "", constraints: dict | None = None,
-               acceptance_criteria: list[str] | None = None, hints: list[dict] | None = None,
+def reuse_plan(goal: str, context: str = "", constraints: dict[str, Any] | None = None,
+               acceptance_criteria: list[str] | None = None,
+               hints: list[dict[str, Any]] | None = None,
                threshold: float = DEFAULT_REUSE_THRESHOLD) -> ReuseDecision:
     candidates = sorted((h for h in hints or [] if isinstance(h, dict)),
                         key=lambda h: _score(h), reverse=True)
@@ -68,7 +70,7 @@ def reuse_plan(goal: str, context: str = "", constraints: dict | None = None,
     return ReuseDecision(None, "; ".join(reasons) or None)
 
 
-def adapt(past: Plan, goal: str, context: str = "", constraints: dict | None = None,
+def adapt(past: Plan, goal: str, context: str = "", constraints: dict[str, Any] | None = None,
           acceptance_criteria: list[str] | None = None) -> tuple[Plan | None, str | None]:
     """The past plan's steps with inputs and criteria derived from the new task."""
     if sum(1 for s in past.steps if s.arm == "executor") > 1:
@@ -105,7 +107,7 @@ def adapt(past: Plan, goal: str, context: str = "", constraints: dict | None = N
         return None, str(exc)
 
 
-def _score(hint: dict) -> float:
+def _score(hint: dict[str, Any]) -> float:
     try:
         return float(hint.get("score") or 0.0)
     except (TypeError, ValueError):

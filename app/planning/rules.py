@@ -8,6 +8,7 @@ also how a reused plan gets inputs that fit the new goal.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from app.planning.classify import classify, detect_language, extract_command, has_code
 from app.planning.plan import Plan, Step, validate
@@ -28,7 +29,7 @@ _TARGET_FORMAT = re.compile(
     r"\b(?:to|into|as)\s+(?:a\s+|an\s+)?(json|csv|tsv|yaml|yml|xml|markdown|html)\b", re.I)
 
 
-def rule_plan(goal: str, context: str = "", constraints: dict | None = None,
+def rule_plan(goal: str, context: str = "", constraints: dict[str, Any] | None = None,
               acceptance_criteria: list[str] | None = None) -> Plan:
     constraints = dict(constraints or {})
     criteria = [c for c in (acceptance_criteria or []) if isinstance(c, str)]
@@ -94,7 +95,8 @@ def judge_step(depends_on: list[str], criteria: list[str], kind: str) -> Step:
 
 
 def derive_inputs(arm: str, action: str, goal: str, context: str = "",
-                  constraints: dict | None = None, *, query: str | None = None) -> dict:
+                  constraints: dict[str, Any] | None = None, *,
+                  query: str | None = None) -> dict[str, Any]:
     """What a step of this arm and action needs, read from the goal, context and constraints."""
     constraints = constraints or {}
     if arm == "executor":
@@ -108,7 +110,7 @@ def derive_inputs(arm: str, action: str, goal: str, context: str = "",
         fmt = target_format(goal, constraints)
         return {"format": fmt} if fmt else {}
     if arm == "coder":
-        inputs: dict = {"language": detect_language(goal, context, constraints)}
+        inputs: dict[str, Any] = {"language": detect_language(goal, context, constraints)}
         code_in = "context" if has_code(context) else "goal" if has_code(goal) else None
         if code_in:
             inputs["code_in"] = code_in
@@ -121,7 +123,7 @@ def derive_inputs(arm: str, action: str, goal: str, context: str = "",
     return {}
 
 
-def step_criteria(arm: str, action: str, inputs: dict) -> tuple[str, ...]:
+def step_criteria(arm: str, action: str, inputs: dict[str, Any]) -> tuple[str, ...]:
     """Per-step checks worth stating; the judge holds the task's own criteria."""
     if arm == "executor":
         return ("the command exits with status 0",)
@@ -139,7 +141,7 @@ def step_criteria(arm: str, action: str, inputs: dict) -> tuple[str, ...]:
     return ()
 
 
-def command_for(goal: str, constraints: dict | None = None) -> str | None:
+def command_for(goal: str, constraints: dict[str, Any] | None = None) -> str | None:
     explicit = (constraints or {}).get("command")
     if isinstance(explicit, str) and explicit.strip():
         return explicit.strip()
@@ -167,7 +169,7 @@ def research_queries(goal: str) -> list[str]:
     return queries[:MAX_RESEARCH_QUERIES]
 
 
-def target_format(goal: str, constraints: dict | None = None) -> str | None:
+def target_format(goal: str, constraints: dict[str, Any] | None = None) -> str | None:
     explicit = (constraints or {}).get("format")
     if isinstance(explicit, str) and explicit.strip():
         return explicit.strip().lower()
