@@ -7,11 +7,13 @@ and ``mode`` (``"offline"`` or ``"llm"``). The task layer persists it in ``task_
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.config import Settings
 from app.errors import ErrorCode, OctoError
+from app.llm import LLMClient, Usage
 
 ARMS = ("retriever", "coder", "executor", "judge", "guardian")
 
@@ -23,7 +25,7 @@ class ArmError(OctoError):
 LLM_SETTINGS = "OCTOLLM_LLM_BASE_URL (and OCTOLLM_LLM_MODEL)"
 
 
-def llm_required(work: str, details: dict | None = None) -> ArmError:
+def llm_required(work: str, details: dict[str, Any] | None = None) -> ArmError:
     """The error of work only a language model can do, asked of an arm that has none.
 
     Failing is the honest outcome: a result saying "this needs an LLM" would end the task
@@ -48,13 +50,13 @@ class ArmContext:
     # The plan step's inputs; the memory queue adds ``hits`` for retriever steps.
     inputs: dict[str, Any] = field(default_factory=dict)
     # Outputs of completed earlier steps, keyed by step id, in plan order.
-    upstream: dict[str, dict] = field(default_factory=dict)
-    # app.llm.LLMClient and app.llm.Usage when an endpoint is configured, else None.
-    llm: Any = None
-    usage: Any = None
+    upstream: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The LLM client and the task's usage meter when an endpoint is configured, else None.
+    llm: LLMClient | None = None
+    usage: Usage | None = None
     # A threading.Event set when the step must stop early (its task was cancelled or ended, or
     # the claim passed to another attempt): long-running arms check it and stop their work.
-    stop: Any = None
+    stop: threading.Event | None = None
     # The process's settings: an arm reads its section (settings.executor, ...) from here, never
     # from the environment.
     settings: Settings = field(default_factory=Settings)

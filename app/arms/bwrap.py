@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 WORKDIR = "/work"
@@ -74,7 +75,7 @@ class Layout:
     def shows(self, program: str) -> bool:
         """Whether the sandbox sees ``program`` where the host does: its path starts in a mounted
         directory or one of the links into /usr, and wherever symlinks lead, they stay inside."""
-        def under(path: str, tops) -> bool:
+        def under(path: str, tops: Iterable[str]) -> bool:
             return any(path.startswith(top.rstrip("/") + "/") for top in tops)
         visible = (*self.roots(), *(link for link, _ in self.usr_links))
         return under(os.path.abspath(program), visible) and under(os.path.realpath(program),
@@ -118,8 +119,9 @@ def argv(tools: Tools, layout: Layout, *, user: tuple[int, int] | None,
     ceiling for the creator's uid on the whole host. Set before bwrap, one sandbox's fork bomb
     would use up the process budget of every other sandbox running as the same user.
     """
-    args = []
+    args: list[str] = []
     if user is not None:
+        assert tools.setpriv is not None, "Tools.find(drop_root=True) finds setpriv"
         uid, gid = user
         args += [tools.setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
     args += [

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from app.arms import datatransform
 from app.arms.base import ArmContext, ArmError, llm_required
@@ -25,7 +26,7 @@ from app.arms.codeblocks import (
 )
 from app.arms.pyanalysis import analyze, report
 from app.config import CoderSettings
-from app.llm import LLMError
+from app.llm import ChatResult, LLMClient, LLMError
 from app.planning.classify import detect_language
 
 ACTIONS = ("analyze", "generate", "edit", "transform", "write")
@@ -52,7 +53,7 @@ class Source:
     first_line: int = 1  # where the code starts in the text it was found in
 
 
-def run(ctx: ArmContext, *, config: CoderSettings | None = None) -> dict:
+def run(ctx: ArmContext, *, config: CoderSettings | None = None) -> dict[str, Any]:
     config = config or ctx.settings.coder
     if ctx.action not in ACTIONS:
         raise ArmError(f"coder has no action {ctx.action!r}; expected one of {', '.join(ACTIONS)}",
@@ -92,7 +93,8 @@ def find_code(ctx: ArmContext) -> list[Source]:
     return sources
 
 
-def _analyse_all(sources: list[Source], config: CoderSettings) -> tuple[list[dict], list[str]]:
+def _analyse_all(sources: list[Source],
+                 config: CoderSettings) -> tuple[list[dict[str, Any]], list[str]]:
     analyses, reports = [], []
     for src in sources:
         lines = len(src.code.splitlines())
@@ -117,7 +119,8 @@ def _analyse_all(sources: list[Source], config: CoderSettings) -> tuple[list[dic
     return analyses, reports
 
 
-def _analyze(ctx, config, base, sources, reports) -> dict:
+def _analyze(ctx: ArmContext, config: CoderSettings, base: dict[str, Any], sources: list[Source],
+             reports: list[str]) -> dict[str, Any]:
     if not sources:
         return {**base, "mode": "offline", "result": "No code found in the goal or context to "
                 "analyse.", "summary": "nothing to analyse: no code found"}
@@ -141,7 +144,8 @@ def _analyze(ctx, config, base, sources, reports) -> dict:
             "result": f"{out['result']}\n\nReview:\n{answer.text.strip()}"}
 
 
-def _generate(ctx, config, base, sources, reports) -> dict:
+def _generate(ctx: ArmContext, config: CoderSettings, base: dict[str, Any],
+              sources: list[Source], reports: list[str]) -> dict[str, Any]:
     if ctx.llm is None:
         details = {"analysis": _clip("\n\n".join(reports), 2000)} if reports else {}
         raise llm_required(f"code {'editing' if ctx.action == 'edit' else 'generation'}",
@@ -149,11 +153,11 @@ def _generate(ctx, config, base, sources, reports) -> dict:
     language = base["language"]
     task = ("Edit the existing code as asked and return the complete edited code."
             if ctx.action == "edit" and sources else "Write the code asked for.")
-    answer = _ask(ctx, config, language, task, sources)
+    answer = _ask(ctx, ctx.llm, config, language, task, sources)
     block = first_block(answer.text, language)
     code = block.code if block else answer.text.strip()
     explanation = without_blocks(answer.text) if block else ""
-    analysis = []
+    analysis: list[dict[str, Any]] = []
     if language == "python":
         analysis, _ = _analyse_all([Source("generated code", code, "python")], config)
     summary = f"{ctx.action}: {len(code.splitlines())} lines of {language} from {answer.model}"
@@ -164,7 +168,7 @@ def _generate(ctx, config, base, sources, reports) -> dict:
             "tokens": {"prompt": answer.prompt_tokens, "completion": answer.completion_tokens}}
 
 
-def _transform(ctx, config, base) -> dict:
+def _transform(ctx: ArmContext, config: CoderSettings, base: dict[str, Any]) -> dict[str, Any]:
     data = _data_text(ctx)
     constraints = dict(ctx.constraints)
     if isinstance(ctx.inputs.get("target_format"), str):  # set by the rule planner
@@ -184,7 +188,7 @@ def _transform(ctx, config, base) -> dict:
         raise llm_required(f"this transformation ({reason})",
                            {"offline_transforms": OFFLINE_TRANSFORMS})
     target = str(constraints.get("format") or "json").lower()
-    answer = _ask(ctx, config, target, "Transform the data exactly as asked. Put only the "
+    answer = _ask(ctx, ctx.llm, config, target, "Transform the data exactly as asked. Put only the "
                   "transformed data in the fenced block.", [Source("data", data, target)])
     block = first_block(answer.text, target)
     text = block.code if block else answer.text.strip()
@@ -192,7 +196,7 @@ def _transform(ctx, config, base) -> dict:
             "summary": f"transformed by {answer.model} (offline: {reason})"}
 
 
-def _write(ctx: ArmContext, config: CoderSettings) -> dict:
+def _write(ctx: ArmContext, config: CoderSettings) -> dict[str, Any]:
     """Text work (an analysis, a summary, a translation, a draft): only an LLM can do it."""
     fmt = str(ctx.inputs.get("format") or ctx.constraints.get("format") or "").strip().lower()
     if ctx.llm is None:
@@ -265,7 +269,8 @@ def _data_text(ctx: ArmContext) -> str:
     return text
 
 
-def _ask(ctx, config, language, task, sources):
+def _ask(ctx: ArmContext, llm: LLMClient, config: CoderSettings, language: str, task: str,
+         sources: list[Source]) -> ChatResult:
     parts = [f"Goal: {ctx.goal}", task, f"Language: {language}"]
     if ctx.constraints:
         parts.append("Constraints: " + json.dumps(ctx.constraints, sort_keys=True, default=str))
@@ -284,8 +289,8 @@ def _ask(ctx, config, language, task, sources):
         parts.append(f"Context:\n{ctx.context}")
     messages = [{"role": "system", "content": SYSTEM_PROMPT.format(language=language)},
                 {"role": "user", "content": _clip("\n\n".join(parts), config.max_prompt_chars)}]
-    return ctx.llm.chat(messages, usage=ctx.usage, max_tokens=config.max_tokens,
-                        temperature=config.temperature, arm="coder")
+    return llm.chat(messages, usage=ctx.usage, max_tokens=config.max_tokens,
+                    temperature=config.temperature, arm="coder")
 
 
 MAX_EXAMPLES = 3
@@ -303,7 +308,7 @@ def _examples(ctx: ArmContext) -> list[str]:
             for s in found[:MAX_EXAMPLES]]
 
 
-def _analysis_summary(analyses: list[dict]) -> str:
+def _analysis_summary(analyses: list[dict[str, Any]]) -> str:
     checked = [a for a in analyses if a.get("analysed")]
     if not checked:
         return f"{len(analyses)} code block(s) found; none in Python, so none analysed"
@@ -322,7 +327,7 @@ def _label(language: str) -> str:
     return "python" if language in PYTHON_LABELS else language
 
 
-def _pick(mapping: dict, key: str) -> dict:
+def _pick(mapping: dict[str, Any], key: str) -> dict[str, Any]:
     value = mapping.get(key)
     return {key: value} if isinstance(value, str) and value.strip() else {}
 

@@ -13,7 +13,9 @@ import io
 import json
 import re
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
 
@@ -40,7 +42,7 @@ _GENERIC_NAMES = {"", "value", "the value", "result", "the result", "output", "t
 _UNITS = {"character": "characters", "char": "characters", "word": "words", "line": "lines",
           "byte": "bytes"}
 
-_RULES: list[tuple[str, re.Pattern]] = [(kind, re.compile(p, _I)) for kind, p in [
+_RULES: list[tuple[str, re.Pattern[str]]] = [(kind, re.compile(p, _I)) for kind, p in [
     ("regex", r"^(?:regexp?|pattern|must\s+match|matches\s+regexp?)\s*[:=]\s*(?P<pattern>.+)$"),
     ("regex", r"\bmatch(?:es|ing)?\b.*?/(?P<pattern>.+)/(?P<flags>[a-z]*)$"),
     ("format", r"^(?:output[_\s])?format\s*[:=]\s*(?P<format>[\w-]+)$"),
@@ -100,7 +102,7 @@ _RULES: list[tuple[str, re.Pattern]] = [(kind, re.compile(p, _I)) for kind, p in
 class Criterion:
     text: str
     kind: str  # format, length, include, exclude, regex, non_empty, number, exit_code, unknown
-    args: dict = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 def parse(text: str) -> Criterion:
@@ -115,7 +117,7 @@ def parse(text: str) -> Criterion:
     return Criterion(text, "unknown")
 
 
-def from_constraints(constraints: dict) -> list[str]:
+def from_constraints(constraints: dict[str, Any]) -> list[str]:
     """The task constraints that are checks, written as criteria (other keys steer generation)."""
     found: list[str] = []
     for key, template in (("format", "format: {}"), ("max_length", "max_length: {}"),
@@ -129,7 +131,7 @@ def from_constraints(constraints: dict) -> list[str]:
     return found
 
 
-def check(criterion: Criterion, text: str, *, executions: list[tuple[str, dict]] = (),
+def check(criterion: Criterion, text: str, *, executions: Sequence[tuple[str, dict[str, Any]]] = (),
           regex_timeout: float = 2.0, regex_max_chars: int = 1_000_000) -> tuple[str, str]:
     """(status, detail) of one criterion against the combined result ``text``.
 
@@ -184,7 +186,7 @@ def _words(text: str) -> list[str]:
     return [w for w in re.split(r"[\W_]+", spaced.lower()) if w and w not in ("a", "an", "the")]
 
 
-def _key_words(value, inherited: frozenset):
+def _key_words(value: Any, inherited: frozenset[str]) -> Iterator[frozenset[str]]:
     """For each object in a JSON document: the words of its keys and of its ancestors' keys."""
     if isinstance(value, dict):
         own = frozenset(w for key in value for w in _words(str(key)))
@@ -233,7 +235,7 @@ def _check_format(fmt: str, text: str) -> tuple[str, str]:
     return UNVERIFIED, f"format {fmt!r} cannot be checked offline"
 
 
-def _check_length(args: dict, text: str) -> tuple[str, str]:
+def _check_length(args: dict[str, Any], text: str) -> tuple[str, str]:
     # Surrounding whitespace (e.g. the newline ending a command's output) is not counted.
     body = text.strip()
     unit = args.get("unit", "characters").lower().rstrip("s")
@@ -246,7 +248,8 @@ def _check_length(args: dict, text: str) -> tuple[str, str]:
     return (PASSED if ok else FAILED), f"{size} {unit} (required {op} {args['n']})"
 
 
-def _check_regex(args: dict, text: str, timeout: float, max_chars: int) -> tuple[str, str]:
+def _check_regex(args: dict[str, Any], text: str, timeout: float,
+                 max_chars: int) -> tuple[str, str]:
     pattern = args["pattern"].strip()
     letters = args.get("flags", "")
     slashed = re.fullmatch(r"/(.+)/([a-z]*)", pattern)  # "regex: /.../i"
@@ -264,7 +267,7 @@ def _check_regex(args: dict, text: str, timeout: float, max_chars: int) -> tuple
     return (PASSED, f"matches /{pattern}/") if matched else (FAILED, f"does not match /{pattern}/")
 
 
-def _check_number(args: dict, text: str) -> tuple[str, str]:
+def _check_number(args: dict[str, Any], text: str) -> tuple[str, str]:
     name = " ".join(args.get("name", "").lower().split())
     value, where = _find_number(text, name)
     if value is None:
@@ -273,8 +276,8 @@ def _check_number(args: dict, text: str) -> tuple[str, str]:
         op, bound = _op(args["op"]), float(args["n"])
         ok, wanted = _compare(value, op, bound), f"{op} {args['n']}"
     else:
-        low = float(args.get("low", args.get("low2")))
-        high = float(args.get("high", args.get("high2")))
+        low = float(args["low"] if "low" in args else args["low2"])
+        high = float(args["high"] if "high" in args else args["high2"])
         ok, wanted = min(low, high) <= value <= max(low, high), f"between {low:g} and {high:g}"
     return (PASSED if ok else FAILED), f"{where} is {value:g} (required {wanted})"
 
@@ -330,13 +333,14 @@ class ExitRule:
         return "a non-zero exit status" if self.nonzero else f"exit status {self.code}"
 
 
-def exit_rules(texts) -> list[ExitRule]:
+def exit_rules(texts: Iterable[object]) -> list[ExitRule]:
     """The exit-code rules among criterion texts (an empty list when none speaks of exits)."""
     parsed = (parse(t) for t in texts if isinstance(t, str))
     return [ExitRule.of(c) for c in parsed if c.kind == "exit_code"]
 
 
-def _check_exit(rule: ExitRule, executions: list[tuple[str, dict]]) -> tuple[str, str]:
+def _check_exit(rule: ExitRule,
+                executions: Sequence[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
     if not executions:
         return UNVERIFIED, "no executor step among the judged steps"
     for step_id, out in executions:

@@ -14,6 +14,7 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 _TARGET = re.compile(r"\b(?:to|into|as)\s+(?:an?\s+)?(json|csv|tsv)\b", re.I)
 _TARGET_WEAK = re.compile(r"\b(json|csv|tsv)\s+(?:format|output)\b", re.I)
@@ -53,7 +54,7 @@ class Transformed:
     rows_out: int = 0
 
 
-def transform(goal: str, data: str, constraints: dict | None = None) -> Transformed:
+def transform(goal: str, data: str, constraints: dict[str, Any] | None = None) -> Transformed:
     """Apply what the goal asks to ``data``; raises Unsupported saying why it cannot."""
     unsupported = _UNSUPPORTED.search(goal)
     if unsupported:
@@ -84,7 +85,7 @@ def transform(goal: str, data: str, constraints: dict | None = None) -> Transfor
     return Transformed(text, input_format, target, ops, rows_in, len(rows))
 
 
-def parse(data: str) -> tuple[str, list[dict]]:
+def parse(data: str) -> tuple[str, list[dict[str, Any]]]:
     text = data.strip()
     if not text:
         raise Unsupported("there is no data in the context")
@@ -108,7 +109,7 @@ def parse(data: str) -> tuple[str, list[dict]]:
     return ("tsv" if dialect.delimiter == "\t" else "csv"), rows
 
 
-def render(rows: list[dict], fmt: str, *, numbers: bool = False) -> str:
+def render(rows: list[dict[str, Any]], fmt: str, *, numbers: bool = False) -> str:
     """``numbers``: turn canonical numeric text into numbers (for JSON made from CSV)."""
     if fmt == "json":
         if numbers:
@@ -123,7 +124,7 @@ def render(rows: list[dict], fmt: str, *, numbers: bool = False) -> str:
     return out.getvalue()
 
 
-def _target(goal: str, constraints: dict) -> str | None:
+def _target(goal: str, constraints: dict[str, Any]) -> str | None:
     wanted = constraints.get("format")
     if isinstance(wanted, str) and wanted.lower() in ("json", "csv", "tsv"):
         return wanted.lower()
@@ -131,14 +132,15 @@ def _target(goal: str, constraints: dict) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def _field(rows: list[dict], name: str) -> str:
+def _field(rows: list[dict[str, Any]], name: str) -> str:
     keys = {key.lower(): key for row in rows for key in row}
     if name.lower() not in keys:
         raise Unsupported(f"the data has no field {name!r} (fields: {', '.join(keys.values())})")
     return keys[name.lower()]
 
 
-def _filter(rows: list[dict], match: re.Match, ops: list[str]) -> list[dict]:
+def _filter(rows: list[dict[str, Any]], match: re.Match[str],
+            ops: list[str]) -> list[dict[str, Any]]:
     key = _field(rows, match.group("field"))
     op = _OPS[re.sub(r"\s+", " ", match.group("op").lower())]
     raw = match.group("value")
@@ -147,7 +149,7 @@ def _filter(rows: list[dict], match: re.Match, ops: list[str]) -> list[dict]:
     value = _coerce(raw)
     drop = bool(match.group("neg"))
 
-    def keep(row: dict) -> bool:
+    def keep(row: dict[str, Any]) -> bool:
         cell = _coerce(row.get(key))
         if op == "contains":
             hit = raw.lower() in str(cell).lower()
@@ -165,7 +167,8 @@ def _filter(rows: list[dict], match: re.Match, ops: list[str]) -> list[dict]:
     return [row for row in rows if keep(row)]
 
 
-def _sort(rows: list[dict], name: str, descending: bool, ops: list[str]) -> list[dict]:
+def _sort(rows: list[dict[str, Any]], name: str, descending: bool,
+          ops: list[str]) -> list[dict[str, Any]]:
     key = _field(rows, name)
     present = [r for r in rows if r.get(key) not in (None, "")]
     missing = [r for r in rows if r.get(key) in (None, "")]
@@ -177,14 +180,14 @@ def _sort(rows: list[dict], name: str, descending: bool, ops: list[str]) -> list
     return present + missing  # rows without the field stay last either way
 
 
-def _coerce(value):
+def _coerce(value: Any) -> Any:
     # CSV cells are text; canonical numbers compare, sort and serialise as numbers.
     if isinstance(value, str) and _NUMBER.match(value.strip()):
         return float(value) if "." in value else int(value)
     return value
 
 
-def _cell(value) -> str:
+def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -194,7 +197,7 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _dedupe(rows: list[dict]) -> list[dict]:
+def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen: set[str] = set()
     unique = []
     for row in rows:

@@ -24,11 +24,11 @@ import shutil
 import subprocess
 import time
 import uuid
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from app.arms.base import ArmContext, ArmError
 from app.arms.criteria import ExitRule, exit_rules
-from app.arms.sandbox import Limits, SandboxUnavailable, host_layout, run_sandboxed
+from app.arms.sandbox import Limits, Outcome, SandboxUnavailable, host_layout, run_sandboxed
 from app.config import ExecutorSettings
 from app.errors import ErrorCode
 
@@ -50,7 +50,7 @@ def limits(config: ExecutorSettings) -> Limits:
                   max_output_bytes=config.max_output_bytes, scratch_bytes=config.scratch_bytes)
 
 
-def run(ctx: ArmContext, *, config: ExecutorSettings | None = None) -> dict:
+def run(ctx: ArmContext, *, config: ExecutorSettings | None = None) -> dict[str, Any]:
     config = config or ctx.settings.executor
     if ctx.action != "run":
         raise ArmError(f"executor has no action {ctx.action!r}; expected 'run'",
@@ -122,7 +122,7 @@ def expected_exit(ctx: ArmContext) -> list[ExitRule]:
     return (exit_rules(ctx.acceptance_criteria) or exit_rules(step_criteria) or [ExitRule()])
 
 
-def check(ctx: ArmContext, output: dict) -> None:
+def check(ctx: ArmContext, output: dict[str, Any]) -> None:
     """Raise COMMAND_FAILED when the command did not end the way the task expects.
 
     A command that exits 0 where a criterion wanted another status is left to the judge: it ran
@@ -234,7 +234,7 @@ def _write_marker(marker_dir: str, ctx: ArmContext, argv: list[str]) -> None:
                    "pid": os.getpid(), "at": time.time()}, fh)
 
 
-def _summary(command: str, outcome, config: ExecutorSettings) -> str:
+def _summary(command: str, outcome: Outcome, config: ExecutorSettings) -> str:
     shown = " ".join(command.split())  # one line, even for a multi-line python -c snippet
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     if outcome.stopped:

@@ -20,7 +20,7 @@ def _is_judge(output: Any) -> bool:
     return isinstance(output, dict) and "verdict" in output and "criteria" in output
 
 
-def final_outputs(ctx: ArmContext) -> list[tuple[str, dict]]:
+def final_outputs(ctx: ArmContext) -> list[tuple[str, dict[str, Any]]]:
     """(step id, output) of the steps whose results make the final answer, in plan order: the
     ``final_step_ids`` the orchestrator passes (what the judge judged), else every upstream step
     except judges and this one."""
@@ -32,7 +32,7 @@ def final_outputs(ctx: ArmContext) -> list[tuple[str, dict]]:
             if sid != ctx.step_id and not _is_judge(out)]
 
 
-def _result_text(output: dict) -> str:
+def _result_text(output: dict[str, Any]) -> str:
     result = output.get("result") if isinstance(output, dict) else None
     if result is None:
         return ""
@@ -46,7 +46,7 @@ def _summary(counts: dict[str, int], sources: int) -> str:
     return f"final answer from {sources} step(s); redacted {listed}"
 
 
-def run(ctx: ArmContext) -> dict:
+def run(ctx: ArmContext) -> dict[str, Any]:
     sources = final_outputs(ctx)
     # Same assembly as the judge's combined result, so the stored answer is the judged one.
     parts = [_result_text(out).strip("\n") for _, out in sources]

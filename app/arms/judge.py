@@ -11,13 +11,14 @@ else ``unverified``.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from app.arms import criteria
 from app.arms.base import ArmContext, ArmError
 from app.arms.codeblocks import first_block
 from app.arms.criteria import FAILED, PASSED, UNVERIFIED
 from app.config import JudgeSettings
-from app.llm import LLMError
+from app.llm import LLMClient, LLMError
 
 _LLM_PASS = {"pass", "passed", "true", "yes", "satisfied", "met"}
 _LLM_FAIL = {"fail", "failed", "false", "no", "not satisfied", "not met"}
@@ -29,7 +30,7 @@ SYSTEM_PROMPT = (
     '"reason": "<one sentence>"}]}')
 
 
-def judged_outputs(ctx: ArmContext) -> list[tuple[str, dict]]:
+def judged_outputs(ctx: ArmContext) -> list[tuple[str, dict[str, Any]]]:
     """(step id, output) of the steps being judged, in ``ctx.upstream`` (plan) order: those in
     ``inputs.depends_on``, else every upstream step except judges."""
     wanted = ctx.inputs.get("depends_on")
@@ -65,7 +66,7 @@ def gather_criteria(ctx: ArmContext) -> list[tuple[str, str]]:
     return unique
 
 
-def run(ctx: ArmContext, *, config: JudgeSettings | None = None) -> dict:
+def run(ctx: ArmContext, *, config: JudgeSettings | None = None) -> dict[str, Any]:
     config = config or ctx.settings.judge
     if ctx.action != "validate":
         raise ArmError(f"judge has no action {ctx.action!r}; expected 'validate'",
@@ -73,12 +74,12 @@ def run(ctx: ArmContext, *, config: JudgeSettings | None = None) -> dict:
     judged = judged_outputs(ctx)
     text = combined_result(ctx)
     results = check_all(gather_criteria(ctx), text, judged, config)
-    out: dict = {"mode": "offline"}
+    out: dict[str, Any] = {"mode": "offline"}
     # Exit codes are invisible in the text, so an LLM could only guess at them.
     ask = [r for r in results if r["status"] == UNVERIFIED and r["kind"] != "exit_code"]
     if ask and ctx.llm is not None and config.use_llm:
         try:
-            _ask_llm(ctx, config, text, ask)
+            _ask_llm(ctx, ctx.llm, config, text, ask)
             out["mode"] = "llm"
         except LLMError as exc:  # the rule-based verdicts stand; BudgetExceeded propagates
             out["llm_error"] = exc.message
@@ -97,8 +98,8 @@ def run(ctx: ArmContext, *, config: JudgeSettings | None = None) -> dict:
             "summary": _summary(verdict, counts, results)}
 
 
-def check_all(pending: list[tuple[str, str]], text: str, judged: list[tuple[str, dict]],
-              config: JudgeSettings) -> list[dict]:
+def check_all(pending: list[tuple[str, str]], text: str, judged: list[tuple[str, dict[str, Any]]],
+              config: JudgeSettings) -> list[dict[str, Any]]:
     """Rule-based check of each (criterion, source) against ``text``; no LLM involved."""
     executions = [(sid, out) for sid, out in judged if isinstance(out, dict) and "exit_code" in out]
     results = []
@@ -113,15 +114,16 @@ def check_all(pending: list[tuple[str, str]], text: str, judged: list[tuple[str,
     return results
 
 
-def _ask_llm(ctx: ArmContext, config: JudgeSettings, text: str, pending: list[dict]) -> None:
+def _ask_llm(ctx: ArmContext, llm: LLMClient, config: JudgeSettings, text: str,
+             pending: list[dict[str, Any]]) -> None:
     shown = text[: config.llm_max_chars]
     note = f" (first {len(shown)} of {len(text)} characters)" if len(shown) < len(text) else ""
     listing = "\n".join(f"{n}. {r['criterion']}" for n, r in enumerate(pending, 1))
     messages = [{"role": "system", "content": SYSTEM_PROMPT},
                 {"role": "user", "content": f"GOAL: {ctx.goal}\n\nRESULT{note}:\n<<<\n{shown}\n>>>"
                                             f"\n\nCRITERIA:\n{listing}"}]
-    answer = ctx.llm.chat(messages, usage=ctx.usage, max_tokens=config.llm_max_tokens,
-                          response_format_json=True, arm="judge")
+    answer = llm.chat(messages, usage=ctx.usage, max_tokens=config.llm_max_tokens,
+                      response_format_json=True, arm="judge")
     verdicts = _parse_verdicts(answer.text)
     for n, entry in enumerate(pending, 1):
         if verdicts is None:
@@ -158,7 +160,7 @@ def _parse_verdicts(answer: str) -> dict[int, tuple[str, str]] | None:
     return None
 
 
-def _summary(verdict: str, counts: dict, results: list[dict]) -> str:
+def _summary(verdict: str, counts: dict[str, Any], results: list[dict[str, Any]]) -> str:
     if not results:
         return "unverified: no acceptance criteria or checkable constraints"
     tally = f"{counts[PASSED]} passed, {counts[FAILED]} failed, {counts[UNVERIFIED]} unverified"

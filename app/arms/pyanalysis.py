@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import builtins
 import warnings
+from typing import Any
 
 # Names site.py adds for interactive use: shadowing them is harmless.
 _SITE_NAMES = {"copyright", "credits", "license", "exit", "quit", "help"}
@@ -23,9 +24,9 @@ _BRANCHES = (ast.If, ast.IfExp, ast.For, ast.AsyncFor, ast.While, ast.ExceptHand
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
-def analyze(code: str, *, complexity_threshold: int = 10) -> dict:
-    result: dict = {"lines": len(code.splitlines()), "syntax_error": None, "functions": [],
-                    "classes": [], "issues": []}
+def analyze(code: str, *, complexity_threshold: int = 10) -> dict[str, Any]:
+    result: dict[str, Any] = {"lines": len(code.splitlines()), "syntax_error": None,
+                              "functions": [], "classes": [], "issues": []}
     with warnings.catch_warnings(record=True) as caught:
         # Recorded, not printed or raised: a warning in analysed code is a finding, not our error.
         warnings.simplefilter("always")
@@ -82,10 +83,10 @@ def complexity(func: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
 class _Visitor(ast.NodeVisitor):
     def __init__(self) -> None:
         self.scopes: list[tuple[str, str]] = []  # (kind, name), kind "def" or "class"
-        self.functions: list[dict] = []
-        self.classes: list[dict] = []
-        self.issues: list[dict] = []
-        self.imports: list[tuple[str, ast.AST]] = []
+        self.functions: list[dict[str, Any]] = []
+        self.classes: list[dict[str, Any]] = []
+        self.issues: list[dict[str, Any]] = []
+        self.imports: list[tuple[str, ast.Import | ast.ImportFrom]] = []
         self.used: set[str] = set()
 
     def _qualname(self, name: str) -> str:
@@ -94,7 +95,8 @@ class _Visitor(ast.NodeVisitor):
     def _in_class_body(self) -> bool:
         return bool(self.scopes) and self.scopes[-1][0] == "class"
 
-    def _shadow(self, name: str, node: ast.AST, what: str) -> None:
+    def _shadow(self, name: str, node: ast.stmt | ast.expr | ast.arg | ast.excepthandler,
+                what: str) -> None:
         if name in BUILTIN_NAMES:
             self.issues.append(_issue(node.lineno, node.col_offset, "shadowed-builtin",
                                       f"{what} {name!r} shadows the builtin of the same name"))
@@ -196,13 +198,13 @@ class _Visitor(ast.NodeVisitor):
         if node.module != "__future__":
             self.imports.extend((a.asname or a.name, node) for a in node.names if a.name != "*")
 
-    def unused_imports(self) -> list[dict]:
+    def unused_imports(self) -> list[dict[str, Any]]:
         return [_issue(node.lineno, node.col_offset, "unused-import",
                        f"{name!r} is imported but never used")
                 for name, node in self.imports if name not in self.used]
 
 
-def _issue(line: int, column: int, code: str, message: str) -> dict:
+def _issue(line: int, column: int, code: str, message: str) -> dict[str, Any]:
     return {"line": line, "column": column + 1, "code": code, "message": message}
 
 
@@ -210,7 +212,7 @@ def _noqa(lines: list[str], line: int) -> bool:
     return 0 < line <= len(lines) and "noqa" in lines[line - 1].lower()
 
 
-def report(analysis: dict, label: str) -> str:
+def report(analysis: dict[str, Any], label: str) -> str:
     """A short human-readable account of one analysis, for the step's ``result``."""
     error = analysis["syntax_error"]
     if error:

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from app.arms.base import ArmContext, ArmError, llm_required
 from app.errors import ErrorCode
-from app.llm import LLMError
+from app.llm import LLMClient, LLMError, Usage
 
 DEFAULT_LIMIT = 5
 MAX_ANSWER_SENTENCES = 3
@@ -42,16 +44,16 @@ _STOPWORDS = frozenset(
 )
 
 
-def run(ctx: ArmContext) -> dict:
+def run(ctx: ArmContext) -> dict[str, Any]:
     query = str(ctx.inputs.get("query") or ctx.goal or "").strip()
     limit = _int(ctx.inputs.get("limit"), DEFAULT_LIMIT, 1, 50)
     min_score = _float(ctx.inputs.get("min_score"), 0.0)
     fed, fed_queries = _fed(ctx)
     snippets = rank([*(ctx.inputs.get("hits") or []), *fed],
                     limit=min(limit + len(fed), 3 * limit), min_score=min_score)
-    base = {"query": query, "snippets": snippets, "found": bool(snippets),
-            "sources": _sources(snippets)}
-    summary = (f"{len(snippets)} snippet(s) from {len(base['sources'])} source(s), "
+    sources = _sources(snippets)
+    base = {"query": query, "snippets": snippets, "found": bool(snippets), "sources": sources}
+    summary = (f"{len(snippets)} snippet(s) from {len(sources)} source(s), "
                f"best score {snippets[0]['score']:.2f}" if snippets else "no knowledge found")
     if ctx.action == "lookup":
         # Gathered for a later step, which answers; nothing to say here.
@@ -66,7 +68,7 @@ def run(ctx: ArmContext) -> dict:
     elif ctx.llm is not None:
         # No document matches: the model answers from what it knows, citing nothing. An LLM
         # failure here fails the step (LLM_ERROR): there is no offline answer to fall back on.
-        return {**base, "mode": "llm", "result": direct_answer(ctx),
+        return {**base, "mode": "llm", "result": direct_answer(ctx, ctx.llm),
                 "summary": "no knowledge found; answered by the model without sources"}
     offline = extractive_answer(query, snippets, fed_queries) if snippets else None
     if offline is not None:
@@ -88,7 +90,7 @@ def run(ctx: ArmContext) -> dict:
                                 "configure an LLM"})
 
 
-def _fed(ctx: ArmContext) -> tuple[list[dict], list[str]]:
+def _fed(ctx: ArmContext) -> tuple[list[dict[str, Any]], list[str]]:
     """Snippets and queries of the retriever steps this one depends on (a comparison's lookups)."""
     wanted = {str(d) for d in ctx.inputs.get("depends_on") or []}
     snippets, queries = [], []
@@ -100,9 +102,10 @@ def _fed(ctx: ArmContext) -> tuple[list[dict], list[str]]:
     return snippets, queries
 
 
-def rank(hits: list, limit: int = DEFAULT_LIMIT, min_score: float = 0.0) -> list[dict]:
+def rank(hits: list[Any], limit: int = DEFAULT_LIMIT,
+         min_score: float = 0.0) -> list[dict[str, Any]]:
     """Hits deduplicated by text (keeping the best score), best first, as snippets."""
-    best: dict[str, dict] = {}
+    best: dict[str, dict[str, Any]] = {}
     for hit in hits:
         if not isinstance(hit, dict) or not str(hit.get("text") or "").strip():
             continue
@@ -119,7 +122,8 @@ def rank(hits: list, limit: int = DEFAULT_LIMIT, min_score: float = 0.0) -> list
     return ordered[:limit]
 
 
-def extractive_answer(query: str, snippets: list[dict], also: list[str] = ()) -> str | None:
+def extractive_answer(query: str, snippets: list[dict[str, Any]],
+                      also: Sequence[str] = ()) -> str | None:
     """The sentences that best cover the query's words, each cited as [n] with a source list;
     None when no sentence shares a word with the query (nothing found answers it).
 
@@ -133,7 +137,7 @@ def extractive_answer(query: str, snippets: list[dict], also: list[str] = ()) ->
     picked: list[tuple[str, int]] = []
     seen: set[str] = set()
 
-    def take(candidates, count: int) -> None:
+    def take(candidates: Iterable[tuple[str, int]], count: int) -> None:
         for sentence, n in candidates:
             if count == 0:
                 return
@@ -153,7 +157,7 @@ def extractive_answer(query: str, snippets: list[dict], also: list[str] = ()) ->
     return "\n".join(lines) + "\n\nSources:\n" + "\n".join(sources)
 
 
-def _rank_sentences(terms: set[str], snippets: list[dict]) -> list[tuple[str, int]]:
+def _rank_sentences(terms: set[str], snippets: list[dict[str, Any]]) -> list[tuple[str, int]]:
     """(sentence, snippet number) sharing words with ``terms``, best first."""
     scored = []
     for n, snippet in enumerate(snippets, start=1):
@@ -169,7 +173,8 @@ def _rank_sentences(terms: set[str], snippets: list[dict]) -> list[tuple[str, in
     return [(sentence, n) for *_, sentence, n in scored]
 
 
-def llm_answer(llm, query: str, snippets: list[dict], usage=None) -> str:
+def llm_answer(llm: LLMClient, query: str, snippets: list[dict[str, Any]],
+               usage: Usage | None = None) -> str:
     numbered = "\n\n".join(
         f"[{n}] (source: {s['source']})\n{_clip(s['text'], MAX_SNIPPET_CHARS_FOR_LLM)}"
         for n, s in enumerate(snippets, start=1))
@@ -180,11 +185,12 @@ def llm_answer(llm, query: str, snippets: list[dict], usage=None) -> str:
             "say that the knowledge base does not answer it. At most 150 words.")},
         {"role": "user", "content": f"Question: {query}\n\nSnippets:\n{numbered}"},
     ]
-    return llm.chat(messages, usage=usage, max_tokens=400, temperature=0.0,
-                    arm="retriever").text.strip()
+    answer: str = llm.chat(messages, usage=usage, max_tokens=400, temperature=0.0,
+                           arm="retriever").text
+    return answer.strip()
 
 
-def direct_answer(ctx: ArmContext) -> str:
+def direct_answer(ctx: ArmContext, llm: LLMClient) -> str:
     """The model's own answer to the goal when no ingested document matches it."""
     parts = [f"Question: {ctx.goal}"]
     if ctx.context:
@@ -202,8 +208,9 @@ def direct_answer(ctx: ArmContext) -> str:
         {"role": "user", "content": "\n\n".join(parts)},
     ]
     fmt = str(ctx.constraints.get("format") or "").lower()
-    return ctx.llm.chat(messages, usage=ctx.usage, max_tokens=400, temperature=0.0,
-                        response_format_json=fmt == "json").text.strip()
+    answer: str = llm.chat(messages, usage=ctx.usage, max_tokens=400, temperature=0.0,
+                           response_format_json=fmt == "json").text
+    return answer.strip()
 
 
 def _quote(text: str, limit: int = 80) -> str:
@@ -211,8 +218,8 @@ def _quote(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
-def _sources(snippets: list[dict]) -> list[dict]:
-    seen: dict[tuple[str, str], dict] = {}
+def _sources(snippets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
     for s in snippets:
         seen.setdefault((s["source"], s["collection"]),
                         {"source": s["source"], "collection": s["collection"]})
@@ -237,13 +244,13 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _int(value, default: int, low: int, high: int) -> int:
+def _int(value: object, default: int, low: int, high: int) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return max(low, min(high, value))
     return default
 
 
-def _float(value, default: float) -> float:
+def _float(value: Any, default: float) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):

@@ -35,12 +35,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from app.arms import bwrap
-from app.arms.bwrap import SandboxUnavailable
+from app.arms.bwrap import SandboxUnavailable as SandboxUnavailable
 from app.arms.supervise import RUN_TOKEN_VAR, reap, supervise
 from app.config import EXECUTOR_SANDBOXES as ISOLATIONS
 
@@ -86,7 +89,7 @@ class Outcome:
 
 
 def run_sandboxed(argv: list[str], limits: Limits, *, path: str,
-                  run_as_user: str | None = None, stop=None,
+                  run_as_user: str | None = None, stop: threading.Event | None = None,
                   isolation: str = "bwrap") -> Outcome:
     """Run ``argv`` (argv[0] an absolute path) under ``limits``; never raises for the command's
     own failures (non-zero exit, signal, timeout): those are part of the Outcome.
@@ -145,7 +148,8 @@ def _no_proc(error: str) -> bwrap.Layout:
 
 def _run_in_namespaces(tools: bwrap.Tools, layout: bwrap.Layout, argv: list[str],
                        limits: Limits, env: dict[str, str],
-                       identity: pwd.struct_passwd | None, stop) -> tuple[Outcome, bool]:
+                       identity: pwd.struct_passwd | None,
+                       stop: threading.Event | None) -> tuple[Outcome, bool]:
     """One bwrap run; the bool says whether the command itself started (False: bwrap's setup
     failed, and the Outcome's stderr holds bwrap's reason)."""
     status_read, status_write = os.pipe()
@@ -283,7 +287,7 @@ def _read_available(fd: int) -> bytes:
 
 
 def _run_unisolated(argv: list[str], limits: Limits, *, path: str,
-                    run_as_user: str | None = None, stop=None) -> Outcome:
+                    run_as_user: str | None = None, stop: threading.Event | None = None) -> Outcome:
     identity = _identity(run_as_user)
     workdir = tempfile.mkdtemp(prefix="octollm-exec-")
     try:
@@ -315,7 +319,7 @@ def _run_unisolated(argv: list[str], limits: Limits, *, path: str,
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _user_options(identity: pwd.struct_passwd | None) -> dict:
+def _user_options(identity: pwd.struct_passwd | None) -> dict[str, Any]:
     return {} if identity is None else {
         "user": identity.pw_uid, "group": identity.pw_gid, "extra_groups": []}
 
@@ -339,7 +343,7 @@ def _rlimits(limits: Limits) -> list[tuple[int, tuple[int, int]]]:
     return settings
 
 
-def _rlimit_setter(limits: Limits):
+def _rlimit_setter(limits: Limits) -> Callable[[], None]:
     settings = _rlimits(limits)
 
     def apply() -> None:

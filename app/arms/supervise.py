@@ -18,6 +18,7 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 
 RUN_TOKEN_VAR = "OCTOLLM_SANDBOX_RUN"
@@ -41,13 +42,16 @@ class Capture:
             self.kept += chunk[:room]
 
 
-def supervise(proc: subprocess.Popen, timeout_seconds: float, cap: int, started: float,
-              stop=None, *, token: str | None = None) -> tuple[Capture, Capture, bool, bool]:
+def supervise(proc: subprocess.Popen[bytes], timeout_seconds: float, cap: int, started: float,
+              stop: threading.Event | None = None, *,
+              token: str | None = None) -> tuple[Capture, Capture, bool, bool]:
     """(stdout, stderr, timed_out, stopped) once the command and its group are gone."""
     out, err = Capture(cap), Capture(cap)
     selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ, out)
-    selector.register(proc.stderr, selectors.EVENT_READ, err)
+    assert proc.stdout is not None and proc.stderr is not None  # started with both piped
+    stdout, stderr = proc.stdout, proc.stderr
+    selector.register(stdout, selectors.EVENT_READ, out)
+    selector.register(stderr, selectors.EVENT_READ, err)
     # A pidfd turns readable when the process exits, so the loop wakes at once instead of at its
     # next 50 ms look (the pipes stay open a moment longer, until the namespace is gone).
     exit_fd = _pidfd(proc.pid)
@@ -83,8 +87,8 @@ def supervise(proc: subprocess.Popen, timeout_seconds: float, cap: int, started:
         selector.close()
         if exit_fd is not None:
             os.close(exit_fd)
-        proc.stdout.close()
-        proc.stderr.close()
+        stdout.close()
+        stderr.close()
     return out, err, timed_out, stopped
 
 
@@ -120,7 +124,7 @@ def _has_exited(pid: int) -> bool:
 
 
 def _kill_group(pgid: int) -> None:
-    with contextlib.suppress((ProcessLookupError, PermissionError)):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
 
 
@@ -146,7 +150,7 @@ def _sweep(token: str | None) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def reap(proc: subprocess.Popen) -> None:
+def reap(proc: subprocess.Popen[bytes]) -> None:
     _kill_group(proc.pid)
     # A process stuck in the kernel (D state) may not die at once: do not hang with it.
     with contextlib.suppress(subprocess.TimeoutExpired):
