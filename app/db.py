@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import sqlalchemy
 from sqlalchemy import Engine, make_url
@@ -138,7 +139,16 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def as_uuid(value: str | uuid.UUID) -> uuid.UUID | None:
+# A row id as messages and paths carry it (text) or as rows hold it.
+RowId = str | uuid.UUID
+
+
+def rows_changed(result: sqlalchemy.Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE statement's result says it changed."""
+    return int(cast("sqlalchemy.CursorResult[Any]", result).rowcount)
+
+
+def as_uuid(value: RowId) -> uuid.UUID | None:
     """A row id from a path or message value; None when it is not a UUID (a 404, not a 500)."""
     if isinstance(value, uuid.UUID):
         return value

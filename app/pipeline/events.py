@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ def dumps(data: Any) -> str:
 def publish(client: redis.Redis | None, task_id: str, type_: str, **data: Any) -> str | None:
     if client is None:
         return None
-    payload = {"type": type_, "data": dumps({"task_id": str(task_id), **data})}
+    payload: dict[FieldT, EncodableT] = {
+        "type": type_, "data": dumps({"task_id": str(task_id), **data})}
     try:
         pipe = client.pipeline(transaction=False)
         pipe.xadd(key(str(task_id)), payload, maxlen=MAX_EVENTS, approximate=True)
@@ -69,11 +71,14 @@ def publish(client: redis.Redis | None, task_id: str, type_: str, **data: Any) -
 def read(client: redis.Redis, task_id: str, after: str = "0", *, block_ms: int | None = None,
          count: int = 100) -> list[Event]:
     """Events after ``after`` (a stream id, "0" for all), waiting up to block_ms for new ones."""
-    answer = client.xread({key(str(task_id)): after}, count=count, block=block_ms)
+    # redis-py types a synchronous client's answer as the async one's too: the list it returns is
+    # [(stream, [(id, {field: value})])].
+    answer: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None = client.xread(
+        {key(str(task_id)): after}, count=count, block=block_ms)  # type: ignore[assignment]
     events: list[Event] = []
     for _stream, entries in answer or []:
-        for raw_id, fields in entries:
-            fields = {_text(k): _text(v) for k, v in fields.items()}
+        for raw_id, raw in entries:
+            fields = {_text(k): _text(v) for k, v in raw.items()}
             events.append(Event(_text(raw_id), fields.get("type", "message"),
                                 json.loads(fields.get("data") or "{}")))
     return events
@@ -87,7 +92,7 @@ _EVENT_ID = re.compile(EVENT_ID_PATTERN)
 def valid_id(value: str | None) -> bool:
     """A Last-Event-ID we can resume from: a Redis stream id like 1700000000000-0 (ASCII digits
     only: str.isdigit() would also take digits Redis does not read)."""
-    return bool(value) and _EVENT_ID.match(value) is not None
+    return value is not None and _EVENT_ID.match(value) is not None
 
 
 def _text(value: bytes | str) -> str:

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
 
 from app import db, metrics
 from app.access import capability
 from app.db import session_scope
 from app.errors import ErrorCode
+from app.llm import Usage
 from app.models import StepStatus, Task, TaskStatus
 from app.pipeline import events, repo
 from app.pipeline.lifecycle import is_terminal
@@ -65,7 +70,7 @@ def _announce(rt: Runtime, task_id: str, target: str, error_code: str | None = N
     log.info("task status -> %s", target, extra={"task_id": str(task_id)})
 
 
-def active_task(session, task_id: str) -> Task:
+def active_task(session: Session, task_id: str) -> Task:
     task = repo.get_task(session, task_id)
     if task is None or is_terminal(task.status):
         raise TaskInactive(f"task {task_id} is {task.status if task else 'gone'}")
@@ -104,10 +109,10 @@ def time_budget(rt: Runtime, task: Task) -> float:
     return float((task.budget or {}).get("max_time_seconds") or rt.settings.default_task_timeout)
 
 
-def plan(rt: Runtime, task_id: str, time_limit: float | None = None) -> dict:
+def plan(rt: Runtime, task_id: str, time_limit: float | None = None) -> dict[str, Any]:
     """Plan the task once; a re-dispatched task keeps its stored plan, so finished steps still
     fit. ``time_limit`` is the planner's: LLM planning gives up in time for the rule plan."""
-    from app.llm import BudgetExceeded, Usage
+    from app.llm import BudgetExceeded
     from app.planning.planner import make_plan
 
     with session_scope(rt.settings) as session:
@@ -115,9 +120,9 @@ def plan(rt: Runtime, task_id: str, time_limit: float | None = None) -> dict:
         if task.plan:
             return task.plan
         budget = dict(task.budget or {})
-        request = {"goal": task.goal, "context": task.context or "",
-                   "constraints": dict(task.constraints or {}),
-                   "acceptance_criteria": list(task.acceptance_criteria or [])}
+        goal, context = task.goal, task.context or ""
+        constraints = dict(task.constraints or {})
+        criteria = list(task.acceptance_criteria or [])
         hints = task.memory_hints
         deadline_at = task.deadline_at
     if hints is None:
@@ -125,7 +130,7 @@ def plan(rt: Runtime, task_id: str, time_limit: float | None = None) -> dict:
     usage = Usage(max_tokens=budget.get("max_tokens"), max_cost_usd=budget.get("max_cost_usd"))
     llm = rt.llm.within(llm_deadline(time_limit, deadline_at)) if rt.llm else None
     try:
-        made = make_plan(**request, hints=list(hints or []), llm=llm,
+        made = make_plan(goal, context, constraints, criteria, hints=list(hints or []), llm=llm,
                          usage=usage if rt.llm else None,
                          reuse_threshold=rt.settings.reuse_threshold).to_dict()
     except BudgetExceeded:
@@ -139,12 +144,12 @@ def plan(rt: Runtime, task_id: str, time_limit: float | None = None) -> dict:
     return made
 
 
-def _spent(usage) -> dict | None:
+def _spent(usage: Usage) -> dict[str, Any] | None:
     return ({"tokens": usage.tokens, "cost_usd": usage.cost_usd, "calls": usage.calls}
             if usage.calls else None)
 
 
-def record_usage(rt: Runtime, task_id: str, usage: dict | None) -> None:
+def record_usage(rt: Runtime, task_id: str, usage: dict[str, Any] | None) -> None:
     """The planner's spending, on a task whose planning failed."""
     if not usage:
         return
@@ -157,7 +162,7 @@ def record_usage(rt: Runtime, task_id: str, usage: dict | None) -> None:
 HINT_POLL_SECONDS = 0.1
 
 
-def wait_for_hints(rt: Runtime, task_id: str, seconds: float) -> list | None:
+def wait_for_hints(rt: Runtime, task_id: str, seconds: float) -> list[Any] | None:
     """The hints the episode search stored, polled for at most ``seconds``; None if it did not
     answer in time (memory worker stopped or backed up): the task is planned without them."""
     deadline = time.monotonic() + seconds
@@ -169,7 +174,8 @@ def wait_for_hints(rt: Runtime, task_id: str, seconds: float) -> list | None:
         time.sleep(min(HINT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
 
-def record_plan(rt: Runtime, task_id: str, plan: dict, usage: dict | None = None) -> None:
+def record_plan(rt: Runtime, task_id: str, plan: dict[str, Any], usage: dict[str,
+                Any] | None = None) -> None:
     with session_scope(rt.settings) as session:
         task = active_task(session, task_id)
         task.plan = plan
@@ -230,7 +236,8 @@ def prepare_stage(rt: Runtime, task_id: str) -> Stage:
     return Stage(stage, dispatch, priority, max_time, deadline)
 
 
-def open_step_message_ids(rt: Runtime, task_id: str, message_id) -> list[str]:
+def open_step_message_ids(rt: Runtime, task_id: str,
+                          message_id: Callable[[str, str, int], str]) -> list[str]:
     """Message ids of every not-yet-finished step across all dispatches of the task."""
     with session_scope(rt.settings) as session:
         task = repo.get_task(session, task_id)
@@ -337,7 +344,7 @@ def pipeline_error(rt: Runtime, task_id: str) -> str:
     return "left_for_reconciliation"
 
 
-def _arm_of(plan: dict, step_id: str) -> str:
+def _arm_of(plan: dict[str, Any], step_id: str) -> str:
     if step_id == GUARDIAN_STEP:
         return "guardian"
     return next((s["arm"] for s in plan.get("steps", []) if s["id"] == step_id), "")

@@ -58,12 +58,12 @@ def redispatch_stalled(rt: Runtime, send: Callable[[str, str], None],
             continue
         with session_scope(s) as session:
             # Claim this re-dispatch with a guarded update so two reconcilers never both send.
-            claimed = session.execute(
+            claimed = db.rows_changed(session.execute(
                 update(Task)
                 .where(Task.id == db.as_uuid(task_id), Task.dispatch_count == dispatches,
                        Task.status.in_([TaskStatus.PENDING, TaskStatus.PROCESSING]))
                 .values(dispatch_count=dispatches + 1, progress_at=db.now())
-            ).rowcount
+            ))
         if claimed:
             # The resumed pipeline is a trace of its own, linked to the submission's and to
             # this job's: one trace per run of a task, and the way back to its first run.
@@ -115,6 +115,7 @@ def purge_expired(rt: Runtime) -> dict[str, int]:
     cutoff = db.now() - timedelta(days=rt.settings.result_retention_days)
     with session_scope(rt.settings) as session:
         old = select(Task.id).where(Task.finished_at < cutoff).scalar_subquery()
-        results = session.execute(delete(TaskResult).where(TaskResult.task_id.in_(old))).rowcount
-        steps = session.execute(delete(TaskStep).where(TaskStep.task_id.in_(old))).rowcount
+        results = db.rows_changed(
+            session.execute(delete(TaskResult).where(TaskResult.task_id.in_(old))))
+        steps = db.rows_changed(session.execute(delete(TaskStep).where(TaskStep.task_id.in_(old))))
     return {"results_deleted": results, "steps_deleted": steps}

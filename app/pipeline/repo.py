@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.db import as_uuid, now
+from app.db import RowId, as_uuid, now, rows_changed
 from app.models import StepStatus, Task, TaskResult, TaskStatus, TaskStep
 from app.pipeline.lifecycle import is_terminal, sources_of
 
 
-def get_task(session: Session, task_id, tenant: str | None = None, *,
+def get_task(session: Session, task_id: RowId, tenant: str | None = None, *,
              lock: bool = False) -> Task | None:
     tid = as_uuid(task_id)
     if tid is None:
@@ -31,7 +32,7 @@ def get_task(session: Session, task_id, tenant: str | None = None, *,
     return session.scalars(query).first()
 
 
-def transition(session: Session, task_id, target: str, *, error_code: str | None = None,
+def transition(session: Session, task_id: RowId, target: str, *, error_code: str | None = None,
                error_message: str | None = None) -> bool:
     """Move a task to `target` if the status machine allows it from its current status.
 
@@ -39,7 +40,7 @@ def transition(session: Session, task_id, target: str, *, error_code: str | None
     e.g. a completion racing a cancellation: whichever commits first wins, the other is a no-op.
     """
     target = TaskStatus(target)
-    values: dict = {"status": target, "updated_at": func.now(), "progress_at": func.now()}
+    values: dict[str, Any] = {"status": target, "updated_at": func.now(), "progress_at": func.now()}
     if target == TaskStatus.PROCESSING:
         values["started_at"] = func.coalesce(Task.started_at, func.now())
     if is_terminal(target):
@@ -54,20 +55,20 @@ def transition(session: Session, task_id, target: str, *, error_code: str | None
         .where(Task.id == as_uuid(task_id), Task.status.in_(sources_of(target)))
         .values(**values)
     )
-    return result.rowcount == 1
+    return rows_changed(result) == 1
 
 
-def start_deadline(session: Session, task_id, seconds: float) -> None:
+def start_deadline(session: Session, task_id: RowId, seconds: float) -> None:
     """The task's deadline is ``seconds`` from now, unless one is set already."""
     session.execute(update(Task).where(Task.id == as_uuid(task_id), Task.deadline_at.is_(None))
                     .values(deadline_at=func.now() + timedelta(seconds=seconds)))
 
 
-def touch_progress(session: Session, task_id) -> None:
+def touch_progress(session: Session, task_id: RowId) -> None:
     session.execute(update(Task).where(Task.id == as_uuid(task_id)).values(progress_at=func.now()))
 
 
-def ensure_steps(session: Session, task_id, rows: list[dict]) -> None:
+def ensure_steps(session: Session, task_id: RowId, rows: list[dict[str, Any]]) -> None:
     """Create step rows for a plan; existing rows (a re-dispatch) are left untouched."""
     if not rows:
         return
@@ -75,7 +76,8 @@ def ensure_steps(session: Session, task_id, rows: list[dict]) -> None:
     session.execute(stmt.on_conflict_do_nothing(constraint="uq_task_steps_task_step"))
 
 
-def get_step(session: Session, task_id, step_id: str, *, lock: bool = False) -> TaskStep | None:
+def get_step(session: Session, task_id: RowId, step_id: str, *,
+             lock: bool = False) -> TaskStep | None:
     query = select(TaskStep).where(TaskStep.task_id == as_uuid(task_id),
                                    TaskStep.step_id == step_id)
     if lock:
@@ -83,14 +85,14 @@ def get_step(session: Session, task_id, step_id: str, *, lock: bool = False) -> 
     return session.scalars(query).first()
 
 
-def steps_of(session: Session, task_id) -> list[TaskStep]:
+def steps_of(session: Session, task_id: RowId) -> list[TaskStep]:
     return list(session.scalars(
         select(TaskStep).where(TaskStep.task_id == as_uuid(task_id))
         .order_by(TaskStep.level, TaskStep.id)
     ))
 
 
-def completed_outputs(session: Session, task_id) -> dict[str, dict]:
+def completed_outputs(session: Session, task_id: RowId) -> dict[str, dict[str, Any]]:
     rows = session.execute(
         select(TaskStep.step_id, TaskStep.output)
         .where(TaskStep.task_id == as_uuid(task_id), TaskStep.status == StepStatus.COMPLETED)
@@ -99,7 +101,7 @@ def completed_outputs(session: Session, task_id) -> dict[str, dict]:
     return {step_id: output or {} for step_id, output in rows}
 
 
-def complete_step(session: Session, task_id, step_id: str, output: dict) -> bool:
+def complete_step(session: Session, task_id: RowId, step_id: str, output: dict[str, Any]) -> bool:
     """Store a step's output once; False when it is no longer open (completed by another attempt,
     or cancelled/failed meanwhile: a late output does not overwrite that)."""
     result = session.execute(
@@ -110,10 +112,10 @@ def complete_step(session: Session, task_id, step_id: str, output: dict) -> bool
                 lease_expires_at=None)
     )
     touch_progress(session, task_id)
-    return result.rowcount == 1
+    return rows_changed(result) == 1
 
 
-def fail_step(session: Session, task_id, step_id: str, error: dict) -> None:
+def fail_step(session: Session, task_id: RowId, step_id: str, error: dict[str, Any]) -> None:
     session.execute(
         update(TaskStep)
         .where(TaskStep.task_id == as_uuid(task_id), TaskStep.step_id == step_id,
@@ -123,7 +125,8 @@ def fail_step(session: Session, task_id, step_id: str, error: dict) -> None:
     )
 
 
-def cancel_open_steps(session: Session, task_id, reason: dict | None = None) -> None:
+def cancel_open_steps(session: Session, task_id: RowId, reason: dict[str,
+                      Any] | None = None) -> None:
     """Cancel the steps that had not finished when the task ended; ``reason`` is their error
     (the task's own, e.g. TASK_TIMEOUT), so a step shows why it stopped."""
     session.execute(
@@ -135,13 +138,14 @@ def cancel_open_steps(session: Session, task_id, reason: dict | None = None) -> 
     )
 
 
-def save_result(session: Session, task_id, *, result: dict | None, error: str | None,
+def save_result(session: Session, task_id: RowId, *, result: dict[str, Any] | None,
+                error: str | None,
                 processing_time_ms: int | None) -> bool:
     stmt = insert(TaskResult).values(
         id=uuid.uuid4(), task_id=as_uuid(task_id), result=result, error=error,
         processing_time_ms=processing_time_ms,
     ).on_conflict_do_nothing(index_elements=["task_id"])
-    return session.execute(stmt).rowcount == 1
+    return rows_changed(session.execute(stmt)) == 1
 
 
 def stalled_tasks(session: Session, older_than: timedelta, limit: int = 500) -> list[Task]:
@@ -176,17 +180,17 @@ def list_tasks(session: Session, tenant: str, *, status: str | None = None,
     return list(session.scalars(query))
 
 
-def reset_steps_for_retry(session: Session, task_id, arms_to_rerun: set[str]) -> int:
+def reset_steps_for_retry(session: Session, task_id: RowId, arms_to_rerun: set[str]) -> int:
     """Failed, cancelled or interrupted steps (and steps of ``arms_to_rerun``) go back to
     pending."""
     rerun = or_(TaskStep.status.in_([StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.RUNNING]),
                 TaskStep.arm.in_(sorted(arms_to_rerun)))
-    return session.execute(
+    return rows_changed(session.execute(
         update(TaskStep).where(TaskStep.task_id == as_uuid(task_id), rerun)
         .values(status=StepStatus.PENDING, error=None, output=None, claimed_by=None,
                 claimed_at=None, lease_expires_at=None, finished_at=None)
-    ).rowcount
+    ))
 
 
-def delete_result(session: Session, task_id) -> None:
+def delete_result(session: Session, task_id: RowId) -> None:
     session.execute(delete(TaskResult).where(TaskResult.task_id == as_uuid(task_id)))

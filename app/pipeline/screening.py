@@ -7,6 +7,8 @@ report-only mode this is how PII in a goal still blocks the task here.
 
 from __future__ import annotations
 
+from typing import Any
+
 from app import metrics, tracing
 from app.db import session_scope
 from app.errors import ErrorCode
@@ -28,7 +30,7 @@ def fields_of(task: Task) -> dict[str, str]:
                        task.task_metadata or {})
 
 
-def check(rt: Runtime, task_id: str, family: str) -> list[dict]:
+def check(rt: Runtime, task_id: str, family: str) -> list[dict[str, Any]]:
     """Public (masked) matches of one family over every text field of the task."""
     if family not in FAMILIES:
         raise ValueError(f"unknown reflex family {family!r}")
@@ -43,7 +45,7 @@ def check(rt: Runtime, task_id: str, family: str) -> list[dict]:
     return matches
 
 
-def verdict(rt: Runtime, task_id: str, results: list) -> str:
+def verdict(rt: Runtime, task_id: str, results: list[Any]) -> str:
     """Decide from the header results; record the (masked) findings; block ends the task."""
     matches = [m for result in results if isinstance(result, list)
                for m in result if isinstance(m, dict) and m.get("family") in FAMILIES]
@@ -52,7 +54,7 @@ def verdict(rt: Runtime, task_id: str, results: list) -> str:
         task = orchestration.active_task(session, task_id)
         task.reflex = decision
         repo.touch_progress(session, task_id)
-    action = decision["action"]
+    action: str = decision["action"]
     tracing.annotate(reflex_action=action)
     if action == "block":
         metrics.REFLEX_BLOCKED.labels(stage="pipeline").inc()

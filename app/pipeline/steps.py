@@ -31,8 +31,10 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from app import db, metrics
 from app.arms.base import ArmContext
@@ -43,13 +45,14 @@ from app.llm import Usage
 from app.models import StepStatus, Task, TaskStatus, TaskStep
 from app.pipeline import events, repo
 from app.reflex import redact_output
+from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 @dataclass
 class Claim:
     action: str  # "run" | "done" | "busy" (another live attempt) | "inactive" (task is over)
-    output: dict | None = None
+    output: dict[str, Any] | None = None
     attempt: int = 0
     deadline_at: datetime | None = None  # the task's deadline, when it has one
 
@@ -63,7 +66,7 @@ def llm_deadline(time_limit: float | None, deadline_at: datetime | None = None) 
     if time_limit:
         bounds.append(now + time_limit - min(10.0, 0.2 * time_limit))
     if deadline_at is not None:
-        left = (deadline_at - repo.now()).total_seconds()
+        left = (deadline_at - db.now()).total_seconds()
         bounds.append(now + left - min(10.0, 0.2 * max(left, 0.0)))
     return min(bounds) if bounds else None
 
@@ -111,7 +114,7 @@ def claim(settings: Settings, task_id: str, step_id: str, claimant: str,
         return Claim("run", attempt=step.attempts, deadline_at=task.deadline_at), ctx
 
 
-def execute(rt, task_id: str, step_id: str, claimant: str,
+def execute(rt: Runtime, task_id: str, step_id: str, claimant: str,
             time_limit: float | None = None, released: Collection[str] = ()) -> Claim:
     """Claim the step, run its arm, store the output. Arm errors fail the step and propagate.
 
@@ -124,10 +127,12 @@ def execute(rt, task_id: str, step_id: str, claimant: str,
     outcome, ctx = claim(rt.settings, task_id, step_id, claimant, released)
     if outcome.action != "run":
         return outcome
+    assert ctx is not None and ctx.usage is not None  # a claim to run comes with its context
+    usage = ctx.usage
     events.publish(rt.redis, task_id, "step", step_id=step_id, arm=ctx.arm, status="running",
                    attempt=outcome.attempt)
     metrics.STEPS.labels(arm=ctx.arm, outcome="started").inc()
-    base_tokens, base_cost = ctx.usage.tokens, ctx.usage.cost_usd
+    base_tokens, base_cost = usage.tokens, usage.cost_usd
     heartbeat = Heartbeat(rt.settings, task_id, step_id, claimant)
     llm = rt.llm.within(llm_deadline(time_limit, outcome.deadline_at)) if rt.llm else None
     ctx = dataclasses.replace(ctx, llm=llm, stop=heartbeat.lost)
@@ -137,7 +142,8 @@ def execute(rt, task_id: str, step_id: str, claimant: str,
         output = run_arm(ctx)
     except OctoError as exc:
         # What the arm spent before it failed (a call that broke the budget) is still spent.
-        fail(rt.settings, task_id, step_id, exc, usage=_spent_by_step(ctx, base_tokens, base_cost))
+        fail(rt.settings, task_id, step_id, exc,
+             usage=_spent_by_step(usage, base_tokens, base_cost))
         metrics.STEPS.labels(arm=ctx.arm, outcome="failed").inc()
         events.publish(rt.redis, task_id, "step", step_id=step_id, arm=ctx.arm, status="failed",
                        error_code=exc.code)
@@ -148,7 +154,7 @@ def execute(rt, task_id: str, step_id: str, claimant: str,
     if heartbeat.lost.is_set():  # stopped by the task's end: what the arm returned is dropped
         return Claim("inactive")
     stored = store(rt.settings, task_id, step_id, output,
-                   _spent_by_step(ctx, base_tokens, base_cost))
+                   _spent_by_step(usage, base_tokens, base_cost))
     if stored is None:  # cancelled or failed while the arm ran: the late output is dropped
         return Claim("inactive")
     metrics.STEPS.labels(arm=ctx.arm, outcome="succeeded").inc()
@@ -206,12 +212,12 @@ def renew(settings: Settings, task_id: str, step_id: str, claimant: str) -> bool
     """Extend a running claim held by ``claimant``; False when it is no longer theirs."""
     lease = timedelta(seconds=settings.step_lease_seconds)
     with session_scope(settings) as session:
-        renewed = session.execute(
+        renewed = db.rows_changed(session.execute(
             update(TaskStep)
             .where(TaskStep.task_id == db.as_uuid(task_id), TaskStep.step_id == step_id,
                    TaskStep.status == StepStatus.RUNNING, TaskStep.claimed_by == claimant)
             .values(lease_expires_at=func.now() + lease)
-        ).rowcount
+        ))
         if renewed:
             session.execute(update(Task).where(Task.id == db.as_uuid(task_id))
                             .values(progress_at=func.now()))
@@ -228,14 +234,15 @@ def holds(settings: Settings, task_id: str, step_id: str, claimant: str) -> bool
         ) == 1
 
 
-def _spent_by_step(ctx: ArmContext, base_tokens: int, base_cost: float) -> dict | None:
-    if not ctx.usage.calls:
+def _spent_by_step(usage: Usage, base_tokens: int, base_cost: float) -> dict[str, Any] | None:
+    if not usage.calls:
         return None
-    return {"tokens": ctx.usage.tokens - base_tokens, "cost_usd": ctx.usage.cost_usd - base_cost,
-            "calls": ctx.usage.calls}
+    return {"tokens": usage.tokens - base_tokens, "cost_usd": usage.cost_usd - base_cost,
+            "calls": usage.calls}
 
 
-def check_capability(rt, token: str | None, task_id: str, step_id: str, arm: str) -> dict:
+def check_capability(rt: Runtime, token: str | None, task_id: str, step_id: str,
+                     arm: str) -> dict[str, Any]:
     """Raise CapabilityDenied unless the token is the orchestrator's, unexpired, for this step."""
     from app.access import capability
 
@@ -243,7 +250,7 @@ def check_capability(rt, token: str | None, task_id: str, step_id: str, arm: str
                              step_id=step_id, arm=arm)
 
 
-def run_arm(ctx: ArmContext) -> dict:
+def run_arm(ctx: ArmContext) -> dict[str, Any]:
     """The arm's output, once the arm's ``check`` (when it has one) agrees the step did its job:
     ``run`` reports what happened, ``check`` raises when that is a failure of the step."""
     module = importlib.import_module(f"app.arms.{ctx.arm}")
@@ -272,8 +279,8 @@ def release(settings: Settings, task_id: str, step_id: str, claimants: Collectio
             step.attempts = max(0, step.attempts - 1)
 
 
-def store(settings: Settings, task_id: str, step_id: str, output: dict,
-          usage: dict | None) -> dict | None:
+def store(settings: Settings, task_id: str, step_id: str, output: dict[str, Any],
+          usage: dict[str, Any] | None) -> dict[str, Any] | None:
     """Persist the output once and return what is stored (the first writer's output wins);
     None when the step was cancelled or failed meanwhile and nothing is stored.
 
@@ -287,11 +294,13 @@ def store(settings: Settings, task_id: str, step_id: str, output: dict,
         record_usage(session, task_id, step_id, usage)
         if not repo.complete_step(session, task_id, step_id, output):
             stored = repo.get_step(session, task_id, step_id)
-            return (stored.output or {}) if stored.status == StepStatus.COMPLETED else None
+            if stored is None or stored.status != StepStatus.COMPLETED:
+                return None
+            return stored.output or {}
     return output
 
 
-def with_step_usage(current: dict, step_id: str, usage: dict) -> dict:
+def with_step_usage(current: dict[str, Any], step_id: str, usage: dict[str, Any]) -> dict[str, Any]:
     """Usage per step plus a running total; each step's entry is replaced, never added twice."""
     per_step = {k: v for k, v in current.items() if k != "total"}
     per_step[step_id] = usage
@@ -302,19 +311,20 @@ def with_step_usage(current: dict, step_id: str, usage: dict) -> dict:
     return {**per_step, "total": total}
 
 
-def spent(usage: dict | None) -> tuple[int, float]:
+def spent(usage: dict[str, Any] | None) -> tuple[int, float]:
     total = (usage or {}).get("total") or {}
     return int(total.get("tokens") or 0), float(total.get("cost_usd") or 0.0)
 
 
-def record_usage(session, task_id: str, step_id: str, usage: dict | None) -> None:
-    if usage:
-        task = repo.get_task(session, task_id, lock=True)
+def record_usage(session: Session, task_id: str, step_id: str,
+                 usage: dict[str, Any] | None) -> None:
+    task = repo.get_task(session, task_id, lock=True) if usage else None
+    if usage and task is not None:
         task.usage = with_step_usage(task.usage or {}, step_id, usage)
 
 
 def fail(settings: Settings, task_id: str, step_id: str, error: OctoError,
-         usage: dict | None = None) -> None:
+         usage: dict[str, Any] | None = None) -> None:
     # An error carries what the arm was given (a refused command's text, an argv): redacted as
     # an output would be, so PII in it never reaches the task_steps row in clear.
     stored, _ = redact_output(error.to_dict(), settings.reflex)
@@ -323,7 +333,7 @@ def fail(settings: Settings, task_id: str, step_id: str, error: OctoError,
         repo.fail_step(session, task_id, step_id, stored)
 
 
-def _context(session, task, step, settings: Settings) -> ArmContext:
+def _context(session: Session, task: Task, step: TaskStep, settings: Settings) -> ArmContext:
     # Every completed step in plan order: the judge and guardian need all of them, and the
     # others simply read the ones they depend on.
     upstream = repo.completed_outputs(session, task.id)

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from app.db import session_scope
 from app.errors import ErrorCode, OctoError
 from app.models import Task, TaskStatus
 from app.pipeline.screening import policy_of
-from app.reflex import pii, scan_fields, task_fields
+from app.reflex import Report, pii, scan_fields, task_fields
 from app.runtime import Runtime
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -66,7 +67,7 @@ class Accepted:
     task_id: str
     status: str
     created: bool  # False when an Idempotency-Key replay returned the original task
-    reflex: dict
+    reflex: dict[str, Any]
 
 
 def fields_for_scan(sub: Submission) -> dict[str, str]:
@@ -76,7 +77,7 @@ def fields_for_scan(sub: Submission) -> dict[str, str]:
     return fields
 
 
-def gate(rt: Runtime, fields: dict[str, str], *, enforce: bool = True):
+def gate(rt: Runtime, fields: dict[str, str], *, enforce: bool = True) -> Report:
     """The reflex gate's scan of an input's fields under the deployment's policy, counted in
     ``orchestrator_reflex_calls_total{status}``: Blocked when the verdict blocks and the gate
     enforces it, Error when the scan itself failed (the exception propagates), else Success."""
@@ -160,7 +161,7 @@ def _replay(rt: Runtime, sub: Submission, fingerprint: str) -> Accepted | None:
     return Accepted(str(found.id), str(found.status), False, found.submit_reflex or {})
 
 
-def _finding_types(public: dict) -> dict:
+def _finding_types(public: dict[str, Any]) -> dict[str, Any]:
     """Which kinds of findings, never where or what: enough for an audit trail."""
     kinds: dict[str, int] = {}
     for match in public.get("matches", []):
@@ -169,7 +170,8 @@ def _finding_types(public: dict) -> dict:
     return {"findings": kinds, "action": public.get("action")}
 
 
-def _redacted(sub: Submission, redacted: dict[str, str], disabled=frozenset()) -> Submission:
+def _redacted(sub: Submission, redacted: dict[str, str],
+              disabled: Collection[str] = frozenset()) -> Submission:
     """The submission as it may be stored: every string with PII replaced by its marker, except
     the types the deployment's policy turned off (as for goal and context)."""
     out = copy.deepcopy(sub)
