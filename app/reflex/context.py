@@ -37,7 +37,7 @@ _NEGATION = re.compile(r"(?i)\b(?:not|don't|dont|do not|never|no need to|without
                        r"prevent\w*|stop (?:people|users|anyone) from)[ \t]+(?:\w+[ \t]+)?$")
 
 
-def _positions(pattern: re.Pattern, text: str) -> list[int]:
+def _positions(pattern: re.Pattern[str], text: str) -> list[int]:
     return [m.start() for m in pattern.finditer(text)]
 
 

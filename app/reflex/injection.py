@@ -10,7 +10,9 @@ only. Encoded payloads (base64, hex, rot13) are decoded and scanned again (app.r
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from app.reflex.context import Context
 from app.reflex.encoded import candidates, rot13
@@ -38,8 +40,8 @@ class _Found:
     end: int
 
 
-def _confirm_in(view: View):
-    def confirm(name: str, m: re.Match) -> _Found | None:
+def _confirm_in(view: View) -> Callable[[str, re.Match[str]], _Found | None]:
+    def confirm(name: str, m: re.Match[str]) -> _Found | None:
         rule = _BY_NAME[name]
         start, end = m.span(name) if name in m.re.groupindex else m.span()
         for needed in rule.before:
@@ -49,7 +51,7 @@ def _confirm_in(view: View):
     return confirm
 
 
-def _walk(view_name: str, view: View, naive: bool):
+def _walk(view_name: str, view: View, naive: bool) -> Iterator[tuple[str, re.Match[str], _Found]]:
     scanner = _SCANNERS[view_name]
     if naive:
         return scanner.scan_naive(view.text, _confirm_in(view))
@@ -143,7 +145,7 @@ def scan_naive(text: str) -> list[Match]:
     return _scan(text, depth=0, naive=True)
 
 
-def explain(text: str) -> list[dict]:
+def explain(text: str) -> list[dict[str, Any]]:
     """Matches with their base severity and the context notes that changed it (for tuning)."""
     raw = _dedupe(_raw_matches(text, 0, naive=False))
     return [{"type": m.type, "severity": m.severity, "base": base.severity, "start": m.start,

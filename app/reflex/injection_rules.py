@@ -58,5 +58,5 @@ class Rule:
     severity: str
     view: str  # "words" | "fold"
     pattern: str
-    before: tuple[re.Pattern, ...] = ()
+    before: tuple[re.Pattern[str], ...] = ()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from app.config import SEVERITIES
 
@@ -30,7 +31,7 @@ class Match:
     end: int
     confidence: float
 
-    def public(self, masked: str | None = None) -> dict:
+    def public(self, masked: str | None = None) -> dict[str, Any]:
         """What may leave the process: positions and a masked sample, never the raw value.
         ``masked`` is the PII detector's sample of the value (app.reflex.pii.mask); matches of
         the other families show their family and type instead."""

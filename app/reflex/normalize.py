@@ -48,7 +48,7 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 class View:
     text: str
     # origin[i] is the index in the original text of view character i; None means identity.
-    origin: array | None = None
+    origin: array[int] | None = None
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """The original-text span of view characters [start, end)."""
@@ -88,7 +88,7 @@ def fold(text: str) -> View:
 
 
 def _leet(text: str) -> str:
-    def swap(m: re.Match) -> str:
+    def swap(m: re.Match[str]) -> str:
         start, end = m.span()
         touches = (start > 0 and "a" <= text[start - 1] <= "z") or (
             end < len(text) and "a" <= text[end] <= "z")

@@ -24,7 +24,7 @@ _SCANNER = Scanner([(r.name, r.pattern) for r in RULES], guard=r"(?<![A-Za-z0-9]
 _BY_NAME = {r.name: r for r in RULES}
 
 
-def _confirm(name: str, m: re.Match) -> Hit | None:
+def _confirm(name: str, m: re.Match[str]) -> Hit | None:
     rule = _BY_NAME[name]
     text = m.string
     value_group = f"{name}_v"
@@ -148,7 +148,7 @@ def redact_json(value: Any, disabled: Collection[str] = ()) -> tuple[Any, dict[s
     """Any JSON value with PII redacted in every string at any depth (keys are kept), and how
     many of each type were replaced. Structure is walked, never flattened, so odd keys (dots,
     empty strings) are safe. Types in ``disabled`` are left as they are."""
-    counts: Counter = Counter()
+    counts: Counter[str] = Counter()
 
     def walk(item: Any) -> Any:
         if isinstance(item, str):

@@ -30,12 +30,17 @@ class Hit:
     end: int
 
 
+# What a rule's check says of a candidate: a confidence, a Hit (another type or span), or None
+# (not PII after all).
+Verdict = float | Hit | None
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str  # group name in the combined pattern; the value group is ``<name>_v`` when present
     type: str
     pattern: str
-    check: Callable | None = None
+    check: Callable[[str, str, int, int], Verdict] | None = None
     confidence: float = 0.9
 
 
@@ -57,13 +62,13 @@ _FILL = (r"(?:[ \t]{1,2}(?i:number|num\.?|no\.?|#|id))?[ \t]{0,2}[:#=]?[ \t]{0,2
 _CONTEXT_WINDOW = 48
 
 
-def _before(text: str, start: int, words: re.Pattern) -> bool:
+def _before(text: str, start: int, words: re.Pattern[str]) -> bool:
     return bool(words.search(text, max(0, start - _CONTEXT_WINDOW), start))
 
 
 # -- identity numbers ------------------------------------------------------------------------
 
-def _ssn_or_itin(value: str, text: str, start: int, end: int):
+def _ssn_or_itin(value: str, text: str, start: int, end: int) -> Verdict:
     digits = re.sub(r"\D", "", value)
     if len(digits) != 9:
         return None
@@ -75,18 +80,18 @@ def _ssn_or_itin(value: str, text: str, start: int, end: int):
     return None
 
 
-def _has_digit(value: str, text: str, start: int, end: int):
+def _has_digit(value: str, text: str, start: int, end: int) -> Verdict:
     return 0.85 if any(c.isdigit() for c in value) and len(value) >= 5 else None
 
 
 _ACCOUNT_CONTEXT = re.compile(r"(?i)\b(?:routing|aba|rtn|bank|account|acct|transit)\b")
 
 
-def _aba(value: str, text: str, start: int, end: int):
+def _aba(value: str, text: str, start: int, end: int) -> Verdict:
     return 0.9 if checksums.aba_ok(value) else None
 
 
-def _bank_account(value: str, text: str, start: int, end: int):
+def _bank_account(value: str, text: str, start: int, end: int) -> Verdict:
     return 0.85 if 6 <= sum(c.isdigit() for c in value) <= 17 else None
 
 
@@ -105,7 +110,7 @@ _CARD_WORDS = re.compile(r"(?i)\b(?:card|visa|mastercard|maestro|amex|jcb|discov
                          r"debit|cc|pan)\b")
 
 
-def _credit_card(value: str, text: str, start: int, end: int):
+def _credit_card(value: str, text: str, start: int, end: int) -> Verdict:
     digits = re.sub(r"\D", "", value)
     if not 12 <= len(digits) <= 19 or not _CARD_PREFIX.match(digits):
         return None
@@ -134,7 +139,7 @@ _IBAN_LENGTH = {
 }
 
 
-def _iban(value: str, text: str, start: int, end: int):
+def _iban(value: str, text: str, start: int, end: int) -> Verdict:
     # The pattern may run on into following capitalised words; shrink to the valid IBAN.
     compact = value.replace(" ", "")
     want = _IBAN_LENGTH.get(value[:2])
@@ -156,7 +161,7 @@ _VERSION_WORDS = re.compile(r"(?i)(?:version|\bver\.?|release|\bbuild|firmware|\
                             r"[\w \t('\"=:]{0,12}$")
 
 
-def _ipv4(value: str, text: str, start: int, end: int):
+def _ipv4(value: str, text: str, start: int, end: int) -> Verdict:
     addr = ipaddress.IPv4Address(value)
     if addr.is_loopback or addr.is_unspecified or addr.is_multicast or value == "255.255.255.255":
         return None  # not about a person or a host of theirs
@@ -168,7 +173,7 @@ def _ipv4(value: str, text: str, start: int, end: int):
     return 0.9 if not addr.is_private else 0.7
 
 
-def _ipv6(value: str, text: str, start: int, end: int):
+def _ipv6(value: str, text: str, start: int, end: int) -> Verdict:
     try:
         addr = ipaddress.IPv6Address(value)
     except ValueError:
@@ -180,14 +185,14 @@ def _ipv6(value: str, text: str, start: int, end: int):
     return 0.9
 
 
-def _mac(value: str, text: str, start: int, end: int):
+def _mac(value: str, text: str, start: int, end: int) -> Verdict:
     hexes = re.sub(r"[^0-9A-Fa-f]", "", value)
     return None if len(set(hexes.lower())) == 1 else 0.85  # 00:00:.. and ff:ff:.. are not devices
 
 
 # -- dates -------------------------------------------------------------------------------------
 
-def _dob(value: str, text: str, start: int, end: int):
+def _dob(value: str, text: str, start: int, end: int) -> Verdict:
     numbers = re.findall(r"\d+", value)
     years = [int(n) for n in numbers if len(n) == 4]
     day_month = [int(n) for n in numbers if len(n) <= 2]
@@ -202,7 +207,7 @@ def _dob(value: str, text: str, start: int, end: int):
 
 # -- secrets -----------------------------------------------------------------------------------
 
-def _jwt(value: str, text: str, start: int, end: int):
+def _jwt(value: str, text: str, start: int, end: int) -> Verdict:
     head = value.split(".", 1)[0]
     try:
         decoded = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
@@ -216,10 +221,10 @@ _PLACEHOLDER = re.compile(r"(?i)\*{3}|x{4}|\.\.\.|^(?:<|\$\{|\{\{|%\(|\$[A-Z_]+$
                           r"^\[redacted")
 # Code, not a value: a dotted name, a call or a subscript ("os.environ[", "get_password(user)").
 _IDENTIFIER = re.compile(r"^[A-Za-z_]\w*(?:(?:\.[A-Za-z_]\w*)+$|(?:\.[A-Za-z_]\w*)*[(\[])")
-SPECIFIC_SECRETS: list[tuple[str, re.Pattern]] = []  # filled below from the rules themselves
+SPECIFIC_SECRETS: list[tuple[str, re.Pattern[str]]] = []  # filled below from the rules themselves
 
 
-def _secret(value: str, text: str, start: int, end: int):
+def _secret(value: str, text: str, start: int, end: int) -> Verdict:
     # Trailing punctuation is kept in the span: it may belong to the secret, and redacting a
     # full stop too much is better than leaving a password's last character in clear.
     if len(value) < 6 or _PLACEHOLDER.search(value) or _IDENTIFIER.match(value):
@@ -240,17 +245,17 @@ _WALLET_WORDS = re.compile(r"(?i)\b(?:wallet|eth|ether|ethereum|address|send|usd
                            r"erc-?20|crypto|pay|deposit|withdraw)\b")
 
 
-def _b58(value: str, text: str, start: int, end: int):
+def _b58(value: str, text: str, start: int, end: int) -> Verdict:
     return 0.95 if checksums.base58check_ok(value) else None
 
 
-def _bech32(value: str, text: str, start: int, end: int):
+def _bech32(value: str, text: str, start: int, end: int) -> Verdict:
     if value != value.lower() and value != value.upper():
         return None
     return 0.95 if checksums.bech32_ok(value) else None
 
 
-def _eth(value: str, text: str, start: int, end: int):
+def _eth(value: str, text: str, start: int, end: int) -> Verdict:
     body = value[2:]
     if _before(text, start, _WALLET_WORDS):
         return 0.85
@@ -258,7 +263,7 @@ def _eth(value: str, text: str, start: int, end: int):
     return 0.7 if body != body.lower() and body != body.upper() else None
 
 
-def _email(value: str, text: str, start: int, end: int):
+def _email(value: str, text: str, start: int, end: int) -> Verdict:
     tld = value.rsplit(".", 1)[-1].lower()
     if tld in {"png", "jpg", "jpeg", "gif", "svg", "webp", "js", "ts", "py", "css", "html", "json",
                "txt", "md", "map", "lock", "whl", "tgz"}:
@@ -276,7 +281,7 @@ def _phone_digits(value: str) -> str:
     return re.sub(r"\D", "", re.split(r"[ ]?(?:x|ext)", value, maxsplit=1)[0])
 
 
-def _phone_intl(value: str, text: str, start: int, end: int):
+def _phone_intl(value: str, text: str, start: int, end: int) -> Verdict:
     digits = _phone_digits(value)
     if not 8 <= len(digits) <= 15 or "((" in value or "))" in value:
         return None
@@ -285,7 +290,7 @@ def _phone_intl(value: str, text: str, start: int, end: int):
     return 0.9
 
 
-def _phone_nanp(value: str, text: str, start: int, end: int):
+def _phone_nanp(value: str, text: str, start: int, end: int) -> Verdict:
     digits = _phone_digits(value)
     digits = digits[1:] if len(digits) == 11 else digits
     if digits[0] in "23456789" and digits[3] in "23456789":
@@ -296,7 +301,7 @@ def _phone_nanp(value: str, text: str, start: int, end: int):
 _DATE_SHAPE = re.compile(r"\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}")
 
 
-def _phone_keyed(value: str, text: str, start: int, end: int):
+def _phone_keyed(value: str, text: str, start: int, end: int) -> Verdict:
     """A number right after a phone word ("call me at", "mobile:", "my number is"): any
     national or international layout, 7-15 digits."""
     digits = _phone_digits(value)
@@ -309,7 +314,7 @@ def _phone_keyed(value: str, text: str, start: int, end: int):
     return 0.8
 
 
-def _phone_in_context(value: str, text: str, start: int, end: int):
+def _phone_in_context(value: str, text: str, start: int, end: int) -> Verdict:
     """Bare digits are a phone number only when the words before say so ("call 4155552671")."""
     return 0.7 if _before(text, start, _PHONE_WORDS) and not value.startswith("00") else None
 
@@ -320,7 +325,7 @@ def _fragment(text: str, start: int) -> bool:
     return bool(re.search(r"\d[ -]$", text[max(0, start - 2):start]))
 
 
-def _phone_national(value: str, text: str, start: int, end: int):
+def _phone_national(value: str, text: str, start: int, end: int) -> Verdict:
     digits = _phone_digits(value)
     if not 9 <= len(digits) <= 12 or digits.startswith("00") or _fragment(text, start):
         return None
@@ -336,7 +341,7 @@ def _phone_national(value: str, text: str, start: int, end: int):
     return 0.6 if french or laid_out else None
 
 
-def _phone_international_00(value: str, text: str, start: int, end: int):
+def _phone_international_00(value: str, text: str, start: int, end: int) -> Verdict:
     """``00`` + country code, dialled the European way ("00420 702 914 177")."""
     if _fragment(text, start):
         return None

@@ -27,13 +27,13 @@ _SEP = r"[\W_]{0,3}"
 
 def model_threshold(policy: Policy) -> float | None:
     """The classifier's probability that blocks under ``policy``; None: report only."""
-    if policy.model_threshold == "validated":
+    if isinstance(policy.model_threshold, str):  # "validated", the only word the setting takes
         return classifier.load().threshold
     return policy.model_threshold
 
 
 @functools.lru_cache(maxsize=32)
-def _deny_pattern(terms: tuple[str, ...]) -> re.Pattern | None:
+def _deny_pattern(terms: tuple[str, ...]) -> re.Pattern[str] | None:
     # Terms go through the same normalisation as the text, so "Falcon" also catches "F@lc0n".
     parts = []
     for term in terms:

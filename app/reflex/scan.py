@@ -29,9 +29,9 @@ class Report:
     verdict: Verdict
     matches: dict[str, list[Match]]  # field -> matches, in text order
     redacted: dict[str, str]  # field -> text with PII replaced by [REDACTED:<TYPE>]
-    public_matches: list[dict] = field(default_factory=list)
+    public_matches: list[dict[str, Any]] = field(default_factory=list)
 
-    def public(self) -> dict:
+    def public(self) -> dict[str, Any]:
         """JSON-safe summary: decision, reasons and masked matches; never a matched value."""
         return {**self.verdict.public(), "matches": [dict(m) for m in self.public_matches]}
 
@@ -53,13 +53,14 @@ def _family_matches(family: str, text: str, policy: Policy) -> list[Match]:
     return [m for m in found if m.type not in policy.disabled_types]
 
 
-def _public(field_name: str, match: Match, text: str) -> dict:
+def _public(field_name: str, match: Match, text: str) -> dict[str, Any]:
     value = text[match.start : match.end]
     masked = pii.mask(match.type, value) if match.family == "pii" else None
     return {"field": field_name, **match.public(masked)}
 
 
-def scan_family(family: str, fields: Mapping[str, str], policy: Policy | None = None) -> list[dict]:
+def scan_family(family: str, fields: Mapping[str, str],
+                policy: Policy | None = None) -> list[dict[str, Any]]:
     """Public matches (each with its "field") of one family over every field."""
     policy = policy or Policy()
     return [_public(name, m, text) for name, text in fields.items() if text
@@ -70,7 +71,7 @@ def scan_fields(fields: Mapping[str, str], policy: Policy | None = None) -> Repo
     policy = policy or Policy()
     per_field: dict[str, list[Match]] = {}
     redacted: dict[str, str] = {}
-    public: list[dict] = []
+    public: list[dict[str, Any]] = []
     findings: list[Finding] = []
     for name, text in fields.items():
         text = text or ""
@@ -84,14 +85,15 @@ def scan_fields(fields: Mapping[str, str], policy: Policy | None = None) -> Repo
     return Report(judge(findings, policy), per_field, redacted, public)
 
 
-def redact_output(output: dict, policy: Policy | None = None) -> tuple[dict, dict[str, int]]:
+def redact_output(output: dict[str, Any], policy: Policy | None = None) -> tuple[dict[str, Any],
+                  dict[str, int]]:
     """``output`` with PII and secrets redacted in every string at any depth (keys are kept),
     and how many of each type were replaced; the policy's disabled types are left as they are.
     Every step output and step error goes through here before it is stored."""
     return pii.redact_json(output, (policy or Policy()).disabled_types)
 
 
-def merge(submitted: list[dict], rescanned: list[dict]) -> list[dict]:
+def merge(submitted: list[dict[str, Any]], rescanned: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The gate's public matches and a re-scan's of the same stored fields, each finding once.
 
     The re-scan reads the stored text, in which the gate already replaced PII by markers, so
@@ -121,8 +123,8 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
             _flatten(f"{prefix}.{i}", item, out)
 
 
-def task_fields(goal: str, context: str = "", constraints: Mapping | None = None,
-                metadata: Mapping | None = None) -> dict[str, str]:
+def task_fields(goal: str, context: str = "", constraints: Mapping[str, Any] | None = None,
+                metadata: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Every text of a task under a dotted name: goal, context, constraints.<key>..., metadata...
 
     Nested objects and lists are walked ("constraints.languages.0"); non-string leaves (numbers,

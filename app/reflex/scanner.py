@@ -17,18 +17,19 @@ import re
 # "private", but stable across 3.11-3.13 and the project pins 3.11.
 import re._constants as sre
 import re._parser as sre_parse
-from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 _ANY = None  # "could start with any character"
 _CATEGORIES = {sre.CATEGORY_DIGIT: r"\d", sre.CATEGORY_WORD: r"\w", sre.CATEGORY_SPACE: r"\s"}
 
 
-def _first(items, flags: int) -> tuple[set[str] | None, bool]:
+def _first(items: Iterable[tuple[Any, Any]], flags: int) -> tuple[set[str] | None, bool]:
     """What a parsed pattern sequence can start with (escaped characters and class escapes such
     as \\d, ready to go in a character class) and whether it can match the empty string."""
     chars: set[str] = set()
+    found: set[str] | None
     for op, av in items:
         if op is sre.LITERAL:
             found, nullable = {re.escape(chr(av))}, False
@@ -51,7 +52,7 @@ def _first(items, flags: int) -> tuple[set[str] | None, bool]:
             found, nullable = set(), False
             for branch in av[1]:
                 sub, empty = _first(branch, flags)
-                if sub is _ANY:
+                if sub is None:
                     return _ANY, False
                 found |= sub
                 nullable = nullable or empty
@@ -60,7 +61,7 @@ def _first(items, flags: int) -> tuple[set[str] | None, bool]:
             nullable = nullable or av[0] == 0
         else:  # ANY, NOT_LITERAL, GROUPREF...: anything may come first
             return _ANY, False
-        if found is _ANY:
+        if found is None:
             return _ANY, False
         if flags & sre.SRE_FLAG_IGNORECASE:
             found = {v for c in found for v in ((c.lower(), c.upper()) if len(c) == 1 else (c,))}
@@ -78,6 +79,12 @@ def first_chars(pattern: str, flags: int = 0) -> str | None:
     return "[" + "".join(sorted(found)) + "]"
 
 
+def _rule(match: re.Match[str]) -> str:
+    """The rule a match of a combined pattern belongs to: every alternative is a named group."""
+    assert match.lastgroup is not None
+    return match.lastgroup
+
+
 class Scanner:
     def __init__(self, patterns: Sequence[tuple[str, str]], flags: int = 0, guard: str = ""):
         """``guard``: a zero-width test every pattern's start satisfies. Checked once per
@@ -91,7 +98,7 @@ class Scanner:
                        for i, n in enumerate(self.names) if i + 1 < len(patterns)}
 
     @staticmethod
-    def _compile(patterns: Sequence[tuple[str, str]], flags: int, guard: str) -> re.Pattern:
+    def _compile(patterns: Sequence[tuple[str, str]], flags: int, guard: str) -> re.Pattern[str]:
         # A lookahead on each rule's possible first characters rejects most rules with one
         # character test at each position instead of entering each (1.5-2x on corpus text).
         branches = []
@@ -102,8 +109,8 @@ class Scanner:
         alternatives = "|".join(branches)
         return re.compile(f"{guard}(?:{alternatives})" if guard else alternatives, flags)
 
-    def scan(self, text: str, confirm: Callable[[str, re.Match], T | None], *,
-             overlapping: bool = False) -> Iterator[tuple[str, re.Match, T]]:
+    def scan(self, text: str, confirm: Callable[[str, re.Match[str]], T | None], *,
+             overlapping: bool = False) -> Iterator[tuple[str, re.Match[str], T]]:
         """(rule name, match, confirmation) for each confirmed match, left to right.
 
         ``confirm(name, match)`` returns None to reject, or any other value; if that value has an
@@ -117,14 +124,14 @@ class Scanner:
             m = search(text, pos)
             if m is None:
                 return
-            name = m.lastgroup
+            name = _rule(m)
             found = confirm(name, m)
             tried = name
             while found is None and tried in self._after:
                 m2 = self._after[tried].match(text, m.start())
                 if m2 is None:
                     break
-                tried = m2.lastgroup
+                tried = _rule(m2)
                 found = confirm(tried, m2)
                 if found is not None:
                     name, m = tried, m2
@@ -139,18 +146,20 @@ class Scanner:
                 end = getattr(found, "end", None)
                 pos = max(end if isinstance(end, int) else m.end(), m.start() + 1)
 
-    def _also_at(self, text: str, pos: int, after: str, confirm):
+    def _also_at(self, text: str, pos: int, after: str,
+                 confirm: Callable[[str, re.Match[str]], T | None]
+                 ) -> Iterator[tuple[str, re.Match[str], T]]:
         while after in self._after:
             m = self._after[after].match(text, pos)
             if m is None:
                 return
-            after = m.lastgroup
+            after = _rule(m)
             found = confirm(after, m)
             if found is not None:
                 yield after, m, found
 
-    def scan_naive(self, text: str, confirm: Callable[[str, re.Match], T | None]
-                   ) -> Iterator[tuple[str, re.Match, T]]:
+    def scan_naive(self, text: str, confirm: Callable[[str, re.Match[str]], T | None]
+                   ) -> Iterator[tuple[str, re.Match[str], T]]:
         """One ``finditer`` per pattern: the baseline the benchmark compares ``scan`` with."""
         for name in self.names:
             for m in self.single[name].finditer(text):

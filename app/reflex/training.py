@@ -33,6 +33,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -169,7 +170,7 @@ def choose_threshold(p: np.ndarray, y: np.ndarray, source: np.ndarray, rules: np
     return min(need, 1.0)
 
 
-def rates(p: np.ndarray, y: np.ndarray, rules: np.ndarray, threshold: float) -> dict:
+def rates(p: np.ndarray, y: np.ndarray, rules: np.ndarray, threshold: float) -> dict[str, Any]:
     model = p >= threshold
     both = model | rules
     attacks, benign = y == 1, y == 0
@@ -184,7 +185,7 @@ def rates(p: np.ndarray, y: np.ndarray, rules: np.ndarray, threshold: float) -> 
     }
 
 
-def train(cache: Path = DEFAULT_CACHE) -> tuple[dict[str, np.ndarray], dict]:
+def train(cache: Path = DEFAULT_CACHE) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Fit, calibrate and threshold the model; returns (arrays for the .npz, provenance)."""
     import sklearn
     from sklearn.linear_model import LogisticRegression
@@ -246,7 +247,7 @@ def train(cache: Path = DEFAULT_CACHE) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, provenance
 
 
-def write(arrays: dict[str, np.ndarray], provenance: dict, out: Path) -> None:
+def write(arrays: dict[str, np.ndarray], provenance: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / classifier.WEIGHTS.name, **arrays)
     (out / classifier.PROVENANCE.name).write_text(json.dumps(provenance, indent=2) + "\n",

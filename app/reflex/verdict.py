@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from app.config import SEVERITIES
 from app.reflex.match import Match, at_least
@@ -35,7 +36,7 @@ class Verdict:
     injection_detected: bool
     policy_violations: bool
 
-    def public(self) -> dict:
+    def public(self) -> dict[str, Any]:
         return {"pii_detected": self.pii_detected, "injection_detected": self.injection_detected,
                 "policy_violations": self.policy_violations, "action": self.action,
                 "reasons": list(self.reasons)}
@@ -77,7 +78,7 @@ def _label(f: Finding) -> str:
     return f"{f.family} {f.type} ({f.severity})"
 
 
-def _describe(verb: str, counted: Counter) -> list[str]:
+def _describe(verb: str, counted: Counter[tuple[str, str]]) -> list[str]:
     lines = []
     for (field, label), n in counted.items():
         count = f"{n} x " if n > 1 else ""
@@ -87,7 +88,9 @@ def _describe(verb: str, counted: Counter) -> list[str]:
 
 def judge(findings: Iterable[Finding], policy: Policy) -> Verdict:
     findings = [f for f in findings if f.type not in policy.disabled_types]
-    blocked, redacted, flagged = Counter(), Counter(), Counter()
+    blocked: Counter[tuple[str, str]] = Counter()
+    redacted: Counter[tuple[str, str]] = Counter()
+    flagged: Counter[tuple[str, str]] = Counter()
     for f in findings:
         key = (f.field, _label(f))
         if _blocks(f, policy):
@@ -123,12 +126,12 @@ def verdict(pii_matches: Sequence[Match | tuple[str, Match]],
     return judge((_finding(i, field) for i in items), policy or Policy())
 
 
-def public_match(d: dict) -> dict:
+def public_match(d: dict[str, Any]) -> dict[str, Any]:
     """Only the keys that may leave the process, whatever else a caller put in the dict."""
     return {k: d[k] for k in PUBLIC_KEYS if k in d}
 
 
-def decide(public_matches: list[dict], policy: Policy | None = None) -> dict:
+def decide(public_matches: list[dict[str, Any]], policy: Policy | None = None) -> dict[str, Any]:
     """The verdict from public match dicts (as the reflex chord's header tasks return them)."""
     matches = [public_match(m) for m in public_matches if isinstance(m, dict)]
     findings = [Finding(str(m.get("field", "goal")), str(m.get("family", "")),
