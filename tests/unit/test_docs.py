@@ -1,6 +1,7 @@
 """Every relative link in README.md and docs/*.md reaches a file that exists, and a heading of
 that file when it names one: a renamed doc or section breaks here, not for a reader."""
 
+import re
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -46,3 +47,22 @@ def test_the_checker_sees_links_headings_and_code_as_github_does(tmp_path):
     problems = broken_links(doc)
     assert [p.split(":")[0] for p in problems] == ["other.md#missing", "#not-a-heading",
                                                    "gone.md"]
+
+
+def test_the_architecture_map_names_every_module_a_newcomer_looks_for():
+    """docs/architecture.md opens with a map of the code: every package of app/, every module of
+    the pipeline and access packages, of tasks/, api/ and workers/ is on it, so the owner of a
+    behaviour is found from its path (a module added without a place on the map fails here)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    start = text.index("## The map")
+    map_block = text[start:text.index("\n## ", start + 1)]
+    assert text.index("## The map") < text.index("## The flow")
+    wanted = {p.name for p in (ROOT / "app").iterdir()
+              if (p.is_dir() and (p / "__init__.py").exists()) or
+              (p.suffix == ".py" and p.name != "__init__.py")}
+    for package in ("app/pipeline", "app/access", "tasks", "api", "workers"):
+        wanted |= {p.name for p in (ROOT / package).glob("*.py")
+                   if p.name != "__init__.py" or package == "api"}
+    missing = sorted(name for name in wanted
+                     if not re.search(rf"\b{re.escape(name.removesuffix('.py'))}\b", map_block))
+    assert not missing, f"not on the map in docs/architecture.md: {missing}"
