@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
+from dataclasses import dataclass
 
 import pytest
 
@@ -116,9 +118,42 @@ def api_app(runtime):
     app.extensions["octollm_celery"].close()
 
 
+@pytest.fixture(scope="session")
+def tenant_app(runtime):
+    """The API as deployed, authentication on: the app every test's ``client`` talks to."""
+    from api import create_app
+
+    app = create_app(runtime.settings.replace(auth_disabled=False))
+    yield app
+    app.extensions["octollm_celery"].close()
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    key: str  # an API key of this tenant with every scope
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.key}
+
+
 @pytest.fixture
-def client(api_app):
-    return api_app.test_client()
+def tenant(runtime) -> Tenant:
+    """A tenant of this test's own, with a key: no test reads, lists or searches another's data."""
+    from app.access import keys
+    from tests.support.apps import make_key
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    return Tenant(name, make_key(runtime.settings, name, keys.SCOPES))
+
+
+@pytest.fixture
+def client(tenant_app, tenant):
+    """A test client of the API that speaks for this test's tenant (its key on every request)."""
+    from tests.support.apps import tenant_client
+
+    return tenant_client(tenant_app, tenant.key)
 
 
 @pytest.fixture

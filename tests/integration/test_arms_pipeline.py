@@ -301,10 +301,10 @@ def run_pipeline(rt: Runtime, task_id: str) -> None:
     orchestration.finalize(rt, task_id)
 
 
-def test_plan_and_code_come_from_the_llm(llm_runtime, fake_llm, client):
+def test_plan_and_code_come_from_the_llm(llm_runtime, fake_llm, client, tenant):
     fake_llm.answer(json.dumps(LLM_PLAN), prompt_tokens=100, completion_tokens=50)
     fake_llm.answer(CODE_ANSWER, prompt_tokens=80, completion_tokens=40)
-    task_id = accept(llm_runtime, Submission(
+    task_id = accept(llm_runtime, Submission(tenant=tenant.name, 
         goal=GOAL, acceptance_criteria=["format: python", "must include: def add"])).task_id
     run_pipeline(llm_runtime, task_id)
     body = client.get(f"/tasks/{task_id}").get_json()
@@ -326,10 +326,11 @@ def test_plan_and_code_come_from_the_llm(llm_runtime, fake_llm, client):
 
 
 def test_an_llm_answer_past_the_token_budget_ends_the_task(llm_runtime, fake_llm,
-                                                          client):
+                                                          client, tenant):
     fake_llm.answer(json.dumps(LLM_PLAN), prompt_tokens=200, completion_tokens=100)
     fake_llm.answer(CODE_ANSWER, prompt_tokens=150, completion_tokens=4000)
-    task_id = accept(llm_runtime, Submission(goal=GOAL, budget={"max_tokens": 3000})).task_id
+    task_id = accept(llm_runtime, Submission(tenant=tenant.name,
+                                             goal=GOAL, budget={"max_tokens": 3000})).task_id
     run_pipeline(llm_runtime, task_id)
     body = client.get(f"/tasks/{task_id}").get_json()
 
@@ -345,8 +346,9 @@ def test_an_llm_answer_past_the_token_budget_ends_the_task(llm_runtime, fake_llm
 
 
 def test_a_budget_too_small_for_any_call_ends_the_task_without_calling(
-        llm_runtime, fake_llm, client):
-    task_id = accept(llm_runtime, Submission(goal=GOAL, budget={"max_tokens": 20})).task_id
+        llm_runtime, fake_llm, client, tenant):
+    task_id = accept(llm_runtime, Submission(tenant=tenant.name,
+                                             goal=GOAL, budget={"max_tokens": 20})).task_id
     run_pipeline(llm_runtime, task_id)
     body = client.get(f"/tasks/{task_id}").get_json()
 
@@ -359,10 +361,11 @@ def test_a_budget_too_small_for_any_call_ends_the_task_without_calling(
 
 
 def test_tokens_of_the_call_that_broke_the_budget_are_accounted(llm_runtime, fake_llm,
-                                                                client):
+                                                                client, tenant):
     fake_llm.answer(json.dumps(LLM_PLAN), prompt_tokens=200, completion_tokens=100)
     fake_llm.answer(CODE_ANSWER, prompt_tokens=150, completion_tokens=4000)
-    task_id = accept(llm_runtime, Submission(goal=GOAL, budget={"max_tokens": 3000})).task_id
+    task_id = accept(llm_runtime, Submission(tenant=tenant.name,
+                                             goal=GOAL, budget={"max_tokens": 3000})).task_id
     run_pipeline(llm_runtime, task_id)
     body = client.get(f"/tasks/{task_id}").get_json()
     assert body["error"]["code"] == "BUDGET_EXCEEDED"
@@ -396,10 +399,10 @@ def test_offline_work_that_needs_an_llm_fails_with_llm_required(client, worker_s
 
 
 def test_the_seed_example_with_an_llm_completes_with_a_sentiment_score(llm_runtime, fake_llm,
-                                                                        client):
+                                                                        client, tenant):
     # Every call gets the same JSON: the planner finds no plan in it and plans by the rules.
     fake_llm.default_content = SENTIMENT
-    task_id = accept(llm_runtime, Submission(**SEED_EXAMPLE)).task_id
+    task_id = accept(llm_runtime, Submission(tenant=tenant.name, **SEED_EXAMPLE)).task_id
     run_pipeline(llm_runtime, task_id)
     body = client.get(f"/tasks/{task_id}").get_json()
 
@@ -417,12 +420,13 @@ def test_the_seed_example_with_an_llm_completes_with_a_sentiment_score(llm_runti
 
 
 def test_a_hanging_endpoint_with_default_settings_gives_the_fallbacks_in_time(
-        runtime, fake_llm, client):
+        runtime, fake_llm, client, tenant):
     # Default timeout (30 s) and retries (3): four attempts would take two minutes. Bounded by
     # the task's 12 s, planning falls back to the rules and the judge to its rule verdicts.
     rt = Runtime(with_llm(runtime.settings, fake_llm))
     fake_llm.stall(600, times=20)
-    task_id = accept(rt, Submission(goal="Run `echo still here`", budget={"max_time_seconds": 12},
+    task_id = accept(rt, Submission(tenant=tenant.name,
+                                    goal="Run `echo still here`", budget={"max_time_seconds": 12},
                                     acceptance_criteria=["must include: still here",
                                                          "the tone is friendly"])).task_id
     started = time.monotonic()
@@ -443,10 +447,11 @@ def test_a_hanging_endpoint_with_default_settings_gives_the_fallbacks_in_time(
 
 
 def test_what_the_planner_spent_before_breaking_the_budget_is_on_the_task(runtime, fake_llm,
-                                                                          client):
+                                                                          client, tenant):
     rt = Runtime(with_llm(runtime.settings, fake_llm, max_retries=0, price_per_1k_prompt=1.0))
     fake_llm.answer(json.dumps(LLM_PLAN), prompt_tokens=1000, completion_tokens=20)
-    task_id = accept(rt, Submission(goal=GOAL, budget={"max_cost_usd": 0.5})).task_id
+    task_id = accept(rt, Submission(tenant=tenant.name,
+                                    goal=GOAL, budget={"max_cost_usd": 0.5})).task_id
     orchestration.begin(rt, task_id)
     try:
         with pytest.raises(BudgetExceeded):

@@ -15,7 +15,7 @@ from app.errors import ErrorCode
 from app.models import Task, TaskStep
 from app.pipeline import orchestration, steps
 from tasks.canvas import step_message_id
-from tests.support.apps import dead_broker
+from tests.support.apps import dead_broker, tenant_client
 from tests.support.commands import live_processes, sleeper, step_status, until
 
 pytestmark = pytest.mark.integration
@@ -97,9 +97,9 @@ def test_cancel_stops_a_running_executor_step_at_its_next_check(client, worker_s
     assert wait_for(client, task_id)["steps"] == body["steps"]  # the late output was not stored
 
 
-def test_cancel_revokes_the_queued_step_messages(client, api_app, worker_set, wait_for,
+def test_cancel_revokes_the_queued_step_messages(client, tenant_app, worker_set, wait_for,
                                                  monkeypatch, runtime):
-    producer = api_app.extensions["octollm_celery"]
+    producer = tenant_app.extensions["octollm_celery"]
     revoked: list[str] = []
     broadcast = producer.control.revoke
 
@@ -131,10 +131,12 @@ def test_cancel_revokes_the_queued_step_messages(client, api_app, worker_set, wa
     assert step_status(client, queued, "executor") == "cancelled"
 
 
-def test_retry_runs_failed_steps_and_reuses_completed_ones(runtime, client, worker_set, wait_for):
+def test_retry_runs_failed_steps_and_reuses_completed_ones(runtime, client, tenant, worker_set,
+                                                          wait_for):
     goal = "What does the knowledge base say about retry policies?"
-    task_id = _submit(create_app(runtime.settings, celery=dead_broker(runtime.settings))
-                      .test_client(), goal)
+    secured = runtime.settings.replace(auth_disabled=False)
+    task_id = _submit(tenant_client(create_app(secured, celery=dead_broker(secured)), tenant.key),
+                      goal)
     # Reach the state a failed judge step leaves: search done, judge failed, task failed.
     orchestration.begin(runtime, task_id)
     plan = orchestration.plan(runtime, task_id)

@@ -39,8 +39,8 @@ def actions(job: str, action: str) -> float:
 
 
 def test_stalled_processing_task_resumes_without_rerunning_finished_steps(
-        runtime, api_app, client, worker_set, wait_for):
-    task_id = staged_task(runtime, "Run `echo resumed after a lost message`")
+        runtime, api_app, client, tenant, worker_set, wait_for):
+    task_id = staged_task(runtime, "Run `echo resumed after a lost message`", tenant=tenant.name)
     executor = step_of(runtime, task_id, "executor")
     steps.execute(runtime, task_id, executor, "lost-message")
     # The rest of the pipeline's messages were lost (a flushed broker): nothing moves any more.

@@ -220,10 +220,10 @@ def ipv4_allowed(runtime):
     rt.close()
 
 
-def test_disabled_types_are_not_redacted_in_step_outputs(ipv4_allowed, client, settings):
+def test_disabled_types_are_not_redacted_in_step_outputs(ipv4_allowed, client, settings, tenant):
     from app.pipeline.submission import Submission, accept
 
-    task_id = accept(ipv4_allowed, Submission(
+    task_id = accept(ipv4_allowed, Submission(tenant=tenant.name, 
         goal="Run `echo ping 203.0.113.7 owner ana.perez@example.com`")).task_id
     _run_in_process(ipv4_allowed, task_id)
     body = client.get(f"/tasks/{task_id}").get_json()

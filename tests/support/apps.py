@@ -39,6 +39,13 @@ def make_key(settings: Settings, tenant: str, scopes=keys.DEFAULT_SCOPES) -> str
     return key
 
 
+def tenant_client(flask_app, key: str):
+    """A test client of ``flask_app`` that sends ``key`` (X-API-Key) with every request."""
+    test_client = flask_app.test_client()
+    test_client.environ_base["HTTP_X_API_KEY"] = key
+    return test_client
+
+
 @contextmanager
 def serve(flask_app) -> Iterator[str]:
     """Serve the app on 127.0.0.1 over real HTTP in a thread; yields its base URL."""
