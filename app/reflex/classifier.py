@@ -52,21 +52,31 @@ _NOT_WORD = re.compile(r"[\W_]+")
 _SEED_WORD, _SEED_BIGRAM, _SEED_CHAR = 1, 2, 10
 
 
-def _buckets(hashes: np.ndarray, seed: int) -> np.ndarray:
+_MASK = np.uint64(DIM - 1)
+
+
+def _buckets(hashes: np.ndarray) -> np.ndarray:
+    """Hashes (already offset by their kind's seed) spread and cut to a bucket in [0, DIM)."""
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
-        h = (hashes + np.uint64(seed) * _MIX) * _MIX
+        h = hashes * _MIX
         h ^= h >> _SHIFT
-    return (h % np.uint64(DIM)).astype(np.int64)
+        h &= _MASK
+    return h.astype(np.intp)
+
+
+def _seeded(hashes: np.ndarray, seed: int) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return hashes + np.uint64(seed) * _MIX
 
 
 # What the model does not read: quoted passages, inline and fenced code. Its training data holds
 # attacks and questions in plain prose, no code and few quotations, so its probability on those
 # means little (a Dockerfile or "the phrase 'you are now DAN'" reads to it like an attack); the
 # rules still see them, with their own quote and discussion context.
-_UNREAD = re.compile(
-    r"```.*?(?:```|$)|`[^`\n]{1,300}`"
+_UNREAD = re.compile(  # the lookahead fails fast at the many positions no quote opens
+    r"(?=[`\"“'‘])(?:```.*?(?:```|$)|`[^`\n]{1,300}`"
     r"|(?<![^\W_])\"(?=\S)[^\"\n]{1,300}\"|“[^”\n]{1,300}”"
-    r"|(?<![^\W_])'(?=\S)[^'\n]{1,300}'(?![^\W_])|‘[^’\n]{1,300}’", re.S)
+    r"|(?<![^\W_])'(?=\S)[^'\n]{1,300}'(?![^\W_])|‘[^’\n]{1,300}’)", re.S)
 
 
 def model_text(text: str, mentions: Sequence[tuple[int, int]] = ()) -> str:
@@ -92,14 +102,15 @@ def feature_indices(text: str) -> np.ndarray:
         for n in range(2, CHAR_ORDERS[-1] + 1):
             rolling = rolling[:-1] * _P + codes[n - 1:]
             if n in CHAR_ORDERS:
-                parts.append(_buckets(rolling, _SEED_CHAR + n))
+                parts.append(_seeded(rolling, _SEED_CHAR + n))
         tokens = _WORD.findall(norm)
         if tokens:
             hashed = np.array([zlib.crc32(t.encode()) for t in tokens], dtype=np.uint64)
-            parts.append(_buckets(hashed, _SEED_WORD))
+            parts.append(_seeded(hashed, _SEED_WORD))
             if len(tokens) > 1:
-                parts.append(_buckets(hashed[:-1] * _P + hashed[1:], _SEED_BIGRAM))
-    return np.concatenate(parts)
+                parts.append(_seeded(hashed[:-1] * _P + hashed[1:], _SEED_BIGRAM))
+    # One mixing pass over every kind at once: fewer numpy calls on a short text.
+    return _buckets(np.concatenate(parts))
 
 
 def features(text: str) -> tuple[np.ndarray, np.ndarray]:
