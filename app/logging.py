@@ -74,9 +74,10 @@ def _scrub_value(value: Any) -> Any:
     return value
 
 
-# What may be shown of a task's result: a status word or a number. Anything else (hits, texts,
-# lists of findings) is replaced by its size; the outcome lives in PostgreSQL.
-_SHOWN_RESULT = re.compile(r"'[a-z][a-z0-9_.-]{0,31}'|-?\d{1,12}(?:\.\d+)?|True|False|None|"
+# What may be shown of a task's result: a status word or a small count. Anything else (hits,
+# texts, lists of findings, a number long enough to be an account) is replaced by its size; the
+# outcome lives in PostgreSQL.
+_SHOWN_RESULT = re.compile(r"'[a-z][a-z0-9_.-]{0,31}'|-?\d{1,6}|True|False|None|"
                            r"<hidden: \d+ chars>")
 
 

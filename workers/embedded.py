@@ -153,9 +153,23 @@ def start_postgres(data_dir: Path):
         parent.chmod(0o710)
     else:
         parent.chmod(0o700)
-    # PostgreSQL creates its socket 0777 (trust authentication: the folder is the guard).
+    # PostgreSQL creates its socket 0777 and trusts whoever connects: the folder is the guard.
     owner_only(data_dir)
+    socket_dir = server.get_postmaster_info().socket_dir
+    if socket_dir is not None and data_dir.resolve() not in (socket_dir, *socket_dir.parents):
+        # A data path too long for a Unix socket: pgserver put the socket in a runtime folder
+        # and made that 0777. Anyone reaching it would be PostgreSQL's superuser.
+        _guard_socket_dir(socket_dir)
     return server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1), server
+
+
+def _guard_socket_dir(folder: Path) -> None:
+    """Only we (and, run as root, PostgreSQL: pgserver's user with our gid) may reach the
+    sockets in ``folder``; the socket files themselves are ours or PostgreSQL's alone."""
+    for entry in folder.iterdir():
+        if entry.name.startswith(".s.PGSQL."):
+            entry.chmod(0o700 if stat.S_ISSOCK(entry.lstat().st_mode) else 0o600)
+    folder.chmod(0o710 if os.geteuid() == 0 else 0o700)
 
 
 def with_database(url: str, name: str, driver: bool = True) -> str:

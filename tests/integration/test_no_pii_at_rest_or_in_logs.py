@@ -27,6 +27,7 @@ import string
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -81,16 +82,17 @@ def _leaks(text: str, needles: dict[str, str]) -> list[str]:
     return [kind for kind, needle in needles.items() if needle in text]
 
 
-def _wait(url: str, timeout: float = 90.0, **kwargs) -> None:
+def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if requests.get(url, timeout=5, **kwargs).status_code < 500:
+            if requests.get(url, timeout=5).status_code < 500:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer within {timeout}s")
+    raise AssertionError(f"{url} did not answer (exit code {proc.poll()}):\n"
+                         f"{log.read_text(errors='replace')[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +111,7 @@ def watched(test_env, services, migrated, worker_set, tmp_path_factory):
                                           stdout=out, stderr=subprocess.STDOUT))
     flower = f"http://127.0.0.1:{flower_port}"
     try:
-        _wait(f"{flower}/healthcheck")
+        _wait(f"{flower}/healthcheck", procs[1], logs["flower"])
         yield {"logs": logs, "flower": flower, "flower_auth": ("admin", password),
                "folder": folder}
     finally:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg2
 import pytest
 import redis
 
@@ -100,3 +101,21 @@ def test_write_services_records_this_process_and_only_service_variables(tmp_path
     assert f"OCTOLLM_RUN_PID={os.getpid()}" in text
     assert "OCTOLLM_REDIS_URL=redis://:pw@h:1/0" in text
     assert "HOME" not in text and "SECRET_KEY" not in text and _mode(path) == 0o600
+
+
+def test_a_postgres_socket_outside_the_data_folder_is_owner_only_too(tmp_path):
+    """A data path too long for a Unix socket: pgserver puts the socket in a runtime folder it
+    makes 0777, with trust authentication; nobody else may reach it after the start."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    url, server = embedded.start_postgres(deep / "pg")
+    try:
+        socket_dir = server.get_postmaster_info().socket_dir
+        assert (deep / "pg").resolve() not in (socket_dir, *socket_dir.parents), socket_dir
+        assert _mode(socket_dir) & 0o007 == 0 and _mode(socket_dir) & 0o070 in (0, 0o010)
+        sockets = [p for p in socket_dir.iterdir() if p.name.startswith(".s.PGSQL.")]
+        assert sockets and all(_mode(p) & 0o077 == 0 for p in sockets), sockets
+        with psycopg2.connect(embedded.with_database(url, "postgres", driver=False)) as conn:
+            assert conn.cursor() is not None  # and PostgreSQL still answers us
+    finally:
+        server.cleanup()

@@ -64,7 +64,7 @@ def test_client_addresses_stay_readable(capture):
 @pytest.mark.parametrize("shown, logged", [
     ("'completed'", "'completed'"), ("3", "3"), ("None", "None"), ("True", "True"),
     ("[{'text': 'jane'}]", "<hidden: 18 chars>"), ("'Jane Roe'", "<hidden: 10 chars>"),
-    ("{'redispatched': 1}", "<hidden: 19 chars>"),
+    ("{'redispatched': 1}", "<hidden: 19 chars>"), ("536228726", "<hidden: 9 chars>"),
 ])
 def test_a_tasks_result_is_hidden_from_celerys_success_line(capture, shown, logged):
     logger, buffers = capture
