@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint test-slow bench venv clean sandbox-tool
+.PHONY: run test lint test-slow bench venv clean sandbox-tool prometheus-tool
 
 $(STAMP): setup.cfg constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,21 @@ sandbox-tool:
 	  $$sudo apt-get install -y --no-install-recommends bubblewrap \
 	    || { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends bubblewrap; }; }
 
+# promtool checks and unit-tests the alert rules (deploy/prometheus) in `make lint`; the slow
+# dashboard test runs a real Prometheus. Both come with Debian's package `prometheus`, installed
+# like bubblewrap above (only when missing; its service is not started: nothing here runs it).
+prometheus-tool:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo=sudo; \
+	  else echo "promtool (Debian package prometheus) is missing and cannot be installed" \
+	    "without root: install it" >&2; exit 1; fi; \
+	  echo "installing prometheus (promtool checks the alert rules)"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    prometheus \
+	    || { $$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install \
+	      -y --no-install-recommends prometheus; }; }
+
 run: $(STAMP) sandbox-tool
 	$(BIN)/octollm run
 
@@ -35,10 +50,12 @@ run: $(STAMP) sandbox-tool
 test: lint sandbox-tool
 	$(BIN)/python -m pytest -m "not slow"
 
-lint: $(STAMP)
+lint: $(STAMP) prometheus-tool
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	promtool check rules deploy/prometheus/rules.yml
+	promtool test rules deploy/prometheus/rules.test.yml
 
 test-slow: $(STAMP) sandbox-tool
 	$(BIN)/python -m pytest -m slow

@@ -152,6 +152,9 @@ def _before() -> None:
 
 def _after(response):
     response.headers["X-Request-ID"] = g.get("request_id", "")
+    # For the access line, which gunicorn writes once the request's span has ended
+    # (workers/gunicorn_conf.py).
+    request.environ[tracing.WSGI_IDS] = tracing.current_ids()
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     rule = request.url_rule.rule if request.url_rule else "unmatched"

@@ -173,6 +173,8 @@ class LLMClient:
 
         # time.monotonic() past which no attempt starts and none is waited for; None: no bound.
         self.deadline: float | None = None
+        # Who calls (an arm, or the planner): the `arm` label of the LLM metrics and spans.
+        self.caller = "other"
 
     @classmethod
     def configured(cls, settings: LLMSettings) -> LLMClient | None:
@@ -192,12 +194,15 @@ class LLMClient:
         key = "set" if self._api_key else "none"
         return f"LLMClient(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
 
-    def within(self, deadline: float | None) -> LLMClient:
+    def within(self, deadline: float | None, *, caller: str | None = None) -> LLMClient:
         """This client bound to a ``time.monotonic()`` deadline (same session and breaker); an
-        earlier deadline already set is kept."""
+        earlier deadline already set is kept. ``caller`` (the arm or the planner the client is
+        handed to) labels every call it makes, so no call site can forget it."""
         bound = copy.copy(self)
         if deadline is not None:
             bound.deadline = deadline if self.deadline is None else min(deadline, self.deadline)
+        if caller is not None:
+            bound.caller = caller
         return bound
 
     def _remaining(self) -> float | None:
@@ -205,8 +210,9 @@ class LLMClient:
 
     def chat(self, messages: list[dict[str, Any]], *, usage: Usage | None = None,
              max_tokens: int | None = None, temperature: float = 0.0,
-             response_format_json: bool = False, arm: str = "other") -> ChatResult:
-        """One chat completion; ``arm`` names the caller (an arm, or the planner) in metrics."""
+             response_format_json: bool = False, arm: str | None = None) -> ChatResult:
+        """One chat completion; ``arm`` names the caller in metrics (default: the bound one)."""
+        arm = arm or self.caller
         tracer = trace.get_tracer(tracing.TRACER)
         with tracer.start_as_current_span(f"chat {self.model}", kind=trace.SpanKind.CLIENT) as span:
             span.set_attributes({"gen_ai.operation.name": "chat",

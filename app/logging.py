@@ -127,8 +127,11 @@ class ContextFilter(logging.Filter):
         if isinstance(data, Mapping) and "return_value" in data:
             record.data = {**data, "return_value": hide_result(data["return_value"])}
         span = trace.get_current_span().get_span_context()
-        record.trace_id = trace.format_trace_id(span.trace_id) if span.is_valid else None
-        record.span_id = trace.format_span_id(span.span_id) if span.is_valid else None
+        # A line written after its span ended (gunicorn's access line) brings the ids it was
+        # about as fields; anything else gets the current span's.
+        if span.is_valid or getattr(record, "trace_id", None) is None:
+            record.trace_id = trace.format_trace_id(span.trace_id) if span.is_valid else None
+            record.span_id = trace.format_span_id(span.span_id) if span.is_valid else None
         return True
 
 

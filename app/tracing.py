@@ -49,6 +49,9 @@ ENABLING = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 EXPORTERS = ("otlp", "console")
 TRACER = "octollm"
 ATTRIBUTE_PREFIX = "octollm."
+# The WSGI environ key where a request leaves its (trace id, span id) for gunicorn's access line,
+# written after the request's span ended.
+WSGI_IDS = "octollm.trace_ids"
 
 _configured_pid: int | None = None
 
@@ -169,6 +172,13 @@ def current_ids() -> tuple[str | None, str | None]:
     if not ctx.is_valid:
         return None, None
     return trace.format_trace_id(ctx.trace_id), trace.format_span_id(ctx.span_id)
+
+
+def sampled_ids() -> tuple[str | None, str | None]:
+    """current_ids() when the current trace is sampled (exported), else Nones: what a task
+    stores, so its trace_id always names a trace the collector has."""
+    ctx = trace.get_current_span().get_span_context()
+    return current_ids() if ctx.is_valid and ctx.trace_flags.sampled else (None, None)
 
 
 def span_context(trace_id: str | None, span_id: str | None) -> trace.SpanContext | None:

@@ -5,7 +5,8 @@ access log through handlers of its own; ``JsonLogger`` gives both the OctoLLM fo
 object with the request id, scrubbed, app/logging.py). The access line is built from fields,
 not from the raw request line: the query string's values are masked (``/memory/search?q=``
 carries what a client searched for) and the request id is read from the response header the app
-set, since the request's context is gone by the time gunicorn logs it.
+set, and the trace and span ids from the WSGI environ (api._after), since the request's context
+is gone by the time gunicorn logs it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from urllib.parse import parse_qsl
 from gunicorn import glogging
 
 from app import logging as octolog
-from app import metrics
+from app import metrics, tracing
 from app.config import Settings
 
 
@@ -48,6 +49,8 @@ class JsonLogger(glogging.Logger):
             "remote_addr": environ.get("REMOTE_ADDR"),
             "user_agent": environ.get("HTTP_USER_AGENT"),
         }
+        # The ids of the request's span (api._after): the span has ended by now.
+        fields["trace_id"], fields["span_id"] = environ.get(tracing.WSGI_IDS) or (None, None)
         target = f"{path}?{query}" if query else path
         try:
             self.access_log.info("%s %s %s", method, target, status, extra=fields)

@@ -128,7 +128,8 @@ def plan(rt: Runtime, task_id: str, time_limit: float | None = None) -> dict[str
     if hints is None:
         hints = wait_for_hints(rt, task_id, rt.settings.hint_wait_seconds)
     usage = Usage(max_tokens=budget.get("max_tokens"), max_cost_usd=budget.get("max_cost_usd"))
-    llm = rt.llm.within(llm_deadline(time_limit, deadline_at)) if rt.llm else None
+    llm = (rt.llm.within(llm_deadline(time_limit, deadline_at), caller="planner")
+           if rt.llm else None)
     try:
         made = make_plan(goal, context, constraints, criteria, hints=list(hints or []), llm=llm,
                          usage=usage if rt.llm else None,

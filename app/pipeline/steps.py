@@ -134,7 +134,8 @@ def execute(rt: Runtime, task_id: str, step_id: str, claimant: str,
     metrics.STEPS.labels(arm=ctx.arm, outcome="started").inc()
     base_tokens, base_cost = usage.tokens, usage.cost_usd
     heartbeat = Heartbeat(rt.settings, task_id, step_id, claimant)
-    llm = rt.llm.within(llm_deadline(time_limit, outcome.deadline_at)) if rt.llm else None
+    llm = (rt.llm.within(llm_deadline(time_limit, outcome.deadline_at), caller=ctx.arm)
+           if rt.llm else None)
     ctx = dataclasses.replace(ctx, llm=llm, stop=heartbeat.lost)
     started = time.monotonic()
     heartbeat.start()

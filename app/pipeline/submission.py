@@ -109,7 +109,7 @@ def accept(rt: Runtime, sub: Submission) -> Accepted:
         raise Blocked("the task was rejected by the reflex layer: "
                       + "; ".join(public.get("reasons") or []), details=public)
     stored = _redacted(sub, report.redacted, policy_of(rt).disabled_types)
-    trace_id, span_id = tracing.current_ids()
+    trace_id, span_id = tracing.sampled_ids()
     task = Task(
         id=uuid.uuid4(), tenant=sub.tenant, goal=stored.goal, context=stored.context,
         constraints=stored.constraints, acceptance_criteria=stored.acceptance_criteria,

@@ -7,6 +7,7 @@ decodes what they send with opentelemetry-proto.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -193,13 +194,24 @@ def test_one_trace_follows_a_task_through_every_queue(traced_api, otlp_receiver)
     assert not leaks, leaks[:3]
 
 
-def test_worker_log_lines_carry_the_trace_and_span_ids(traced_api, otlp_receiver, worker_set):
+def test_log_lines_carry_the_trace_and_span_ids(traced_api, otlp_receiver, worker_set,
+                                                services):
     answer = requests.post(f"{traced_api}/submit", timeout=10,
                            json={"goal": "Run `echo logs and traces`"})
     task_id = answer.json()["task_id"]
     trace_id = finished(traced_api, task_id)["trace_id"]
     spans = complete_trace(otlp_receiver, trace_id, "octollm.memory.index", task_id)
     span_ids = {s.span_id for s in spans}
+    # The API's lines of the request, its access line included (written once the span ended).
+    request_id = answer.headers["X-Request-ID"]
+    root = next(s for s in spans if not s.parent_id)
+    api_lines = [json.loads(line) for line in
+                 (services.workdir / "traced-api.log").read_text().splitlines()
+                 if line.startswith("{") and request_id in line]
+    access = [r for r in api_lines if r["logger"] == "gunicorn.access"]
+    assert [(r["message"], r["trace_id"], r["span_id"]) for r in access] == [
+        ("POST /submit 202", trace_id, root.span_id)], api_lines
+    assert all(r["trace_id"] == trace_id and r["span_id"] in span_ids for r in api_lines)
     from tests.integration.test_observability import finished_records
 
     by_queue = finished_records(worker_set, task_id)

@@ -486,6 +486,16 @@ def test_alerts_read_only_metrics_the_app_exports(alert_rules):
                    "octollm_reconcile_actions_total"):
         assert family in used, f"no alert on {family}"
     assert any(n.startswith("orchestrator_http_request_duration_seconds") for n in used)
+    assert "octollm_db_pool_checked_out" in used, "no alert on the database pool"
+
+
+def test_every_alert_fires_in_a_unit_test(alert_rules):
+    """rules.test.yml (promtool test rules, run by make lint) has a case where each alert fires."""
+    tests = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.test.yml").read_text())
+    assert tests["rule_files"] == ["rules.yml"]
+    fired = {case["alertname"] for test in tests["tests"] for case in test["alert_rule_test"]
+             if case.get("exp_alerts")}
+    assert {rule["alert"] for rule in alert_rules} - fired == set()
 
 
 # --- docs/operations.md --------------------------------------------------------------------------

@@ -298,3 +298,23 @@ def test_a_call_that_fails_for_good_is_counted_as_an_error_with_its_reason(fake_
              sample("octollm_llm_tokens_total", **labels, kind="prompt"))
     # One request (its retry included), one error, timed; no tokens were paid for.
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 0]
+
+
+def test_a_client_handed_to_an_arm_counts_every_call_under_that_arm(fake_llm):
+    # app/pipeline/steps.py binds the step's arm (and the planner its own name) once, so a call
+    # site that passes no arm is still counted where it belongs, not under "other".
+    fake_llm.answer("bound", prompt_tokens=7, completion_tokens=3)
+    base = make_client(fake_llm)
+    bound = base.within(time.monotonic() + 60, caller="retriever")
+    labels = {"model": "fake-model", "arm": "retriever"}
+    before = (sample("octollm_llm_requests_total", **labels),
+              sample("octollm_llm_tokens_total", **labels, kind="completion"),
+              sample("octollm_llm_requests_total", model="fake-model", arm="other"))
+
+    bound.chat([{"role": "user", "content": "x"}])
+
+    after = (sample("octollm_llm_requests_total", **labels),
+             sample("octollm_llm_tokens_total", **labels, kind="completion"),
+             sample("octollm_llm_requests_total", model="fake-model", arm="other"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 3, 0]
+    assert (base.caller, bound.within(None).caller) == ("other", "retriever")

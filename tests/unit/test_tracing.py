@@ -284,3 +284,35 @@ def test_an_explicit_service_name_wins():
         receiver.close()
     assert {s.service for s in spans} == {"octollm-eu-1"}
     assert {s.resource["octollm.component"] for s in spans} == {"api"}
+
+
+SAMPLED = """
+import json
+from opentelemetry import trace
+from app import tracing
+assert tracing.configure("api")
+with trace.get_tracer("test").start_as_current_span("POST /submit", kind=trace.SpanKind.SERVER):
+    print(json.dumps([tracing.current_ids()[0], tracing.sampled_ids()[0]]))
+trace.get_tracer_provider().force_flush()
+"""
+
+
+@pytest.mark.parametrize(("sampler", "exported"), [("always_off", False),
+                                                    ("parentbased_always_on", True)])
+def test_the_configured_sampler_decides_and_a_task_stores_only_an_exported_trace(
+        sampler, exported):
+    receiver = Receiver()
+    try:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        done = subprocess.run([sys.executable, "-c", SAMPLED], capture_output=True, text=True,
+                              timeout=60, check=True,
+                              env={**clean, **receiver.env(), "OTEL_TRACES_SAMPLER": sampler})
+        # force_flush exported synchronously before the process ended.
+        spans = receiver.spans()
+    finally:
+        receiver.close()
+    current, stored = json.loads(done.stdout)
+    assert [s.name for s in spans] == (["POST /submit"] if exported else [])
+    # Log lines still correlate by trace id; the task row names only a trace that exists.
+    assert current and tracing.span_context(current, "b7ad6b7169203331")
+    assert stored == (current if exported else None)
