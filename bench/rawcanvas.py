@@ -5,9 +5,9 @@
 Every OctoLLM task has a twin here named ``bench.raw.<area>.<name>`` and routed to the same queue
 (tasks/queues.py), and the canvas is built exactly like tasks/canvas.py builds ours:
 
-    start          sends memory.search, replaces itself with the pipeline
+    start          sends memory.search and the pipeline
     pipeline       chord([pii, injection, policy], verdict) | plan | dispatch
-    dispatch       replaces itself with the arm stage of the benchmark goal's plan
+    dispatch       sends the arm stage of the benchmark goal's plan
     arm stage      level 0 | level 1 | ... | guardian | finalize | memory.index
     level          chord(steps, collect)   (a lone step: step | collect)
 
@@ -130,7 +130,9 @@ def build_arm_stage(celery: Celery, task_id: str, stage=None, priority: int = ME
         links.append(chord(members, collect) if len(members) > 1 else chain(members[0], collect))
     links.append(_sig(celery, "octollm.orchestration.finalize", task_id, priority=priority))
     links.append(_sig(celery, "octollm.memory.index", task_id, priority=priority))
-    return chain(*links)
+    stage = chain(*links)
+    stage.link_error(_sig(celery, "octollm.orchestration.fail", task_id, priority=priority))
+    return stage
 
 
 # -- the no-op tasks ---------------------------------------------------------------------------
@@ -144,7 +146,8 @@ def _task(name: str, **options):
 @_task("octollm.orchestration.start", bind=True)
 def start(self, task_id: str):
     build_hint_search(self.app, task_id, MEDIUM).apply_async()
-    return self.replace(build_pipeline(self.app, task_id, MEDIUM))
+    build_pipeline(self.app, task_id, MEDIUM).apply_async()
+    return "started"
 
 
 @_task("octollm.reflex.pii")
@@ -179,7 +182,8 @@ def plan(task_id: str) -> str:
 
 @_task("octollm.orchestration.dispatch", bind=True)
 def dispatch(self, task_id: str):
-    return self.replace(build_arm_stage(self.app, task_id, priority=MEDIUM))
+    build_arm_stage(self.app, task_id, priority=MEDIUM).apply_async()
+    return "dispatched"
 
 
 def _arm(arm: str):

@@ -86,18 +86,13 @@ class OctoTask(Task):
             outcome = "succeeded"
             return result
         except Ignore:
-            outcome = "replaced" if getattr(self.request, "octollm_replaced", False) else "ignored"
+            outcome = "ignored"
             raise
         except Retry:
             outcome = "retry"
             raise
         finally:
             tracing.annotate(outcome=outcome)
-
-    def replace(self, sig):
-        # Celery ends a replaced task with Ignore; the span should say it handed over instead.
-        self.request.octollm_replaced = True
-        return super().replace(sig)
 
     def on_failure(self, exc, _task_id, args, kwargs, _einfo):  # Celery's hook, positional
         octo_id = argument(self, "task_id", args, kwargs)

@@ -1,14 +1,14 @@
 """The only place canvases are built.
 
-start(t)    = orchestration.start, which replaces itself with the pipeline (one small message is
-              all a producer sends: the API and reconciliation stay cheap and never subscribe to
-              chord results)
+start(t)    = orchestration.start, which sends the pipeline (one small message is all a
+              producer sends: the API and reconciliation stay cheap and never subscribe to chord
+              results)
 pipeline(t) = chord([reflex.pii, reflex.injection, reflex.policy], reflex.verdict)
               | planner.plan | orchestration.dispatch
 hints(t)    = memory.search, sent by start next to the pipeline (not inside it): the planner
               reads what it stored, waiting at most OCTOLLM_HINT_WAIT_SECONDS for it, so a slow
               or stopped memory worker never holds a task up for longer
-dispatch replaces itself with the arm stage built from the stored plan:
+dispatch sends the arm stage built from the stored plan:
 arm stage   = level 0 | level 1 | ... | guardian | orchestration.finalize | memory.index
 level       = chord(steps, orchestration.collect)   (a lone step: step | collect, no chord)
 step        = arm.<arm>                              (retriever: memory.retrieve | arm.retriever)
@@ -191,7 +191,9 @@ def build_arm_stage(app: Celery, task_id: str, stage: Sequence[Sequence[StageSte
         links.append(chord(members, collect) if len(members) > 1 else chain(members[0], collect))
     links.append(_sig(app, "octollm.orchestration.finalize", t, priority=p))
     links.append(_sig(app, "octollm.memory.index", t, priority=p))
-    return chain(*links)
+    stage_chain = chain(*links)
+    stage_chain.link_error(_sig(app, "octollm.orchestration.fail", t, priority=p))
+    return stage_chain
 
 
 def _step(app: Celery, task_id: str, step: StageStep, p: int, options: dict) -> Signature:

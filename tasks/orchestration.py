@@ -1,4 +1,11 @@
-"""Bookkeeping tasks on the orchestrator queue: dispatch, collect, finalize, fail."""
+"""Bookkeeping tasks on the orchestrator queue: start, dispatch, collect, finalize, fail.
+
+start and dispatch send the next part of the canvas and end with a status word of their own.
+They do not ``replace`` themselves: Celery gives a replacement the replaced task's id, so start,
+dispatch and the arm stage's last task would be one id, one row in Flower, whose name changes as
+it goes and which stays STARTED forever when the stage fails before its end (a replaced task
+sends no final event).
+"""
 
 from __future__ import annotations
 
@@ -12,21 +19,20 @@ from tasks.canvas import build_arm_stage, build_hint_search, build_pipeline
 
 @shared_task(name="octollm.orchestration.start", **PIPELINE)
 def start(self, task_id: str):
-    """Send the hint search, and replace this message with the task's pipeline (reflex chord,
-    plan, dispatch)."""
+    """Send the hint search and the task's pipeline (reflex chord, plan, dispatch)."""
     priority = orchestration.priority_of_active(self.rt, task_id)
     build_hint_search(self.app, task_id, priority).apply_async()
-    return self.replace(build_pipeline(self.app, task_id, priority))
+    build_pipeline(self.app, task_id, priority).apply_async()
+    return "started"
 
 
 @shared_task(name="octollm.orchestration.dispatch", **PIPELINE)
 def dispatch(self, task_id: str):
-    """Create the step rows of the stored plan and replace this task with the arm stage."""
+    """Create the step rows of the stored plan and send the arm stage."""
     stage = orchestration.prepare_stage(self.rt, task_id)
-    return self.replace(build_arm_stage(self.app, task_id, stage.levels, stage.priority,
-                                        dispatch=stage.dispatch,
-                                        soft_time_limit=stage.max_time_seconds,
-                                        expires=stage.deadline))
+    build_arm_stage(self.app, task_id, stage.levels, stage.priority, dispatch=stage.dispatch,
+                    soft_time_limit=stage.max_time_seconds, expires=stage.deadline).apply_async()
+    return "dispatched"
 
 
 @shared_task(name="octollm.orchestration.collect", **PIPELINE)

@@ -164,7 +164,7 @@ def test_one_trace_follows_a_task_through_every_queue(traced_api, otlp_receiver)
     # The episode search is sent by start, beside the pipeline.
     search = runs(trace, "octollm.memory.search", task_id)[0]
     assert start in ancestors(search, by_id)
-    # Arm steps descend from dispatch (which replaced itself with the arm stage).
+    # Arm steps descend from dispatch (which sent the arm stage).
     executor = runs(trace, "octollm.arm.executor", task_id)[0]
     assert "run/octollm.orchestration.dispatch" in {s.name for s in ancestors(executor, by_id)}
     assert "run/octollm.arm.executor" in {
@@ -179,7 +179,7 @@ def test_one_trace_follows_a_task_through_every_queue(traced_api, otlp_receiver)
     assert executor.attributes["octollm.tenant"] == "default"
     assert runs(trace, "octollm.orchestration.finalize", task_id)[0].attributes[
         "octollm.task_status"] == "completed"
-    assert start.attributes["octollm.outcome"] == "replaced"
+    assert start.attributes["octollm.outcome"] == "succeeded"
     assert roots[0].attributes["octollm.task_id"] == task_id
     # Database and Redis calls are children of the work that made them.
     assert any(s.attributes.get("db.system") == "postgresql" for s in trace)
