@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -62,6 +63,10 @@ def connect(settings: Settings) -> None:
             from app.runtime import get_runtime
 
             open_memory(sender.app.amqp.queues.consume_from, get_runtime())
+
+    @signals.worker_shutdown.connect(weak=False)
+    def _close_memory(**_):
+        close_memory()
 
     @signals.worker_ready.connect(weak=False)
     def _check_sandbox(sender=None, **_):
@@ -145,6 +150,15 @@ def _trace(component: str, queue: str | None = None) -> None:
         from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
         CeleryInstrumentor().instrument()
+
+
+def close_memory() -> None:
+    """Close the memory store, if this process opened one, while the worker stops. Left to the
+    interpreter's exit, qdrant-client's finaliser closes an embedded store after the modules it
+    needs are gone, and every stop of the memory worker ended with its traceback."""
+    service = sys.modules.get("app.memory.service")  # never loads qdrant-client for others
+    if service is not None:
+        service.close()
 
 
 def open_memory(queues: Iterable[str], rt: Runtime) -> list[str] | None:
