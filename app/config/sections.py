@@ -17,16 +17,17 @@ _NEVER = ("none", "off", "never", "")
 # lists equal), named here so a typo in OCTOLLM_REFLEX_BLOCK_HIGH_TYPES fails at start.
 INJECTION_TYPES = (
     "ignore_instructions", "jailbreak_persona", "data_exfiltration", "encoded_instruction",
-    "template_injection", "command_injection", "new_instructions", "system_role",
-    "roleplay_jailbreak", "prompt_extraction", "delimiter_injection", "nested_prompt",
-    "memory_access",
+    "template_injection", "command_injection", "command_payload", "new_instructions",
+    "system_role", "roleplay_jailbreak", "prompt_extraction", "delimiter_injection",
+    "nested_prompt", "memory_access",
 )
 # The attack families whose high rule matches block by default, as the seed rejects detected
 # injections. Not in the list: families whose high matches include legitimate text (a
 # `curl ... | bash` install line is command_injection high, a story's AI "with no rules" is
-# roleplay_jailbreak high).
+# roleplay_jailbreak high). command_payload's high matches are code that spawns a process from
+# a one-liner, disguises its names, or loops forever: a payload, not an install line.
 BLOCK_HIGH_TYPES = ("system_role", "jailbreak_persona", "prompt_extraction", "delimiter_injection",
-                    "ignore_instructions", "new_instructions")
+                    "ignore_instructions", "new_instructions", "command_payload")
 
 
 def severity(name: str, raw: str) -> str | None:

@@ -136,7 +136,7 @@ class Model:
             return 0.0
         buckets, values = features(text)
         raw = float(np.dot(self.weights[buckets], values)) + self.bias
-        return round(1.0 / (1.0 + np.exp(-(self.platt_a * raw + self.platt_b))), 3)
+        return round(float(1.0 / (1.0 + np.exp(-(self.platt_a * raw + self.platt_b)))), 3)
 
 
 @functools.lru_cache(maxsize=1)

@@ -66,15 +66,18 @@ class Context:
         opened = self._count(self.quotes, ls, start) % 2 == 1
         return opened and self._count(self.quotes, end, le) > 0
 
-    def judge(self, start: int, end: int, severity: str, *, wording: bool = True
-              ) -> tuple[str, float, list[str]]:
+    def judge(self, start: int, end: int, severity: str, *, wording: bool = True,
+              quoting: bool = True) -> tuple[str, float, list[str]]:
         """Severity, confidence factor and notes for the match at [start, end).
 
         ``wording=False`` (encoded payloads) skips discussion and negation: words around a
         base64 blob cannot negate what it decodes to, and a working payload is rarely an example.
+        ``quoting=False`` (code payloads) ignores quotes: in code they are string syntax and a
+        code span's backticks are formatting, so "Run: `sh -c 'whoami'`" is an order, not a
+        quotation; discussion and negation still lower it.
         """
         cs, ce = self._bounds(self.breaks, start, end)
-        quoted = self.quoted(start, end)
+        quoted = quoting and self.quoted(start, end)
         prefix = self.text[cs:start].strip(" \t\"'`*")
         ordered = not quoted and (not prefix or bool(_ORDER_TAIL.search(prefix[-40:])))
         notes = []

@@ -16,6 +16,7 @@ from typing import Any
 
 from app.reflex.context import Context
 from app.reflex.encoded import candidates, rot13
+from app.reflex.injection_payloads import PAYLOADS, obfuscated_code
 from app.reflex.injection_phrases import PHRASES
 from app.reflex.injection_rules import SEVERITY, Rule
 from app.reflex.injection_syntax import SYNTAX
@@ -24,7 +25,9 @@ from app.reflex.normalize import View, fold, words
 from app.reflex.scanner import Scanner
 
 TYPES = tuple(SEVERITY)
-RULES = PHRASES + SYNTAX
+RULES = PHRASES + SYNTAX + PAYLOADS
+# Code is judged as code: quotes inside it are string syntax, not a quotation (app.reflex.context).
+_CODE_TYPES = frozenset({"command_payload"})
 _BY_NAME = {r.name: r for r in RULES}
 # Phrase rules all start at a word; syntax rules at a symbol, a word or a line start.
 _GUARDS = {"words": r"\b(?=[a-z])", "fold": r"(?:(?<=\n)|^|(?=[^\s\w])|\b(?=\w))"}
@@ -66,6 +69,8 @@ def _raw_matches(text: str, depth: int, naive: bool) -> list[Match]:
         for _, _, hit in _walk(view_name, view, naive):
             start, end = view.span(hit.start, hit.end)
             found.append(Match("injection", hit.rule.type, hit.rule.severity, start, end, 0.9))
+    found.extend(Match("injection", "command_payload", "high", start, end, 0.9)
+                 for start, end in obfuscated_code(text))
     if depth == 0:
         found.extend(_encoded(text, views["words"], naive))
     return found
@@ -98,14 +103,19 @@ def _decoded_severity(decoded: str, naive: bool) -> str | None:
 
 
 def _dedupe(matches: list[Match]) -> list[Match]:
-    """One match per type per overlapping stretch: the first, the most severe at equal start."""
-    kept: list[Match] = []
-    reach: dict[str, int] = {}
-    for m in sorted(matches, key=lambda x: (x.start, -severity_rank(x.severity))):
-        if m.start >= reach.get(m.type, -1):
-            kept.append(m)
-            reach[m.type] = m.end
-    return sorted(kept, key=lambda x: (x.start, x.end))
+    """One match per type per overlapping stretch: the first, the most severe at equal start,
+    replaced by a later overlapping one only if that one is more severe (a one-liner that
+    spawns something, medium, then turns out to be a fork bomb, critical)."""
+    kept: dict[int, Match] = {}
+    last: dict[str, int] = {}  # type -> key in ``kept`` of its current stretch
+    for i, m in enumerate(sorted(matches, key=lambda x: (x.start, -severity_rank(x.severity)))):
+        current = kept.get(last.get(m.type, -1))
+        if current is None or m.start >= current.end:
+            kept[i] = m
+            last[m.type] = i
+        elif severity_rank(m.severity) > severity_rank(current.severity):
+            kept[last[m.type]] = m
+    return sorted(kept.values(), key=lambda x: (x.start, x.end))
 
 
 def _judged(text: str, found: list[Match]) -> list[tuple[Match, list[str]]]:
@@ -115,7 +125,8 @@ def _judged(text: str, found: list[Match]) -> list[tuple[Match, list[str]]]:
     out = []
     for m in found:
         severity, factor, notes = context.judge(m.start, m.end, m.severity,
-                                                wording=m.type != "encoded_instruction")
+                                                wording=m.type != "encoded_instruction",
+                                                quoting=m.type not in _CODE_TYPES)
         out.append((Match(m.family, m.type, severity, m.start, m.end,
                           round(m.confidence * factor, 2)), notes))
     return out

@@ -19,6 +19,7 @@ SEVERITY = {
     "ignore_instructions": "critical", "jailbreak_persona": "critical",
     "data_exfiltration": "critical", "encoded_instruction": "critical",
     "template_injection": "critical", "command_injection": "critical",
+    "command_payload": "critical",
     "new_instructions": "high", "system_role": "high", "roleplay_jailbreak": "high",
     "prompt_extraction": "high", "delimiter_injection": "high", "nested_prompt": "high",
     "memory_access": "high",

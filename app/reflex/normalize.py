@@ -28,6 +28,8 @@ _HOMOGLYPHS = str.maketrans({
     "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p",
     "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ϲ": "c", "ϳ": "j", "ℓ": "l",
 })
+# The look-alike letters themselves (app.reflex.injection_payloads finds them inside code names).
+CONFUSABLES = "".join(sorted(chr(k) for k in _HOMOGLYPHS))
 # Zero-width and bidi controls are category Cf; the variation selectors are Mn and are dropped
 # with the other combining marks.
 _DROP_CATEGORIES = {"Cf", "Mn", "Me", "Cc"}

@@ -129,7 +129,7 @@ def load_examples(data: Path) -> list[Example]:
     return examples
 
 
-def matrix(texts: list[str]):
+def matrix(texts: list[str]) -> Any:  # a scipy.sparse CSR matrix (scipy has no types)
     """Feature rows of the texts as the model reads them at run time (``model_text``)."""
     import scipy.sparse as sp
 
@@ -249,7 +249,8 @@ def train(cache: Path = DEFAULT_CACHE) -> tuple[dict[str, np.ndarray], dict[str,
 
 def write(arrays: dict[str, np.ndarray], provenance: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / classifier.WEIGHTS.name, **arrays)
+    np.savez_compressed(out / classifier.WEIGHTS.name, weights=arrays["weights"],
+                        calibration=arrays["calibration"])
     (out / classifier.PROVENANCE.name).write_text(json.dumps(provenance, indent=2) + "\n",
                                                   encoding="utf-8")
 
