@@ -13,26 +13,23 @@ from datetime import timedelta
 from kombu import Exchange, Queue
 
 from app.config import Settings
-from tasks.queues import PRIORITY_SEP, PRIORITY_STEPS, QUEUES
+from tasks import broker
+from tasks.queues import QUEUES
 from tasks.results import backend_url
 
 EXCHANGE = Exchange("octollm", type="direct")
 
 
 def from_settings(settings: Settings) -> dict:
+    # Redis or RabbitMQ: what differs between them (priority numbers, queue arguments, transport
+    # options) comes from tasks/broker.py.
+    kind = broker.kind(settings.effective_broker_url)
     return {
         "broker_url": settings.effective_broker_url,
         # Redis, without the result waiting no OctoLLM process does (tasks/results.py).
         "result_backend": backend_url(settings.effective_result_backend),
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
-            # An unacked message goes to another worker after this long: it must exceed the
-            # longest step's hard time limit, or a slow but healthy step would run twice.
-            "visibility_timeout": settings.visibility_timeout,
-            "priority_steps": list(PRIORITY_STEPS),
-            "sep": PRIORITY_SEP,
-            "queue_order_strategy": "priority",
-        },
+        "broker_transport_options": broker.transport_options(settings),
         "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
         # JSON only: a pickle payload from a compromised producer would be code execution.
         "task_serializer": "json",
@@ -55,7 +52,10 @@ def from_settings(settings: Settings) -> dict:
         "task_default_queue": "orchestrator",
         "task_default_exchange": EXCHANGE.name,
         "task_default_routing_key": "orchestrator",
-        "task_queues": tuple(Queue(q.name, EXCHANGE, routing_key=q.name) for q in QUEUES),
+        "task_queues": tuple(Queue(q.name, EXCHANGE, routing_key=q.name,
+                                   **broker.queue_options(kind)) for q in QUEUES),
+        # A message sent without a priority (beat's jobs) is a medium one on either broker.
+        "task_default_priority": broker.priority_number(kind, "medium"),
         "task_routes": {task: {"queue": q.name, "routing_key": q.name}
                         for q in QUEUES for task in q.tasks},
         "task_annotations": {task: {"soft_time_limit": q.soft_time_limit,

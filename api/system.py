@@ -12,7 +12,7 @@ from api import errors, schemas
 from api.parsing import Blueprint
 from app import metrics
 from app.db import get_engine
-from tasks import queues
+from tasks import broker
 
 VERSION = "0.1.0"
 blp = Blueprint("system", __name__, description="Service status and metrics")
@@ -73,7 +73,7 @@ class Metrics(MethodView):
 
 
 def queue_depths() -> dict[str, int]:
-    return queues.queue_depths(runtime().broker)
+    return broker.queue_depths(runtime())
 
 
 def _check_database() -> str | None:
@@ -88,7 +88,7 @@ def _check_database() -> str | None:
 
 def _check_broker() -> str | None:
     try:
-        runtime().broker.ping()
+        broker.ping(runtime())
         return None
     except Exception as exc:  # noqa: BLE001
         return type(exc).__name__

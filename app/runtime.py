@@ -26,13 +26,14 @@ class Runtime:
 
     @cached_property
     def redis(self) -> Redis:
-        url = self.settings.redis_url or self.settings.effective_broker_url
+        url = self.settings.effective_redis_url
         return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3,
                                     health_check_interval=30)
 
     @cached_property
     def broker(self) -> Redis:
-        """The broker's Redis (queue lengths, readiness); often the same server as ``redis``."""
+        """The broker's Redis (queue lengths, readiness); often the same server as ``redis``.
+        With RabbitMQ as the broker, tasks/broker.py reads it instead."""
         url = self.settings.effective_broker_url
         if url == (self.settings.redis_url or url):
             return self.redis

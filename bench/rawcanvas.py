@@ -30,7 +30,8 @@ from celery.canvas import chord as chord_type
 
 import celeryconfig
 from app.config import Settings
-from tasks.queues import PRIORITIES, QUEUES, queue_for
+from tasks import broker
+from tasks.queues import QUEUES, queue_for
 
 PREFIX = "bench.raw."
 # Goal of every benchmark task: the rule planner makes it one executor step and the judge.
@@ -38,7 +39,8 @@ BENCH_GOAL = "Run `echo hi`"
 DONE_KEY = "bench:raw:done"
 INDEXED_KEY = "bench:raw:indexed"
 
-MEDIUM = PRIORITIES["medium"]  # every benchmark task is submitted with the default priority
+# Every benchmark task is submitted with the default priority (on the benchmark's Redis broker).
+MEDIUM = broker.priority_number(broker.REDIS, "medium")
 REFLEX = ("reflex.pii", "reflex.injection", "reflex.policy")
 
 

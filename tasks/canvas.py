@@ -33,7 +33,7 @@ from celery.canvas import Signature
 
 from app.logging import scrub
 from app.pipeline.orchestration import StageStep
-from tasks.queues import PRIORITIES
+from tasks import broker
 
 REFLEX_CHECKS = ("octollm.reflex.pii", "octollm.reflex.injection", "octollm.reflex.policy")
 # Message headers carrying the log context of the work: the worker binds them to every log line
@@ -89,6 +89,20 @@ class OctoAMQP(AMQP):
                                   kwargsrepr=kwargsrepr, **options)
 
 
+    def _create_task_sender(self):
+        send = super()._create_task_sender()
+
+        def send_task_message(producer, name, message, *args, **kwargs):
+            # A message's ``expires`` is enforced by the worker, which discards an expired one
+            # and reports it (the step's task fails with TASK_TIMEOUT at once, workers/signals.py).
+            # Celery also hands it to the broker as a per-message TTL: Redis ignores that, but
+            # RabbitMQ would drop the message unseen, and the task would wait for reconciliation.
+            kwargs.pop("expiration", None)
+            return send(producer, name, message, *args, **kwargs)
+
+        return send_task_message
+
+
 AMQP_CLASS = f"{__name__}:OctoAMQP"
 
 
@@ -96,8 +110,9 @@ def _sig(app: Celery, name: str, *args, priority: int, **options) -> Signature:
     return app.signature(name, args=args, immutable=True, priority=priority, **options)
 
 
-def priority_of(priority: str | None) -> int:
-    return PRIORITIES.get(priority or "medium", PRIORITIES["medium"])
+def priority_of(app: Celery, priority: str | None) -> int:
+    """The message priority of a task's priority on ``app``'s broker (tasks/broker.py)."""
+    return broker.priority_number(broker.kind(app.conf.broker_url), priority)
 
 
 def build_start(app: Celery, task_id: str, priority: str | None = "medium", *,
@@ -110,15 +125,14 @@ def build_start(app: Celery, task_id: str, priority: str | None = "medium", *,
     headers = {header: value for header, value in ((REQUEST_ID_HEADER, request_id),
                                                    (TENANT_HEADER, tenant)) if value}
     options = {"headers": headers} if headers else {}
-    start = _sig(app, "octollm.orchestration.start", str(task_id), priority=priority_of(priority),
-                 **options)
-    start.link_error(_sig(app, "octollm.orchestration.fail", str(task_id),
-                          priority=priority_of(priority)))
+    p = priority_of(app, priority)
+    start = _sig(app, "octollm.orchestration.start", str(task_id), priority=p, **options)
+    start.link_error(_sig(app, "octollm.orchestration.fail", str(task_id), priority=p))
     return start
 
 
 def build_pipeline(app: Celery, task_id: str, priority: str | None = "medium") -> Signature:
-    p = priority_of(priority)
+    p = priority_of(app, priority)
     t = str(task_id)
     header = [_sig(app, name, t, priority=p) for name in REFLEX_CHECKS]
     verdict = app.signature("octollm.reflex.verdict", args=(t,), priority=p)
@@ -141,7 +155,7 @@ def build_hint_search(app: Celery, task_id: str, priority: str | None = "medium"
     In the reflex chord it would make every task wait for the memory worker (and none pass the
     checks while that worker is stopped); beside it, it usually finishes while the checks run.
     """
-    return _sig(app, "octollm.memory.search", str(task_id), priority=priority_of(priority),
+    return _sig(app, "octollm.memory.search", str(task_id), priority=priority_of(app, priority),
                 expires=HINT_SEARCH_EXPIRES_SECONDS)
 
 
@@ -174,7 +188,7 @@ def build_arm_stage(app: Celery, task_id: str, stage: Sequence[Sequence[StageSte
     by the worker unrun (and the task fails with TASK_TIMEOUT, workers/signals.py), instead of
     running work nobody can use any more. Reconciliation's fail_overdue remains the backstop.
     """
-    p = priority_of(priority)
+    p = priority_of(app, priority)
     t = str(task_id)
     limits: dict = {}
     if soft_time_limit:

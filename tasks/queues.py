@@ -67,9 +67,9 @@ TASK_MODULES = ["tasks.screening", "tasks.planning", "tasks.orchestration", "tas
 BY_NAME: dict[str, QueueSpec] = {q.name: q for q in QUEUES}
 ARM_QUEUES: tuple[str, ...] = tuple(q.name for q in QUEUES if q.name.startswith("arm."))
 
-# Redis treats 0 as the most urgent priority; kombu keeps one list per step (queue, queue:3, ...).
+# The Redis transport keeps one list per priority step (queue, queue:3, ...) and pops 0 first;
+# tasks/broker.py maps a task's priority to these numbers (and to RabbitMQ's).
 PRIORITY_STEPS = (0, 3, 6, 9)
-PRIORITIES: dict[str, int] = {"critical": 0, "high": 3, "medium": 6, "low": 9}
 PRIORITY_SEP = ":"
 
 
@@ -90,13 +90,3 @@ def spec(name: str) -> QueueSpec:
 def redis_lists(queue: str) -> list[str]:
     """The Redis list keys holding a queue's messages, one per priority step."""
     return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
-
-
-def queue_depths(client) -> dict[str, int]:
-    """Messages waiting per queue (all priority lists), read from the broker's Redis."""
-    pipe = client.pipeline(transaction=False)
-    for queue in QUEUES:
-        for key in redis_lists(queue.name):
-            pipe.llen(key)
-    counts = iter(pipe.execute())
-    return {q.name: sum(next(counts) for _ in redis_lists(q.name)) for q in QUEUES}

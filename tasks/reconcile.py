@@ -16,8 +16,8 @@ from celery import shared_task
 from app import metrics
 from app.pipeline import reconcile
 from tasks.base import OctoTask
-from tasks.canvas import build_start, revoke_steps
-from tasks.queues import queue_depths
+from tasks.broker import queue_depths
+from tasks.canvas import build_start, priority_of, revoke_steps
 
 log = logging.getLogger(__name__)
 LOCK_KEY = "octollm:lock:maintenance:{}"
@@ -53,7 +53,7 @@ def redispatch_stalled(self):
 
     def backlog() -> int:
         try:
-            return sum(queue_depths(self.rt.broker).values())
+            return sum(queue_depths(self.rt).values())
         except Exception:  # an unreadable broker is treated as empty
             return 0
 
@@ -74,9 +74,11 @@ def reindex_episodes(self):
     def body() -> dict[str, int]:
         todo = reconcile.unindexed_tasks(self.rt)
         for task_id in todo:
-            self.app.signature("octollm.memory.index", args=(task_id,)).apply_async()
+            self.app.signature("octollm.memory.index", args=(task_id,),
+                               priority=priority_of(self.app, "low")).apply_async()
         # Qdrant may also have been wiped after indexing: the memory queue checks and repairs.
-        self.app.signature("octollm.memory.sync").apply_async()
+        self.app.signature("octollm.memory.sync",
+                           priority=priority_of(self.app, "low")).apply_async()
         return {"reindex_sent": len(todo)}
 
     return single_flight(self, "reindex_episodes", body)

@@ -156,6 +156,71 @@ def client(tenant_app, tenant):
     return tenant_client(tenant_app, tenant.key)
 
 
+# -- the same stack with RabbitMQ as its broker (tests/support/brokers.py runs tests on both) ----
+
+@pytest.fixture(scope="session")
+def rabbitmq_vhost():
+    from tests.support.services import provision_rabbitmq
+
+    vhost = provision_rabbitmq()
+    yield vhost
+    vhost.delete()
+
+
+@pytest.fixture(scope="session")
+def amqp_env(test_env, rabbitmq_vhost, services) -> dict[str, str]:
+    """This run's environment with RabbitMQ as the broker. Redis stays the result backend; the
+    database is shared with the Redis stack (tasks are told apart by id), the memory worker gets
+    a Qdrant directory of its own (an embedded Qdrant admits one process)."""
+    workdir = services.workdir / "amqp"
+    workdir.mkdir(exist_ok=True)
+    return {**test_env, "OCTOLLM_BROKER_URL": rabbitmq_vhost.url,
+            "OCTOLLM_QDRANT_PATH": str(workdir / "qdrant"), "OCTOLLM_VAR_DIR": str(workdir)}
+
+
+@pytest.fixture(scope="session")
+def amqp_runtime(migrated, amqp_env):
+    from app.runtime import Runtime
+
+    rt = Runtime(Settings.from_env(amqp_env))
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="session")
+def amqp_worker_set(amqp_runtime, amqp_env, services, otlp_receiver):
+    from tests.support.workers import WorkerSet
+
+    workers = WorkerSet(env={**amqp_env, **otlp_receiver.env()}, workdir=services.workdir,
+                        label="amqp")
+    workers.start_all()
+    yield workers
+    workers.stop_all()
+
+
+def _amqp_app(settings: Settings):
+    from api import create_app
+
+    app = create_app(settings)
+    yield app
+    app.extensions["octollm_celery"].close()
+    app.extensions["octollm"].close()
+
+
+@pytest.fixture(scope="session")
+def amqp_api_app(amqp_runtime):
+    yield from _amqp_app(amqp_runtime.settings)
+
+
+@pytest.fixture(scope="session")
+def amqp_tenant_app(amqp_runtime):
+    """``tenant_app`` with RabbitMQ as its broker."""
+    from tasks.broker import close_readers
+
+    yield from _amqp_app(amqp_runtime.settings.replace(auth_disabled=False))
+    close_readers()
+
+
 @pytest.fixture
 def wait_for():
     """Poll GET /tasks/<id> until the task is terminal; returns the last body."""

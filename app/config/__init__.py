@@ -36,12 +36,14 @@ from app.config.sections import (
     ReflexSettings,
 )
 
-__all__ = ["BLOCK_HIGH_TYPES", "DEFAULT_ALLOWLIST", "EXECUTOR_SANDBOXES", "INJECTION_TYPES",
-           "SEVERITIES", "CoderSettings", "ConfigError", "ExecutorSettings", "JudgeSettings",
-           "LLMSettings", "ReflexSettings", "Settings", "mask_url"]
+__all__ = ["AMQP_SCHEMES", "BLOCK_HIGH_TYPES", "DEFAULT_ALLOWLIST", "EXECUTOR_SANDBOXES",
+           "INJECTION_TYPES", "SEVERITIES", "CoderSettings", "ConfigError", "ExecutorSettings",
+           "JudgeSettings", "LLMSettings", "ReflexSettings", "Settings", "mask_url"]
 
 ENVIRONMENTS = ("development", "test", "production")
 REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "unix")
+# RabbitMQ, as the broker only: the result backend (chords), locks and progress events stay Redis.
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PREFIX = "OCTOLLM_"
 
@@ -120,8 +122,13 @@ class Settings:
     # -- validation -----------------------------------------------------------------------------
     def validate(self) -> None:
         check(self, PREFIX)
-        for name in ("redis_url", "broker_url", "result_backend"):
+        for name in ("redis_url", "result_backend"):
             _check_scheme(f"OCTOLLM_{name.upper()}", getattr(self, name), REDIS_SCHEMES)
+        _check_scheme("OCTOLLM_BROKER_URL", self.broker_url, REDIS_SCHEMES + AMQP_SCHEMES)
+        if self.broker_is_amqp and not (self.redis_url or self.result_backend):
+            raise ConfigError(
+                "OCTOLLM_REDIS_URL is required when OCTOLLM_BROKER_URL is RabbitMQ (amqp://): "
+                "Redis stays the result backend that chords need, and holds locks and events")
         _check_scheme("OCTOLLM_DATABASE_URL", self.database_url,
                       ("postgresql", "postgresql+psycopg2", "postgres"))
         _check_scheme("OCTOLLM_QDRANT_URL", self.qdrant_url, ("http", "https"))
@@ -152,6 +159,12 @@ class Settings:
                     f"OCTOLLM_{name.upper()} has no password, and production requires an "
                     "authenticated Redis: redis://:PASSWORD@host:6379/0 (or "
                     "rediss://USER:PASSWORD@...; unix:///path?password=PASSWORD)")
+        # RabbitMQ's built-in guest user may only connect from localhost: a deployment names a
+        # user of its own, and without one kombu would silently try guest/guest.
+        if self.broker_is_amqp and not _has_password(self.effective_broker_url):
+            raise ConfigError(
+                "OCTOLLM_BROKER_URL has no user and password, and production requires them: "
+                "amqp://USER:PASSWORD@host:5672/VHOST")
 
     # -- derived values -------------------------------------------------------------------------
     @property
@@ -162,8 +175,24 @@ class Settings:
         return url
 
     @property
+    def broker_is_amqp(self) -> bool:
+        url = self.broker_url or self.redis_url
+        return bool(url) and urlsplit(url).scheme in AMQP_SCHEMES
+
+    @property
+    def effective_redis_url(self) -> str:
+        """The Redis of results, locks, rate limits and progress events (never RabbitMQ)."""
+        url = self.redis_url or (None if self.broker_is_amqp else self.broker_url)
+        url = url or self.result_backend
+        if not url:
+            raise ConfigError("OCTOLLM_REDIS_URL (or OCTOLLM_BROKER_URL) is not set")
+        return url
+
+    @property
     def effective_result_backend(self) -> str:
-        return self.result_backend or self.effective_broker_url
+        if self.result_backend:
+            return self.result_backend
+        return self.effective_redis_url if self.broker_is_amqp else self.effective_broker_url
 
     @property
     def effective_secret_key(self) -> str:

@@ -3,6 +3,9 @@
 Nothing here is shared with the rest of the suite, so killing Redis or refusing database
 connections cannot disturb other tests or other runs on the machine. Reconciliation runs for real
 (celery beat every few seconds), because recovering from these faults is its job.
+
+The suite runs twice: with Redis as the broker, and with a private RabbitMQ server as the broker
+(Redis then stays the result backend). The RabbitMQ run is slow (``make test-slow``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sqlalchemy.exc import OperationalError
 from app.config import Settings
 from app.db import session_scope
 from app.models import Task, TaskResult, TaskStep
+from tests.support import rabbitmq
 from tests.support.workers import WorkerSet
 from workers.embedded import EmbeddedRedis, free_port, start_redis
 from workers.stack import migrate
@@ -44,6 +48,8 @@ class ChaosStack:
     redis_port: int
     redis: EmbeddedRedis
     workers: WorkerSet
+    broker: str = "redis"
+    rabbit: rabbitmq.PrivateRabbitMQ | None = None
     beat: subprocess.Popen | None = None
     api: object = None
     report: list = field(default_factory=list)
@@ -59,7 +65,23 @@ class ChaosStack:
         time.sleep(down_seconds)
         self.redis = start_redis(self.workdir / "redis", port=self.redis_port)
 
+    def restart_rabbitmq(self, down_seconds: float = 2.0) -> None:
+        """kill -9 of the whole RabbitMQ VM, then the same server again on its data."""
+        assert self.rabbit is not None
+        self.rabbit.restart(down_seconds)
+
     def flush_broker(self) -> None:
+        """Every queued message lost: FLUSHDB on Redis, every queue purged on RabbitMQ."""
+        if self.rabbit is not None:
+            from kombu import Connection
+
+            from tasks.queues import QUEUES
+
+            with Connection(self.rabbit.url) as connection:
+                channel = connection.channel()
+                for queue in QUEUES:
+                    channel.queue_purge(queue.name)
+            return
         import redis
 
         with redis.Redis.from_url(self.redis.url) as client:
@@ -191,7 +213,8 @@ class ChaosStack:
     def record(self, scenario: str, ids: list[str], recovery: float, extra: dict) -> None:
         counts = self.statuses(ids)
         said = self.recoveries()
-        line = {"scenario": scenario, "tasks": len(ids), "recovery_s": round(recovery, 1),
+        line = {"scenario": scenario, "broker": self.broker, "tasks": len(ids),
+                "recovery_s": round(recovery, 1),
                 **{s: counts[s] for s in TERMINAL}, "failed_by_code": self.failures(ids),
                 **extra, **dict(said - self.said), "workers_restarted": dict(self.revived)}
         self.said = said
@@ -206,11 +229,15 @@ def _start_beat(env: dict[str, str], workdir: Path) -> subprocess.Popen:
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-@pytest.fixture(scope="module")
-def chaos(services, tmp_path_factory):
+@pytest.fixture(scope="module",
+                params=["redis", pytest.param("rabbitmq", marks=pytest.mark.slow)])
+def chaos(request, services, tmp_path_factory):
     from api import create_app
 
     workdir = tmp_path_factory.mktemp("chaos")
+    rabbit = None
+    if request.param == "rabbitmq":
+        rabbit = rabbitmq.PrivateRabbitMQ(workdir / "rabbitmq").start()
     url = make_url(services.database_url)
     admin = {"host": url.host or url.query.get("host"), "port": url.port or 5432,
              "user": url.username or "postgres", "dbname": "postgres"}
@@ -234,12 +261,15 @@ def chaos(services, tmp_path_factory):
         "OCTOLLM_RECONCILE_INTERVAL_SECONDS": "3",
         "OCTOLLM_MAX_DISPATCHES": "10",
     })
+    if rabbit is not None:
+        env["OCTOLLM_BROKER_URL"] = rabbit.url
     settings = Settings.from_env(env)
     migrate(settings.database_url)
     workers = WorkerSet(env=env, workdir=workdir)
     workers.start_all()
     stack = ChaosStack(env=env, settings=settings, workdir=workdir, admin=admin,
-                       db_name=db_name, redis_port=redis_port, redis=redis, workers=workers)
+                       db_name=db_name, redis_port=redis_port, redis=redis, workers=workers,
+                       broker=request.param, rabbit=rabbit)
     stack.beat = _start_beat(env, workdir)
     stack.api = create_app(settings)
     try:
@@ -252,12 +282,14 @@ def chaos(services, tmp_path_factory):
         stack.api.extensions["octollm_celery"].close()
         stack.api.extensions["octollm"].close()
         stack.redis.stop()
+        if stack.rabbit is not None:
+            stack.rabbit.close()
         from app.db import dispose_all
 
         dispose_all()
         conn.cursor().execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         conn.close()
         if stack.report:
-            print("\nCHAOS SUMMARY")
+            print(f"\nCHAOS SUMMARY ({request.param} broker)")
             for line in stack.report:
                 print(f"  {line}")

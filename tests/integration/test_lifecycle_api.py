@@ -15,10 +15,14 @@ from app.errors import ErrorCode
 from app.models import Task, TaskStep
 from app.pipeline import orchestration, steps
 from tasks.canvas import step_message_id
+from tests.support import brokers
 from tests.support.apps import dead_broker, tenant_client
+from tests.support.brokers import on_both_brokers, on_both_brokers_slow
 from tests.support.commands import live_processes, sleeper, step_status, until
 
 pytestmark = pytest.mark.integration
+# Marked tests run on RabbitMQ too: these fixtures pick the stack (tests/support/brokers.py).
+broker, api_app, tenant_app, client, worker_set = brokers.FIXTURES
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +79,7 @@ def test_cancel_pending_task_then_conflict(parked):
     assert parked.post(f"/tasks/{task_id}/retry").status_code == 409
 
 
+@on_both_brokers_slow
 def test_cancel_stops_a_running_executor_step_at_its_next_check(client, worker_set, wait_for):
     goal, tag, late = sleeper(8)
     task_id = _submit(client, goal)
@@ -97,6 +102,7 @@ def test_cancel_stops_a_running_executor_step_at_its_next_check(client, worker_s
     assert wait_for(client, task_id)["steps"] == body["steps"]  # the late output was not stored
 
 
+@on_both_brokers
 def test_cancel_revokes_the_queued_step_messages(client, tenant_app, worker_set, wait_for,
                                                  monkeypatch, runtime):
     producer = tenant_app.extensions["octollm_celery"]
@@ -131,6 +137,7 @@ def test_cancel_revokes_the_queued_step_messages(client, tenant_app, worker_set,
     assert step_status(client, queued, "executor") == "cancelled"
 
 
+@on_both_brokers
 def test_retry_runs_failed_steps_and_reuses_completed_ones(runtime, client, tenant, worker_set,
                                                           wait_for):
     goal = "What does the knowledge base say about retry policies?"

@@ -9,11 +9,16 @@ import pytest
 from app.pipeline import reconcile
 from app.runtime import Runtime
 from tasks.canvas import revoke_steps, step_message_id
+from tests.support import brokers
+from tests.support.brokers import on_both_brokers, on_both_brokers_slow
 from tests.support.commands import live_processes, sleeper, until
 
 pytestmark = pytest.mark.integration
+# Marked tests run on RabbitMQ too: these fixtures pick the stack (tests/support/brokers.py).
+broker, api_app, tenant_app, client, worker_set = brokers.FIXTURES
 
 
+@on_both_brokers
 def test_critical_task_overtakes_a_backlog_of_low_ones(client, worker_set, wait_for):
     low = [client.post("/submit", json={"goal": f"Run `echo backlog {i}`", "priority": "low"})
            .get_json()["task_id"] for i in range(24)]
@@ -34,6 +39,7 @@ def test_critical_task_overtakes_a_backlog_of_low_ones(client, worker_set, wait_
     assert overtaken >= len(low) * 0.6, (overtaken, len(low))
 
 
+@on_both_brokers_slow
 def test_max_time_is_the_step_soft_limit(client, worker_set, wait_for):
     task_id = client.post("/submit", json={
         "goal": "Run `python3 -c 'import time; time.sleep(8)'`",
@@ -45,6 +51,7 @@ def test_max_time_is_the_step_soft_limit(client, worker_set, wait_for):
     assert time.monotonic() - started < 8
 
 
+@on_both_brokers
 def test_a_step_queued_past_the_deadline_is_dropped_and_the_task_times_out(
         client, api_app, worker_set, wait_for, runtime):
     # The executor worker runs one step at a time: a sleeping command holds the queue.

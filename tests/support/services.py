@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -98,3 +99,44 @@ def provision() -> TestServices:
         services.redis_db = 0
         services.redis_url = embedded.url
     return services
+
+
+# -- RabbitMQ: a vhost of this run ------------------------------------------------------------
+
+RABBITMQ_HOST, RABBITMQ_PORT = "127.0.0.1", 5672
+
+
+def _rabbitmqctl(*args: str) -> None:
+    result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
+                            timeout=120, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
+
+
+@dataclass
+class RabbitVhost:
+    """A vhost of its own on the machine's RabbitMQ (guest may use it), so concurrent runs
+    never share a queue; ``delete()`` removes it with everything queued in it."""
+
+    name: str
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}/{self.name}"
+
+    def delete(self) -> None:
+        _rabbitmqctl("delete_vhost", self.name)
+
+
+def provision_rabbitmq() -> RabbitVhost:
+    if not port_open(RABBITMQ_HOST, RABBITMQ_PORT):
+        raise RuntimeError(f"RabbitMQ does not answer on {RABBITMQ_HOST}:{RABBITMQ_PORT}: start it "
+                           "(rabbitmq-server -detached); the suite runs the pipeline on it too")
+    vhost = RabbitVhost(f"octollm-test-{uuid.uuid4().hex[:10]}")
+    _rabbitmqctl("add_vhost", vhost.name)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost.name, "guest", ".*", ".*", ".*")
+    except Exception:
+        vhost.delete()
+        raise
+    return vhost

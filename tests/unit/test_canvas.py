@@ -6,6 +6,7 @@ from celery.canvas import _chain, chord
 import celeryconfig
 from app.config import Settings
 from app.pipeline.orchestration import StageStep
+from tasks.broker import AMQP, REDIS, priority_number
 from tasks.canvas import (
     HINT_SEARCH_EXPIRES_SECONDS,
     REQUEST_ID_HEADER,
@@ -16,15 +17,20 @@ from tasks.canvas import (
     build_start,
     step_message_id,
 )
-from tasks.queues import PRIORITIES
 
 T = "0b6b1f9e-8f7e-4e07-9d1c-3f7f2f1e2a10"
 
 
-def _app() -> Celery:
+def _app(broker_url: str | None = None) -> Celery:
+    env = {"OCTOLLM_REDIS_URL": "redis://x/0"}
+    if broker_url:
+        env["OCTOLLM_BROKER_URL"] = broker_url
     app = Celery("canvas-test", set_as_current=False)
-    app.conf.update(celeryconfig.from_settings(Settings.from_env({"OCTOLLM_REDIS_URL": "redis://x/0"})))
+    app.conf.update(celeryconfig.from_settings(Settings.from_env(env)))
     return app
+
+
+PRIORITIES = {name: priority_number(REDIS, name) for name in ("low", "medium", "high", "critical")}
 
 
 def _order(sig) -> list:
@@ -114,8 +120,33 @@ def test_arm_steps_expire_at_the_task_deadline_and_bookkeeping_does_not():
 
 
 def test_priorities_order_critical_first_for_redis():
-    # Redis pops the lowest number first.
-    assert PRIORITIES["critical"] < PRIORITIES["high"] < PRIORITIES["medium"] < PRIORITIES["low"]
+    # Redis pops the lowest number first, one list per step.
+    assert [PRIORITIES[p] for p in ("critical", "high", "medium", "low")] == [0, 3, 6, 9]
+
+
+def test_priorities_order_critical_first_for_rabbitmq():
+    # RabbitMQ delivers the highest number first, up to the queues' x-max-priority.
+    numbers = [priority_number(AMQP, p) for p in ("low", "medium", "high", "critical")]
+    assert numbers == [0, 1, 2, 3]
+    assert priority_number(AMQP, None) == priority_number(AMQP, "medium")
+
+
+def test_the_canvas_numbers_priorities_for_the_app_s_broker():
+    for url, expected in (("redis://x/0", 0), ("amqp://u:p@rabbit:5672/octo", 3)):
+        app = _app(url)
+        leaves = _leaves(build_arm_stage(app, T, [[StageStep("run", "executor")]], "critical"))
+        assert {s.options["priority"] for s in leaves} == {expected}
+        assert build_start(app, T, "critical").options["priority"] == expected
+        assert app.conf.task_default_priority == (6 if url.startswith("redis") else 1)
+
+
+def test_rabbitmq_queues_are_durable_priority_queues_and_redis_ones_plain():
+    amqp = _app("amqp://u:p@rabbit:5672/octo").conf
+    assert all(q.durable and q.max_priority == 3 for q in amqp.task_queues)
+    assert amqp.broker_transport_options == {"confirm_publish": True}
+    redis = _app().conf
+    assert all(q.max_priority is None for q in redis.task_queues)
+    assert redis.broker_transport_options["priority_steps"] == [0, 3, 6, 9]
 
 
 def test_producers_send_one_start_message_that_fails_the_task_on_error():

@@ -14,6 +14,11 @@ def test_reads_prefixed_variables_and_coerces_types():
 @pytest.mark.parametrize("env, variable", [
     ({"OCTOLLM_DATABASE_URL": "mysql://u@h/db"}, "OCTOLLM_DATABASE_URL"),
     ({"OCTOLLM_REDIS_URL": "http://localhost:6379"}, "OCTOLLM_REDIS_URL"),
+    # RabbitMQ may be the broker, never the result backend: chords need Redis.
+    ({"OCTOLLM_REDIS_URL": "amqp://g:g@localhost:5672/"}, "OCTOLLM_REDIS_URL"),
+    ({"OCTOLLM_RESULT_BACKEND": "amqp://g:g@localhost:5672/"}, "OCTOLLM_RESULT_BACKEND"),
+    ({"OCTOLLM_BROKER_URL": "kafka://localhost:9092"}, "OCTOLLM_BROKER_URL"),
+    ({"OCTOLLM_BROKER_URL": "amqp://g:g@localhost:5672/"}, "OCTOLLM_REDIS_URL is required"),
     ({"OCTOLLM_QDRANT_URL": "ftp://q"}, "OCTOLLM_QDRANT_URL"),
     ({"OCTOLLM_ENVIRONMENT": "staging"}, "OCTOLLM_ENVIRONMENT"),
     ({"OCTOLLM_DB_POOL_SIZE": "0"}, "OCTOLLM_DB_POOL_SIZE"),
@@ -51,7 +56,29 @@ def test_broker_and_backend_default_to_redis_url():
         _ = Settings.from_env({}).effective_broker_url
 
 
+def test_a_rabbitmq_broker_keeps_redis_for_results_locks_and_events():
+    s = Settings.from_env({"OCTOLLM_BROKER_URL": "amqp://octo:rabbitpw9@rabbit:5672/octollm",
+                           "OCTOLLM_REDIS_URL": "redis://r:6379/3"})
+    assert s.broker_is_amqp
+    assert s.effective_broker_url == "amqp://octo:rabbitpw9@rabbit:5672/octollm"
+    assert s.effective_result_backend == s.effective_redis_url == "redis://r:6379/3"
+    assert "rabbitpw9" not in repr(s) and "amqp://octo:***@rabbit:5672/octollm" in repr(s)
+    redis_broker = Settings.from_env({"OCTOLLM_BROKER_URL": "redis://b:6379/1",
+                                      "OCTOLLM_REDIS_URL": "redis://r:6379/3"})
+    assert not redis_broker.broker_is_amqp
+    assert redis_broker.effective_result_backend == "redis://b:6379/1"
+    assert redis_broker.effective_redis_url == "redis://r:6379/3"
+
+
 PRODUCTION = {"OCTOLLM_ENVIRONMENT": "production", "OCTOLLM_SECRET_KEY": "k" * 32}
+
+
+def test_production_requires_rabbitmq_credentials():
+    redis = {"OCTOLLM_REDIS_URL": "redis://:s3cret@cache:6379/0"}
+    with pytest.raises(ConfigError, match="OCTOLLM_BROKER_URL has no user and password"):
+        Settings.from_env({**PRODUCTION, **redis, "OCTOLLM_BROKER_URL": "amqp://rabbit:5672/o"})
+    url = "amqp://octollm:s3cret@rabbit:5672/octollm"
+    assert Settings.from_env({**PRODUCTION, **redis, "OCTOLLM_BROKER_URL": url}).broker_is_amqp
 
 
 @pytest.mark.parametrize("variable, url", [

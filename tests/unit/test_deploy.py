@@ -14,8 +14,11 @@ from __future__ import annotations
 import configparser
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import click
 import pytest
@@ -34,6 +37,8 @@ K8S = ROOT / "deploy" / "k8s"
 OPERATIONS = ROOT / "docs" / "operations.md"
 SUBCOMMANDS = {"api", "worker", "beat", "flower", "migrate"}
 DATASTORES = {"postgres", "redis", "qdrant"}
+# Started only with its compose profile (COMPOSE_PROFILES=rabbitmq), then the broker.
+OPTIONAL = {"rabbitmq": {"condition": "service_healthy", "required": False}}
 
 
 def parse_octollm(argv: list[str]) -> SimpleNamespace:
@@ -116,6 +121,9 @@ def test_depends_on_waits_for_healthy_datastores_and_the_migration(compose):
     for name, service in app_services(compose).items():
         depends = service["depends_on"]
         for dependency, condition in depends.items():
+            if dependency in OPTIONAL:
+                assert condition == OPTIONAL[dependency], f"{name} -> {dependency}"
+                continue
             expected = ("service_completed_successfully" if dependency == "migrate"
                         else "service_healthy")
             assert dependency in DATASTORES | {"migrate"}, f"{name} depends on {dependency}"
@@ -123,13 +131,34 @@ def test_depends_on_waits_for_healthy_datastores_and_the_migration(compose):
         if name == "migrate":
             assert set(depends) == {"postgres"}
         else:
-            assert {"redis", "migrate"} <= set(depends), name
+            assert {"redis", "rabbitmq", "migrate"} <= set(depends), name
     for name in ("api", "beat", *(q.service for q in QUEUES)):
-        assert set(compose[name]["depends_on"]) == DATASTORES | {"migrate"}, name
+        assert set(compose[name]["depends_on"]) == DATASTORES | set(OPTIONAL) | {"migrate"}, name
+
+
+def test_the_rabbitmq_profile_is_a_durable_broker_the_app_environment_accepts(compose):
+    rabbit = compose["rabbitmq"]
+    assert rabbit["profiles"] == ["rabbitmq"], "optional: Redis stays the default broker"
+    # Queues and persistent messages live on the volume, under a node named after the host.
+    assert [v.split(":")[1] for v in rabbit["volumes"]] == ["/var/lib/rabbitmq"]
+    assert rabbit["hostname"] == "rabbitmq"
+    assert "RABBITMQ_DEFAULT_PASS" in " ".join(rabbit["command"]), "refuses an empty password"
+    env = rabbit["environment"]
+    user, vhost = env["RABBITMQ_DEFAULT_USER"], env["RABBITMQ_DEFAULT_VHOST"]
+    header = (ROOT / "docker-compose.yml").read_text().split("\nname:")[0]
+    documented = re.search(r"OCTOLLM_BROKER_URL=(amqp://\S+)", header).group(1)
+    assert documented == f"amqp://{user}:<RABBITMQ_PASSWORD>@rabbitmq:5672/{vhost}"
+    for name, service in app_services(compose).items():
+        app_env = {key: interpolate(value) for key, value in service["environment"].items()}
+        assert service["environment"]["OCTOLLM_BROKER_URL"] == "${OCTOLLM_BROKER_URL:-}", name
+        settings = Settings.from_env({
+            **app_env, "OCTOLLM_ENVIRONMENT": "production", "OCTOLLM_SECRET_KEY": "k" * 32,
+            "OCTOLLM_BROKER_URL": documented.replace("<RABBITMQ_PASSWORD>", "pw")})
+        assert settings.broker_is_amqp and "@redis:6379/" in settings.effective_result_backend
 
 
 def test_healthchecks(compose):
-    for name in (*DATASTORES, "api", "flower"):
+    for name in (*DATASTORES, *OPTIONAL, "api", "flower"):
         check = compose[name]["healthcheck"]
         assert check.get("test") and not check.get("disable"), name
     assert "/health" in " ".join(compose["api"]["healthcheck"]["test"])
@@ -418,6 +447,75 @@ def test_config_and_secret_hold_a_valid_environment(manifests):
             for container in pod_spec(doc)["containers"]:
                 refs = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
                 assert refs == {"octollm-config", "octollm-secrets"}, doc["metadata"]["name"]
+
+
+# --- deploy/overlays/rabbitmq: the base with RabbitMQ as the broker -----------------------------
+
+OVERLAY = ROOT / "deploy" / "overlays" / "rabbitmq"
+
+
+@pytest.fixture(scope="module")
+def rabbit_manifests() -> list[dict]:
+    """The overlay as `kubectl apply -k` would apply it, rendered by kubectl's kustomize."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (which renders kustomizations) is not installed")
+    rendered = subprocess.run([kubectl, "kustomize", str(OVERLAY)], capture_output=True,
+                              text=True, timeout=120, check=False)
+    assert rendered.returncode == 0, rendered.stderr
+    return [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+
+
+def test_the_rabbitmq_overlay_is_the_base_plus_a_durable_rabbitmq(rabbit_manifests, manifests):
+    base = {(doc["kind"], doc["metadata"]["name"]) for doc in manifests
+            if doc["kind"] != "Kustomization"}
+    added = {("Secret", "rabbitmq"), ("Service", "rabbitmq"), ("StatefulSet", "rabbitmq"),
+             ("TriggerAuthentication", "rabbitmq-broker")}
+    assert {(doc["kind"], doc["metadata"]["name"]) for doc in rabbit_manifests} == base | added
+    rabbit = objects(rabbit_manifests, "StatefulSet")["rabbitmq"]
+    mounts = main_container(rabbit)["volumeMounts"]
+    claims = [c["metadata"]["name"] for c in rabbit["spec"]["volumeClaimTemplates"]]
+    assert [(m["name"], m["mountPath"]) for m in mounts] == [(claims[0], "/var/lib/rabbitmq")]
+    service = objects(rabbit_manifests, "Service")["rabbitmq"]
+    labels = rabbit["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+
+
+def test_the_rabbitmq_overlay_points_every_process_at_it(rabbit_manifests):
+    config = objects(rabbit_manifests, "ConfigMap")["octollm-config"]["data"]
+    secret = objects(rabbit_manifests, "Secret")["octollm-secrets"]["stringData"]
+    settings = Settings.from_env({**config, **secret, "OCTOLLM_ENVIRONMENT": "production",
+                                  "OCTOLLM_SECRET_KEY": "k" * 32})
+    assert settings.broker_is_amqp
+    assert settings.effective_result_backend == secret["OCTOLLM_REDIS_URL"], "Redis stays"
+    url = urlsplit(settings.effective_broker_url)
+    server = objects(rabbit_manifests, "Secret")["rabbitmq"]["stringData"]
+    assert (url.username, url.password, url.path) == (
+        server["RABBITMQ_DEFAULT_USER"], server["RABBITMQ_DEFAULT_PASS"],
+        "/" + server["RABBITMQ_DEFAULT_VHOST"])
+    assert url.hostname.split(".")[0] == "rabbitmq" and url.port == 5672
+
+
+def test_the_rabbitmq_overlay_scales_each_worker_on_its_rabbitmq_queue(rabbit_manifests,
+                                                                        manifests):
+    base = objects(manifests, "ScaledObject")
+    scaled = objects(rabbit_manifests, "ScaledObject")
+    assert set(scaled) == set(base)
+    for q in QUEUES:
+        if q.service not in scaled:
+            continue
+        # One trigger: a RabbitMQ queue's message count covers all its priorities.
+        (trigger,) = scaled[q.service]["spec"]["triggers"]
+        assert trigger["type"] == "rabbitmq"
+        assert trigger["metadata"]["queueName"] == q.name
+        assert trigger["metadata"]["mode"] == "QueueLength"
+        assert trigger["metadata"]["value"] == base[q.service]["spec"]["triggers"][0][
+            "metadata"]["listLength"]
+        assert trigger["authenticationRef"] == {"name": "rabbitmq-broker"}
+        assert scaled[q.service]["spec"]["maxReplicaCount"] == q.max_replicas
+    (auth,) = objects(rabbit_manifests, "TriggerAuthentication").values()
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "host", "name": "octollm-secrets", "key": "OCTOLLM_BROKER_URL"}]
 
 
 # --- deploy/prometheus/rules.yml -----------------------------------------------------------------
