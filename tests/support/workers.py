@@ -84,12 +84,14 @@ class WorkerSet:
         return worker
 
     def start_all(self, *, concurrency: dict[str, int] | None = None,
-                  timeout: float = 90.0) -> None:
+                  timeout: float = 240.0) -> None:
         started = [self.start(q.name, concurrency=(concurrency or {}).get(q.name), wait=False)
                    for q in QUEUES]
         self.wait_ready(started, timeout)
 
-    def wait_ready(self, workers: list[WorkerProcess], timeout: float = 90.0) -> None:
+    def wait_ready(self, workers: list[WorkerProcess], timeout: float = 240.0) -> None:
+        # Ten workers starting at once under coverage on a busy 2-core machine took more than
+        # 90 s (make test measures every process they run).
         deadline = time.monotonic() + timeout
         pending = list(workers)
         while pending:
