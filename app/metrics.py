@@ -51,8 +51,10 @@ STEP_DURATION = Histogram(
     "octollm_step_duration_seconds", "Arm step run time", ["arm"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+# Not `job`: Prometheus sets that label on every series to the scrape job, and renames a
+# metric's own `job` to exported_job, so a selector on it would never match.
 RECONCILE = Counter("octollm_reconcile_actions_total", "Reconciliation job actions",
-                    ["job", "action"])
+                    ["maintenance_job", "action"])
 RATE_LIMITED = Counter("octollm_rate_limited_total", "Requests answered 429")
 AUTH_FAILURES = Counter("octollm_auth_failures_total",
                         "Failed authentications, answered 401 or (over the per-address limit) 429",
@@ -71,6 +73,21 @@ LLM_TOKENS = Counter("octollm_llm_tokens_total", "Tokens used by LLM calls",
                      ["model", "arm", "kind"])
 LLM_COST = Counter("octollm_llm_cost_usd_total", "Cost of LLM calls in US dollars",
                    ["model", "arm"])
+
+LLM_CALLERS_OF_QUEUES = {"planner": "planner", "arm.retriever": "retriever", "arm.coder": "coder",
+                         "arm.judge": "judge"}
+
+
+def start_llm_series(model: str, callers: Iterable[str]) -> None:
+    """This process's LLM series at 0 before its first call: a counter first scraped at its first
+    value shows no increase, so rate()/increase() (the dashboard, any alert) would miss it."""
+    for arm in callers:
+        LLM_REQUESTS.labels(model, arm)
+        LLM_DURATION.labels(model, arm)
+        LLM_COST.labels(model, arm)
+        for kind in ("prompt", "completion"):
+            LLM_TOKENS.labels(model, arm, kind)
+
 
 # The SQLAlchemy pool of each process (app/db.py). Gauges of live processes are summed across a
 # multiprocess directory (prefork children, gunicorn workers); an exited process's are dropped.

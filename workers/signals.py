@@ -79,7 +79,12 @@ def connect(settings: Settings) -> None:
         db.dispose_all()
         # The exporter's thread must start in the process that runs the tasks (the solo pool
         # sends this signal too, in the worker's own process).
-        _trace("worker", ",".join(sorted(current_app.amqp.queues.consume_from)))
+        queues = sorted(current_app.amqp.queues.consume_from)
+        _trace("worker", ",".join(queues))
+        if settings.llm.base_url and settings.llm.model:
+            metrics.start_llm_series(settings.llm.model, [
+                metrics.LLM_CALLERS_OF_QUEUES[q] for q in queues
+                if q in metrics.LLM_CALLERS_OF_QUEUES])
 
     @signals.worker_process_shutdown.connect(weak=False)
     def _child_exit(pid=None, **_):

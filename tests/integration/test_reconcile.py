@@ -33,9 +33,9 @@ def _age(settings, task_id: str, **fields) -> None:
 
 
 def actions(job: str, action: str) -> float:
-    """octollm_reconcile_actions_total{job, action} in this process."""
+    """octollm_reconcile_actions_total{maintenance_job, action} in this process."""
     return REGISTRY.get_sample_value("octollm_reconcile_actions_total",
-                                     {"job": job, "action": action}) or 0.0
+                                     {"maintenance_job": job, "action": action}) or 0.0
 
 
 def test_stalled_processing_task_resumes_without_rerunning_finished_steps(
@@ -182,6 +182,10 @@ def test_jobs_are_single_flight_and_log_their_counts(runtime, caplog):
     record = next(r for r in caplog.records if "maintenance job demo done" in r.getMessage())
     assert record.counts == {"did": 2} and record.job == "demo"
     assert actions("demo", "did") == 2  # the skipped run counted nothing
+    # An action a run did not take is a series at 0, so the first real one shows as an increase.
+    assert single_flight(fake_task, "demo", lambda: {"did": 0, "gave_up": 0}) is not None
+    assert REGISTRY.get_sample_value("octollm_reconcile_actions_total",
+                                     {"maintenance_job": "demo", "action": "gave_up"}) == 0.0
 
 
 def test_a_job_that_acts_counts_its_actions(runtime):

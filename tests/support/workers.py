@@ -66,15 +66,17 @@ class WorkerSet:
     label: str = "test"
     _generation: int = 0
 
-    def start(self, queue: str, *, concurrency: int | None = None,
-              wait: bool = True) -> WorkerProcess:
+    def start(self, queue: str, *, concurrency: int | None = None, wait: bool = True,
+              env: dict[str, str] | None = None) -> WorkerProcess:
+        """Start a worker of ``queue``; ``env`` adds to the set's environment for this one
+        (its own metrics port and directory, say)."""
         self._generation += 1
         hostname = f"{queue}-{self._generation}@{self.label}"
         log_path = self.workdir / f"worker-{self.label}-{queue}-{self._generation}.log"
         argv = worker_argv(queue, concurrency=concurrency, loglevel="INFO", hostname=hostname)
         argv[argv.index(APP)] = self.app
         with open(log_path, "wb") as handle:  # the child keeps its own copy of the descriptor
-            process = subprocess.Popen(argv, env=self.env, stdout=handle,
+            process = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=handle,
                                        stderr=subprocess.STDOUT, start_new_session=True,
                                        preexec_fn=_die_with_parent)
         worker = WorkerProcess(queue, process, log_path, hostname)

@@ -12,6 +12,7 @@ points at no section of it.
 from __future__ import annotations
 
 import configparser
+import json
 import re
 import shlex
 import shutil
@@ -30,6 +31,7 @@ from app.config import Settings
 from app.config.readers import default_of, env_names
 from tasks.queues import ARM_QUEUES, QUEUES, redis_lists
 from tests.support.markdown import anchors
+from tests.support.prometheus import metric_names
 from workers import cli, processes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -522,7 +524,6 @@ def test_the_rabbitmq_overlay_scales_each_worker_on_its_rabbitmq_queue(rabbit_ma
 
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",),
             "summary": ("", "_sum", "_count")}
-PROMQL_WORDS = {"and", "or", "unless", "bool", "offset"}
 
 
 def exported_metric_names() -> set[str]:
@@ -531,15 +532,6 @@ def exported_metric_names() -> set[str]:
                 if isinstance(value, MetricWrapperBase) for family in value.describe()]
     families += list(metrics.QueueDepthCollector(dict).collect())
     return {family.name + suffix for family in families for suffix in SUFFIXES[family.type]}
-
-
-def metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects (strings, labels and durations removed)."""
-    expr = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)
-    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expr)
-    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
-    names = re.findall(r"(?<![\w.:])([a-zA-Z_:][\w:]*)(?![\w:]|\s*\()", expr)
-    return {name for name in names if name not in PROMQL_WORDS}
 
 
 def test_metric_name_extraction():
@@ -594,6 +586,41 @@ def test_every_alert_fires_in_a_unit_test(alert_rules):
     fired = {case["alertname"] for test in tests["tests"] for case in test["alert_rule_test"]
              if case.get("exp_alerts")}
     assert {rule["alert"] for rule in alert_rules} - fired == set()
+
+
+# --- deploy/grafana -------------------------------------------------------------------------------
+
+GRAFANA = ROOT / "deploy" / "grafana"
+# What operators asked the dashboard to show (issue 19): each is a panel title.
+REQUIRED_PANELS = {"Submit rate", "Tasks by status", "Processing time (submit to finish)",
+                   "Queue depth", "Step outcomes per arm", "Step duration per arm (p95)",
+                   "Reflex blocks", "Reconciliation actions", "API latency", "API 5xx rate",
+                   "LLM tokens", "LLM cost"}
+
+
+def dashboard_panels() -> list[dict]:
+    dashboard = json.loads((GRAFANA / "dashboards" / "octollm.json").read_text())
+    return [p for p in dashboard["panels"] if p["type"] != "row"]
+
+
+def test_the_dashboard_has_every_panel_and_reads_only_exported_metrics():
+    panels = dashboard_panels()
+    assert {p["title"] for p in panels} >= REQUIRED_PANELS
+    assert len({p["id"] for p in panels}) == len(panels)
+    exported = exported_metric_names()
+    for panel in panels:
+        assert panel["targets"] and panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        for target in panel["targets"]:
+            names = metric_names(target["expr"].replace("$__rate_interval", "5m"))
+            assert names and names <= exported, (panel["title"], sorted(names - exported))
+
+
+def test_grafana_provisioning_points_at_the_dashboard_folder():
+    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "octollm.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards/octollm"
+    source = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml")
+                            .read_text())["datasources"][0]
+    assert (source["type"], source["isDefault"]) == ("prometheus", True)
 
 
 # --- docs/operations.md --------------------------------------------------------------------------

@@ -318,3 +318,22 @@ def test_a_client_handed_to_an_arm_counts_every_call_under_that_arm(fake_llm):
              sample("octollm_llm_requests_total", model="fake-model", arm="other"))
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 3, 0]
     assert (base.caller, bound.within(None).caller) == ("other", "retriever")
+
+
+def test_a_workers_llm_series_exist_at_zero_before_its_first_call():
+    # workers/signals.py calls this at each pool child's start: increase() then counts the
+    # first call, which a series born at its first value would hide.
+    from app import metrics
+
+    assert registry_value("octollm_llm_cost_usd_total", model="series-model", arm="judge") is None
+    metrics.start_llm_series("series-model", ["judge"])
+    for name, labels in [("octollm_llm_requests_total", {}), ("octollm_llm_cost_usd_total", {}),
+                         ("octollm_llm_tokens_total", {"kind": "prompt"}),
+                         ("octollm_llm_request_duration_seconds_count", {})]:
+        assert registry_value(name, model="series-model", arm="judge", **labels) == 0.0, name
+
+
+def registry_value(name: str, **labels):
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels)
