@@ -18,8 +18,13 @@ STATUSES = [s.value for s in TaskStatus]
 # all): such input is refused with 400, field by field, before anything else reads it. The
 # patterns are what the OpenAPI document says of every string the API takes (api/openapi.py).
 TEXT_PATTERN = r"^[^\u0000]*$"
-NOT_BLANK_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-_NOT_BLANK = re.compile(r"[^\s\x00]")
+# Blank means only these characters, spelt out: Python's \s and the document's (ECMA-262) \s
+# differ (\x1c-\x1f and \x85 are whitespace to Python only, \ufeff to ECMA only), so a client
+# (or a fuzzer) following the document would send strings the server calls blank.
+_SPACE = (r"\t\n\u000b\f\r \u001c-\u001f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
+          r"\u205f\u3000\ufeff")
+NOT_BLANK_PATTERN = rf"^[^\u0000]*[^{_SPACE}\u0000][^\u0000]*$"
+_NOT_BLANK = re.compile(rf"[^{_SPACE}\u0000]")
 # A page cursor: microseconds since the epoch and a task id, "1732950000123456.<32 hex>"; any
 # string of this shape is a valid position (the page after it may be empty).
 CURSOR_PATTERN = r"^[0-9]{1,16}\.[0-9a-f]{32}$"
