@@ -9,7 +9,7 @@ One tree holds every variable: the fields below are OCTOLLM_<FIELD>, and the sec
 ``settings.llm``, ``settings.reflex``, ``settings.executor``. To add a variable, add a field with
 its default (``option()`` for a range, a byte size or a set of values) to Settings or to its
 section, use it through the Settings the code is given, and add its row to docs/operations.md
-("Configuration"): tests/unit/test_deploy.py checks that table against these classes.
+("Configuration"): tests/unit/deploy/test_operations_doc.py checks that table against these classes.
 """
 
 from __future__ import annotations

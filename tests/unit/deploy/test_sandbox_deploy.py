@@ -1,6 +1,6 @@
 """The deployment files give the executor's container what bubblewrap needs, say so in
 docs/operations.md, and give it to no other container (nothing here can run a container: the
-files are parsed and compared, as in test_deploy.py)."""
+files are parsed and compared, as in the other tests here)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXECUTOR = "worker-arm-executor"
 # SETUID/SETGID to drop to the sandbox user before bwrap starts, KILL to stop its sandbox.
 CAPABILITIES = {"KILL", "SETGID", "SETUID"}
