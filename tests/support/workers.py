@@ -64,6 +64,9 @@ class WorkerSet:
     workers: dict[str, WorkerProcess] = field(default_factory=dict)
     app: str = APP
     label: str = "test"
+    # Put before every command line, e.g. ``ip netns exec NS`` to run the workers on a host of
+    # their own (tests/support/netns.py).
+    prefix: list[str] = field(default_factory=list)
     _generation: int = 0
 
     def start(self, queue: str, *, concurrency: int | None = None, wait: bool = True,
@@ -75,6 +78,7 @@ class WorkerSet:
         log_path = self.workdir / f"worker-{self.label}-{queue}-{self._generation}.log"
         argv = worker_argv(queue, concurrency=concurrency, loglevel="INFO", hostname=hostname)
         argv[argv.index(APP)] = self.app
+        argv = [*self.prefix, *argv]
         with open(log_path, "wb") as handle:  # the child keeps its own copy of the descriptor
             process = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=handle,
                                        stderr=subprocess.STDOUT, start_new_session=True,
