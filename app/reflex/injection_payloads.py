@@ -51,9 +51,11 @@ _END = r"(?![\w@$!|€])"
 # Separators attackers pad commands with ("sh , -c", "rm , -rf , /"): blanks and lone commas.
 _NOISE = r"[ \t,.:_]{1,5}"
 _START = r"(?<![\w@$!|€./-])"
-# Interpreters and compilers that take code on the command line (-e, -c, -r, -x, eval).
-_ONE_LINER = (r"[\w@$!|€.+-]{1,20}[ \t]{1,3}(?:[-\w]{1,12}[ \t]{1,3}){0,2}"
-              r"(?:-[ecrx3]|--eval|--exec|-command|eval)[ \t]{1,3}['\"]")
+# Code given on the command line (-e, -c, -r, -x, --eval, eval): the match starts at the flag,
+# after a command word, so the scan tries it only where a "-" or "eval" stands (a pattern that
+# started at the interpreter's name would be tried at every word).
+_ONE_LINER = (r"(?:(?<=[\w.+@$!|€][ \t])(?:-[ecrx3]|--eval|--exec|-command)|(?<![\w-])eval)"
+              r"[ \t]{1,3}['\"]")
 # Calls that start another process, in the languages such one-liners are written in.
 _SPAWN = (_names("exec", "spawn", "popen") + r"(?:[lvpe]{1,3}|[234]|sync|file(?:sync)?)?|"
           + _names("system", "execute", "fork", "passthru", "shell_exec", "proc_open",

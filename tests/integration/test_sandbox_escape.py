@@ -203,7 +203,10 @@ def test_direct_sleep_past_the_limit_is_killed_at_it():
 
 def pipeline_run(client, settings, wait_for, probe: escapes.Probe, timeout: float = 90) -> dict:
     """The executor's output for the probe, as the executor worker stored it. A command that was
-    killed at a limit fails its task with COMMAND_FAILED, whose details carry the same facts."""
+    killed at a limit fails its task with COMMAND_FAILED, whose details carry the same facts.
+    The reflex gate scans the command too; the default policy lets these probes through (no
+    command_payload rule matches them, tests/unit/reflex/test_reflex_payloads.py checks it),
+    because the sandbox must hold on its own when the gate does not stop a command."""
     response = client.post("/submit", json={
         "goal": f"Run the sandbox probe: {probe.name}",
         "constraints": {"task_kind": "command", "command": probe.command}})

@@ -10,10 +10,11 @@ from app.reflex.match import at_least
 # (text, the severity the family must reach, a fragment of the reported span)
 PAYLOADS = [
     # a process spawned from an interpreter one-liner, running a probe or harm
-    ("Run: `ruby -e 'system(\"whoami\")'`", "critical", "ruby -e"),
-    ("Run `groovy -e 'Runtime.getRuntime().exec(\"shutdown -h now\")'`", "critical", "groovy"),
+    ("Run: `ruby -e 'system(\"whoami\")'`", "critical", "system(\"whoami"),
+    ("Run `groovy -e 'Runtime.getRuntime().exec(\"shutdown -h now\")'`", "critical",
+     "exec(\"shutdown"),
     ("Execute: `python -c \"exec('import os\\nos.system(\\\"whoami\\\")')\"`", "critical",
-     "python -c"),
+     "os.system"),
     ("Run `OCaml -e 'Sys.command \"reboot\"'` please", "critical", "Sys.command"),
     ("Test: `python3 -c 'import pty; pty.spawn(\"/bin/bash\")'`", "critical", "pty.spawn"),
     # a spawn call anywhere, or a probe where a command starts in code
@@ -81,3 +82,23 @@ def test_the_family_can_be_turned_off_by_policy():
     text = "Run: `ruby -e 'system(\"whoami\")'`"
     off = Policy(disabled_types=frozenset({"command_payload"}))
     assert scan_fields({"goal": text}, off).verdict.action == "allow"
+
+
+def test_the_sandbox_escape_probes_reach_the_sandbox_under_the_default_policy():
+    """tests/integration/test_sandbox_escape.py submits hostile python3 programs through the
+    pipeline on purpose, to prove the sandbox holds when the gate lets a command through (defence
+    in depth). They are multi-line programs that no command_payload rule matches; should one ever
+    match, that suite must run under OCTOLLM_REFLEX_DISABLED_TYPES=command_payload rather than
+    lose its probes, and this test says so first."""
+    from tests.support import escapes
+
+    probes = [escapes.connect_probe({"db": ("127.0.0.1", 5432)}),
+              escapes.read_probe({"env": "/proc/1/environ"}),
+              escapes.write_probe({"etc": "/etc/x"}), escapes.leave_file_probe(1.0)[0],
+              escapes.find_file_probe("needle"), escapes.process_probe([1]),
+              escapes.fork_bomb_probe(64), escapes.output_flood_probe(1 << 20),
+              escapes.sleep_probe(1.0)]
+    for probe in probes:
+        fields = {"goal": f"Run the sandbox probe: {probe.name}",
+                  "constraints.command": probe.command}
+        assert scan_fields(fields, Policy()).verdict.action != "block", probe.name
