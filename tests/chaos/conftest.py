@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +22,13 @@ from pathlib import Path
 import psycopg2
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from app.config import Settings
 from app.db import session_scope
 from app.models import Task, TaskResult, TaskStep
 from tests.support import rabbitmq
+from tests.support.services import stack_database, stack_env
 from tests.support.workers import WorkerSet
 from workers.embedded import EmbeddedRedis, free_port, start_redis
 from workers.stack import migrate
@@ -238,25 +237,10 @@ def chaos(request, services, tmp_path_factory):
     rabbit = None
     if request.param == "rabbitmq":
         rabbit = rabbitmq.PrivateRabbitMQ(workdir / "rabbitmq").start()
-    url = make_url(services.database_url)
-    admin = {"host": url.host or url.query.get("host"), "port": url.port or 5432,
-             "user": url.username or "postgres", "dbname": "postgres"}
-    db_name = f"octollm_chaos_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(**admin)
-    conn.autocommit = True
-    conn.cursor().execute(f'CREATE DATABASE "{db_name}"')
+    database = stack_database(services.database_url, "octollm_chaos")
     redis_port = free_port()
     redis = start_redis(workdir / "redis", port=redis_port)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOLLM_")}
-    env.update({
-        "OCTOLLM_ENVIRONMENT": "test",
-        "OCTOLLM_DATABASE_URL": url.set(database=db_name).render_as_string(hide_password=False),
-        "OCTOLLM_REDIS_URL": redis.url,
-        "OCTOLLM_QDRANT_PATH": str(workdir / "qdrant"),
-        "OCTOLLM_VAR_DIR": str(workdir),
-        "OCTOLLM_AUTH_DISABLED": "true",
-        "OCTOLLM_RATE_LIMIT_PER_SECOND": "0",
-        "OCTOLLM_EXECUTOR_MARKER_DIR": str(workdir / "markers"),
+    env = stack_env(database.url, redis.url, workdir, {
         "OCTOLLM_STUCK_AFTER_SECONDS": "10",
         "OCTOLLM_RECONCILE_INTERVAL_SECONDS": "3",
         "OCTOLLM_MAX_DISPATCHES": "10",
@@ -267,8 +251,8 @@ def chaos(request, services, tmp_path_factory):
     migrate(settings.database_url)
     workers = WorkerSet(env=env, workdir=workdir)
     workers.start_all()
-    stack = ChaosStack(env=env, settings=settings, workdir=workdir, admin=admin,
-                       db_name=db_name, redis_port=redis_port, redis=redis, workers=workers,
+    stack = ChaosStack(env=env, settings=settings, workdir=workdir, admin=database.admin,
+                       db_name=database.name, redis_port=redis_port, redis=redis, workers=workers,
                        broker=request.param, rabbit=rabbit)
     stack.beat = _start_beat(env, workdir)
     stack.api = create_app(settings)
@@ -287,8 +271,7 @@ def chaos(request, services, tmp_path_factory):
         from app.db import dispose_all
 
         dispose_all()
-        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        conn.close()
+        database.drop()
         if stack.report:
             print(f"\nCHAOS SUMMARY ({request.param} broker)")
             for line in stack.report:

@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from tasks.queues import QUEUES
+from tests.support.commands import stop_group
 from tests.support.services import provision
 from workers.embedded import free_port
 
@@ -149,16 +150,6 @@ def own_services():
     provisioned.close()
 
 
-def _stop(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 def _wait(what: str, ready, processes: dict[str, tuple[subprocess.Popen, Path]],
           timeout: float) -> None:
     deadline = time.monotonic() + timeout
@@ -262,4 +253,4 @@ def test_the_installed_commands_run_tasks_through_the_http_api(installed, own_se
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
         for process, _ in processes.values():
-            _stop(process)
+            stop_group(process)

@@ -20,21 +20,19 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
 import pytest
 import requests
 import yaml
-from sqlalchemy.engine import make_url
 
 from tasks.queues import QUEUES
 from tests.support.apps import gunicorn_api
 from tests.support.fake_llm import FakeLLM
 from tests.support.prometheus import Prometheus, metric_names, prometheus
+from tests.support.services import stack_database, stack_env
 from tests.support.workers import WorkerSet
 from workers.embedded import free_port, start_redis
 from workers.stack import migrate
@@ -65,32 +63,16 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(services, tmp_path_factory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("dashboard")
-    url = make_url(services.database_url)
-    admin = {"host": url.host or url.query.get("host"), "port": url.port or 5432,
-             "user": url.username or "postgres", "dbname": "postgres"}
-    db_name = f"octollm_dash_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(**admin)
-    conn.autocommit = True
-    conn.cursor().execute(f'CREATE DATABASE "{db_name}"')
+    database = stack_database(services.database_url, "octollm_dash")
     redis = start_redis(workdir / "redis")
     llm = FakeLLM(default_content=SENTIMENT).start()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OCTOLLM_", "OTEL_", "PROMETHEUS_"))}
-    env.update({
-        "OCTOLLM_ENVIRONMENT": "test",
-        "OCTOLLM_DATABASE_URL": url.set(database=db_name).render_as_string(hide_password=False),
-        "OCTOLLM_REDIS_URL": redis.url,
-        "OCTOLLM_QDRANT_PATH": str(workdir / "qdrant"),
-        "OCTOLLM_VAR_DIR": str(workdir),
-        "OCTOLLM_AUTH_DISABLED": "true",
-        "OCTOLLM_RATE_LIMIT_PER_SECOND": "0",
-        "OCTOLLM_EXECUTOR_MARKER_DIR": str(workdir / "markers"),
+    env = stack_env(database.url, redis.url, workdir, {
         "OCTOLLM_RECONCILE_INTERVAL_SECONDS": "2",
         "OCTOLLM_LLM_BASE_URL": llm.base_url,
         "OCTOLLM_LLM_MODEL": "fake-model",
         "OCTOLLM_LLM_PRICE_PER_1K_PROMPT": "0.5",
         "OCTOLLM_LLM_PRICE_PER_1K_COMPLETION": "1.5",
-    })
+    }, dropped=("OCTOLLM_", "OTEL_", "PROMETHEUS_"))
     migrate(env["OCTOLLM_DATABASE_URL"])
     workers = WorkerSet(env=env, workdir=workdir, label="dashboard")
     ports: dict[str, int] = {}
@@ -125,8 +107,7 @@ def stack(services, tmp_path_factory) -> Iterator[Stack]:
         from app.db import dispose_all
 
         dispose_all()
-        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        conn.close()
+        database.drop()
 
 
 def finished(api: str, task_id: str, timeout: float = 120) -> dict:

@@ -16,7 +16,6 @@ import glob
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import pytest
 import requests
 
 from tests.support import netns
+from tests.support.commands import stop_group
 from tests.support.workers import WorkerSet
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -76,13 +76,7 @@ class Hosts:
             self.workers.stop_all()
         for process in reversed(self.processes):
             if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=10)
+                stop_group(process)
         self.net.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 

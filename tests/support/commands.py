@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -45,3 +48,15 @@ def until(condition, timeout: float, what: str):
 def step_status(client, task_id: str, arm: str) -> str | None:
     steps = client.get(f"/tasks/{task_id}").get_json()["steps"]
     return next((s["status"] for s in steps if s["arm"] == arm), None)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """Stop a process started in a session of its own, and everything it started: SIGTERM to its
+    group, SIGKILL after 30 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)

@@ -53,6 +53,49 @@ def _drop_database(admin_dsn: dict, name: str) -> None:
     conn.close()
 
 
+@dataclass(frozen=True)
+class StackDatabase:
+    """A database of its own, beside the run's, for a stack a test starts (chaos, dashboard)."""
+    admin: dict
+    name: str
+    url: str
+
+    def drop(self) -> None:
+        _drop_database(self.admin, self.name)
+
+
+def stack_database(database_url: str, prefix: str) -> StackDatabase:
+    """A fresh database on the server of ``database_url``."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    admin = {"host": url.host or url.query.get("host"), "port": url.port or 5432,
+             "user": url.username or "postgres", "dbname": "postgres"}
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    _create_database(admin, name)
+    return StackDatabase(admin, name, url.set(database=name).render_as_string(hide_password=False))
+
+
+def stack_env(database_url: str, redis_url: str, workdir: Path, extra: dict[str, str], *,
+              dropped: tuple[str, ...] = ("OCTOLLM_",)) -> dict[str, str]:
+    """The environment of a stack's processes: this one's without any variable starting with
+    one of ``dropped``, the stack's services and folders, authentication and rate limits off for
+    the test's client, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    env.update({
+        "OCTOLLM_ENVIRONMENT": "test",
+        "OCTOLLM_DATABASE_URL": database_url,
+        "OCTOLLM_REDIS_URL": redis_url,
+        "OCTOLLM_QDRANT_PATH": str(workdir / "qdrant"),
+        "OCTOLLM_VAR_DIR": str(workdir),
+        "OCTOLLM_AUTH_DISABLED": "true",
+        "OCTOLLM_RATE_LIMIT_PER_SECOND": "0",
+        "OCTOLLM_EXECUTOR_MARKER_DIR": str(workdir / "markers"),
+        **extra,
+    })
+    return env
+
+
 def _claim_redis_db(client: redis.Redis) -> int:
     # Db 0 holds the claims; 1..15 are handed out one per run, released at teardown.
     for number in range(1, 16):
