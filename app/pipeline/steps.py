@@ -319,8 +319,10 @@ def spent(usage: dict[str, Any] | None) -> tuple[int, float]:
 
 def record_usage(session: Session, task_id: str, step_id: str,
                  usage: dict[str, Any] | None) -> None:
-    task = repo.get_task(session, task_id, lock=True) if usage else None
-    if usage and task is not None:
+    if not usage:
+        return
+    task = repo.get_task(session, task_id, lock=True)
+    if task is not None:  # a purged task has nothing to charge
         task.usage = with_step_usage(task.usage or {}, step_id, usage)
 
 
