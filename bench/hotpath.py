@@ -4,11 +4,11 @@
 
 Runs what the workers run for one "Run `echo hi`" task, stage by stage and in pipeline order,
 in this process (no Celery, no broker hops): the API's POST /submit (through the Flask app with a
-real key), then the bodies of start, the reflex checks, memory.search, verdict, plan, dispatch,
-each arm step and collect, finalize and memory.index. For every stage it counts SQL statements,
-sessions (each is a pool checkout, and with ``pool_pre_ping`` a ``SELECT 1`` round trip),
-transactions, Redis commands, and the wall time, averaged over ``--tasks`` tasks. Then it runs
-the same loop under pyinstrument and writes the profiles (text and HTML).
+real key), then the bodies of the reflex screen, memory.search, plan (with the stage's step
+rows), each arm step (the guardian's with finalize) and memory.index. For every stage it counts
+SQL statements, sessions (each is a pool checkout, and with ``pool_pre_ping`` a ``SELECT 1``
+round trip), transactions, Redis commands, and the wall time, averaged over ``--tasks`` tasks.
+Then it runs the same loop under pyinstrument and writes the profiles (text and HTML).
 
 Database round trips per session are estimated as: ping + BEGIN + statements + COMMIT (psycopg2
 opens a transaction with a separate BEGIN; SQLAlchemy pings on every checkout).
@@ -111,31 +111,22 @@ def run_task(rt, client, headers, counters: Counters) -> str:
         response = client.post("/submit", json={"goal": GOAL}, headers=headers)
         assert response.status_code == 202, response.get_data()
         task_id = response.get_json()["task_id"]
-    with counters.at("orchestration.start"):
-        # The request id and tenant arrive in the message headers: no row read for them.
-        orchestration.priority_of_active(rt, task_id)
-    results = []
-    for family in screening.FAMILIES:
-        with counters.at(f"reflex.{family}"):
-            results.append(screening.check(rt, task_id, family))
-    with counters.at("memory.search"):  # beside the checks, not in their chord
+    with counters.at("reflex.screen"):
+        screened = screening.screen(rt, task_id)
+        assert screened.action != "block", screened
+    with counters.at("memory.search"):  # sent by screen beside the chain
         service.search_hints(rt, task_id)
-    with counters.at("reflex.verdict"):
-        screening.verdict(rt, task_id, results)
     with counters.at("planner.plan"):
-        orchestration.plan(rt, task_id)
-    with counters.at("orchestration.dispatch"):
-        stage = orchestration.prepare_stage(rt, task_id)
+        stage = orchestration.plan_stage(rt, task_id)
+    status = ""
     for level, members in enumerate(stage.levels):
         for step in members:
             with counters.at(f"arm.{step.arm}"):
                 steps.check_capability(rt, step.capability, task_id, step.step_id, step.arm)
                 outcome = steps.execute(rt, task_id, step.step_id, claimant=f"bench-{level}")
                 assert outcome.action == "run", outcome
-        with counters.at("orchestration.collect"):
-            orchestration.collect(rt, task_id, level)
-    with counters.at("orchestration.finalize"):
-        status = orchestration.finalize(rt, task_id)
+                if step.arm == "guardian":  # its task finalizes (tasks/steps.py)
+                    status = orchestration.finalize(rt, task_id)
     with counters.at("memory.index"):
         service.index_task(rt, task_id)
     return status

@@ -8,14 +8,14 @@ POST /submit with a real API key: validation, reflex gate, the row committed, th
 message), and run by real worker processes, one per queue as `octollm worker --queue Q` starts
 them, with the offline arms (the executor really runs `echo hi` in its sandbox).
 
-Raw: bench/rawcanvas.py, the same canvas (same chord, same 16 messages, the same two
-replacements, same queues, priorities, worker counts, Celery configuration and Redis server)
-with no-op bodies.
+Raw: bench/rawcanvas.py, the same canvas (same chain, same 7 messages, screen and plan sending
+the next part the same way, same queues, priorities, worker counts, Celery configuration and
+Redis server) with no-op bodies.
 
 Both worker sets stay up (each on its own Redis db number) and the sides take turns: each round
 runs a batch of ours, waits until it is fully drained (memory.index done), then a batch of raw.
 A job's latency is submit (client clock, before the request) to terminal (ours: the task's
-``finished_at`` written by finalize; raw: the time the finalize body ran), so the polling
+``finished_at`` written by finalize; raw: the time the guardian's body ran), so the polling
 interval does not count. Throughput is jobs over the time from the first submit to the last
 terminal state of the batch. Sequential latency submits one task, waits until its pipeline has
 drained, and repeats, alternating ours and raw task by task.

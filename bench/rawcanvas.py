@@ -5,17 +5,17 @@
 Every OctoLLM task has a twin here named ``bench.raw.<area>.<name>`` and routed to the same queue
 (tasks/queues.py), and the canvas is built exactly like tasks/canvas.py builds ours:
 
-    start          sends memory.search and the pipeline
-    pipeline       chord([pii, injection, policy], verdict) | plan | dispatch
-    dispatch       sends the arm stage of the benchmark goal's plan
-    arm stage      level 0 | level 1 | ... | guardian | finalize | memory.index
-    level          chord(steps, collect)   (a lone step: step | collect)
+    start          screen | plan    (one message; the chain rides in it)
+    screen         sends memory.search beside the chain
+    plan           sends the arm stage of the benchmark goal's plan
+    arm stage      level 0 | level 1 | ... | guardian | memory.index
+    level          one step, or a group of steps (a chord into the next level)
 
 The Celery configuration is the project's own (celeryconfig.from_settings: acks_late, priority
 lists, result backend, task events, JSON), so the difference between the two sides is what our
-task bodies and hooks cost, not a different Celery setup. The bodies do nothing except that
-finalize and memory.index record when they ran (one Redis HSET each), which is how the
-benchmark sees a job end.
+task bodies and hooks cost, not a different Celery setup. The bodies do nothing except that the
+guardian (which finalizes, as ours does) and memory.index record when they ran (one Redis HSET
+each), which is how the benchmark sees a job end.
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ import time
 from collections import Counter
 from functools import lru_cache
 
-from celery import Celery, chain, chord
+from celery import Celery, chain
 from celery.canvas import Signature, _chain, group
 from celery.canvas import chord as chord_type
 
 import celeryconfig
 from app.config import Settings
 from tasks import broker
+from tasks.canvas import INDEX_PRIORITY
 from tasks.queues import QUEUES, queue_for
 
 PREFIX = "bench.raw."
@@ -41,7 +42,6 @@ INDEXED_KEY = "bench:raw:indexed"
 
 # Every benchmark task is submitted with the default priority (on the benchmark's Redis broker).
 MEDIUM = broker.priority_number(broker.REDIS, "medium")
-REFLEX = ("reflex.pii", "reflex.injection", "reflex.policy")
 
 
 def raw_name(octollm_name: str) -> str:
@@ -101,20 +101,10 @@ def bench_stage() -> tuple[tuple[str, ...], ...]:
 
 
 def build_start(celery: Celery, task_id: str, priority: int = MEDIUM) -> Signature:
-    start = _sig(celery, "octollm.orchestration.start", task_id, priority=priority)
+    start = chain(_sig(celery, "octollm.reflex.screen", task_id, priority=priority),
+                  _sig(celery, "octollm.planner.plan", task_id, priority=priority))
     start.link_error(_sig(celery, "octollm.orchestration.fail", task_id, priority=priority))
     return start
-
-
-def build_pipeline(celery: Celery, task_id: str, priority: int = MEDIUM) -> Signature:
-    header = [_sig(celery, "octollm." + name, task_id, priority=priority) for name in REFLEX]
-    verdict = celery.signature(raw_name("octollm.reflex.verdict"), args=(task_id,),
-                               priority=priority)
-    pipeline = chain(chord(header, verdict),
-                     _sig(celery, "octollm.planner.plan", task_id, priority=priority),
-                     _sig(celery, "octollm.orchestration.dispatch", task_id, priority=priority))
-    pipeline.link_error(_sig(celery, "octollm.orchestration.fail", task_id, priority=priority))
-    return pipeline
 
 
 def build_hint_search(celery: Celery, task_id: str, priority: int = MEDIUM) -> Signature:
@@ -128,10 +118,9 @@ def build_arm_stage(celery: Celery, task_id: str, stage=None, priority: int = ME
                                     immutable=True, priority=priority,
                                     task_id=f"{task_id}.s{level}{i}.0")
                    for i, arm in enumerate(arms)]
-        collect = _sig(celery, "octollm.orchestration.collect", task_id, level, priority=priority)
-        links.append(chord(members, collect) if len(members) > 1 else chain(members[0], collect))
-    links.append(_sig(celery, "octollm.orchestration.finalize", task_id, priority=priority))
-    links.append(_sig(celery, "octollm.memory.index", task_id, priority=priority))
+        links.append(group(members) if len(members) > 1 else members[0])
+    links.append(_sig(celery, "octollm.memory.index", task_id,
+                      priority=broker.priority_number(broker.REDIS, INDEX_PRIORITY)))
     stage = chain(*links)
     stage.link_error(_sig(celery, "octollm.orchestration.fail", task_id, priority=priority))
     return stage
@@ -145,26 +134,10 @@ def _task(name: str, **options):
     return app.task(name=raw_name(name), shared=False, **options)
 
 
-@_task("octollm.orchestration.start", bind=True)
-def start(self, task_id: str):
+@_task("octollm.reflex.screen", bind=True)
+def screen(self, task_id: str) -> str:
     build_hint_search(self.app, task_id, MEDIUM).apply_async()
-    build_pipeline(self.app, task_id, MEDIUM).apply_async()
-    return "started"
-
-
-@_task("octollm.reflex.pii")
-def pii(task_id: str) -> list:
-    return []
-
-
-@_task("octollm.reflex.injection")
-def injection(task_id: str) -> list:
-    return []
-
-
-@_task("octollm.reflex.policy")
-def policy(task_id: str) -> list:
-    return []
+    return "allow"
 
 
 @_task("octollm.memory.search")
@@ -172,20 +145,10 @@ def search(task_id: str) -> int:
     return 0
 
 
-@_task("octollm.reflex.verdict")
-def verdict(results: list, task_id: str) -> str:
-    return "allow"
-
-
-@_task("octollm.planner.plan")
-def plan(task_id: str) -> str:
-    return "rule"
-
-
-@_task("octollm.orchestration.dispatch", bind=True)
-def dispatch(self, task_id: str):
+@_task("octollm.planner.plan", bind=True)
+def plan(self, task_id: str) -> str:
     build_arm_stage(self.app, task_id, priority=MEDIUM).apply_async()
-    return "dispatched"
+    return "rule"
 
 
 def _arm(arm: str):
@@ -196,17 +159,12 @@ def _arm(arm: str):
     return _task(f"octollm.arm.{arm}")(body)
 
 
-retriever, coder, executor, judge, guardian = (
-    _arm(a) for a in ("retriever", "coder", "executor", "judge", "guardian"))
+retriever, coder, executor, judge = (_arm(a) for a in ("retriever", "coder", "executor", "judge"))
 
 
-@_task("octollm.orchestration.collect")
-def collect(task_id: str, level: int) -> int:
-    return level
-
-
-@_task("octollm.orchestration.finalize")
-def finalize(task_id: str) -> str:
+@_task("octollm.arm.guardian")
+def guardian(task_id: str, step_id: str, capability: str | None = None) -> str:
+    """The last step; as ours, it then finalizes (here: records when the job ended)."""
     _client().hset(DONE_KEY, task_id, repr(time.time()))
     return "completed"
 

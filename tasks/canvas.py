@@ -1,18 +1,24 @@
 """The only place canvases are built.
 
-start(t)    = orchestration.start, which sends the pipeline (one small message is all a
-              producer sends: the API and reconciliation stay cheap and never subscribe to chord
-              results)
-pipeline(t) = chord([reflex.pii, reflex.injection, reflex.policy], reflex.verdict)
-              | planner.plan | orchestration.dispatch
-hints(t)    = memory.search, sent by start next to the pipeline (not inside it): the planner
-              reads what it stored, waiting at most OCTOLLM_HINT_WAIT_SECONDS for it, so a slow
-              or stopped memory worker never holds a task up for longer
-dispatch sends the arm stage built from the stored plan:
-arm stage   = level 0 | level 1 | ... | guardian | orchestration.finalize | memory.index
-level       = chord(steps, orchestration.collect)   (a lone step: step | collect, no chord)
+start(t)    = reflex.screen | planner.plan      (one message: the chain rides in it; the API and
+              reconciliation send it and never subscribe to results)
+screen      : moves the task to processing, runs every reflex family and decides, in one task;
+              a blocked task ends there; an allowed one sends hints(t) and the chain goes on
+hints(t)    = memory.search, sent by screen next to the chain (not in it): the planner reads what
+              it stored, waiting at most OCTOLLM_HINT_WAIT_SECONDS for it (woken by a Redis list
+              the search pushes to), so a slow or stopped memory worker never holds a task up
+              for longer
+plan        : stores the plan and its step rows in one transaction and sends the arm stage:
+arm stage   = level 0 | level 1 | ... | guardian | memory.index
+level       = one step, or a group of steps (Celery makes a group followed by the next level a
+              chord whose callback is that level: no bookkeeping task between levels; each step
+              checks that the steps it depends on completed)
 step        = arm.<arm>                              (retriever: memory.retrieve | arm.retriever)
+guardian    = arm.guardian, whose task then finalizes the task (result row, terminal status)
 errors      : link_error -> orchestration.fail(t)
+
+A trivial task (one executor step and the judge) is 7 messages: screen, search, plan, executor,
+judge, guardian, index.
 
 Messages carry only ids. Signatures are built by task name from the given Celery app, so the API
 can send a pipeline without importing the task modules (and their dependencies). What a message
@@ -27,7 +33,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from celery import Celery, chain, chord
+from celery import Celery, chain, group
 from celery.app.amqp import AMQP
 from celery.canvas import Signature
 
@@ -35,7 +41,6 @@ from app.logging import scrub
 from app.pipeline.orchestration import StageStep
 from tasks import broker
 
-REFLEX_CHECKS = ("octollm.reflex.pii", "octollm.reflex.injection", "octollm.reflex.policy")
 # Message headers carrying the log context of the work: the worker binds them to every log line
 # of the task, and every message a task sends carries them on (workers/signals.py).
 REQUEST_ID_HEADER = "octollm_request_id"
@@ -117,7 +122,8 @@ def priority_of(app: Celery, priority: str | None) -> int:
 
 def build_start(app: Celery, task_id: str, priority: str | None = "medium", *,
                 request_id: str | None = None, tenant: str | None = None) -> Signature:
-    """What a producer sends for a stored task: one message that becomes the whole pipeline.
+    """What a producer sends for a stored task: one message that becomes the whole pipeline
+    (the reflex screen, with the planner chained after it).
 
     The request id and tenant ride in its headers (the API has them at hand); without them the
     worker reads them from the task row.
@@ -126,34 +132,24 @@ def build_start(app: Celery, task_id: str, priority: str | None = "medium", *,
                                                    (TENANT_HEADER, tenant)) if value}
     options = {"headers": headers} if headers else {}
     p = priority_of(app, priority)
-    start = _sig(app, "octollm.orchestration.start", str(task_id), priority=p, **options)
-    start.link_error(_sig(app, "octollm.orchestration.fail", str(task_id), priority=p))
+    t = str(task_id)
+    start = chain(_sig(app, "octollm.reflex.screen", t, priority=p, **options),
+                  _sig(app, "octollm.planner.plan", t, priority=p))
+    start.link_error(_sig(app, "octollm.orchestration.fail", t, priority=p))
     return start
 
 
-def build_pipeline(app: Celery, task_id: str, priority: str | None = "medium") -> Signature:
-    p = priority_of(app, priority)
-    t = str(task_id)
-    header = [_sig(app, name, t, priority=p) for name in REFLEX_CHECKS]
-    verdict = app.signature("octollm.reflex.verdict", args=(t,), priority=p)
-    pipeline = chain(
-        chord(header, verdict),
-        _sig(app, "octollm.planner.plan", t, priority=p),
-        _sig(app, "octollm.orchestration.dispatch", t, priority=p),
-    )
-    pipeline.link_error(_sig(app, "octollm.orchestration.fail", t, priority=p))
-    return pipeline
-
-
+# The priority of every memory.index message (see build_arm_stage).
+INDEX_PRIORITY = "low"
 # A search nobody consumed within this long is dropped unrun: its task was planned without it.
 HINT_SEARCH_EXPIRES_SECONDS = 120
 
 
 def build_hint_search(app: Celery, task_id: str, priority: str | None = "medium") -> Signature:
-    """The episode search for the planner's hints, sent alongside the pipeline, never in it.
+    """The episode search for the planner's hints, sent beside the pipeline, never in it.
 
-    In the reflex chord it would make every task wait for the memory worker (and none pass the
-    checks while that worker is stopped); beside it, it usually finishes while the checks run.
+    In the chain it would make every task wait for the memory worker (and none be planned while
+    that worker is stopped); beside it, it usually finishes while the plan message is on its way.
     """
     return _sig(app, "octollm.memory.search", str(task_id), priority=priority_of(app, priority),
                 expires=HINT_SEARCH_EXPIRES_SECONDS)
@@ -182,7 +178,7 @@ def build_arm_stage(app: Celery, task_id: str, stage: Sequence[Sequence[StageSte
                     priority: str | None = "medium", *, dispatch: int = 0,
                     soft_time_limit: float | None = None,
                     expires: datetime | None = None) -> Signature:
-    """One chord per dependency level, then finalize and memory indexing.
+    """The levels in order (a level of several steps is a group), then memory indexing.
 
     ``expires`` is the task's deadline: a step message still queued when it passes is discarded
     by the worker unrun (and the task fails with TASK_TIMEOUT, workers/signals.py), instead of
@@ -197,14 +193,14 @@ def build_arm_stage(app: Celery, task_id: str, stage: Sequence[Sequence[StageSte
     if expires is not None:
         limits["expires"] = expires
     links: list[Signature] = []
-    for level, steps in enumerate(stage):
+    for steps in stage:
         members = [_step(app, t, s, p,
                          {**limits, "task_id": step_message_id(t, s.step_id, dispatch)})
                    for s in steps]
-        collect = _sig(app, "octollm.orchestration.collect", t, level, priority=p)
-        links.append(chord(members, collect) if len(members) > 1 else chain(members[0], collect))
-    links.append(_sig(app, "octollm.orchestration.finalize", t, priority=p))
-    links.append(_sig(app, "octollm.memory.index", t, priority=p))
+        links.append(group(members) if len(members) > 1 else members[0])
+    # Indexing is background work, whatever the task's priority: on the memory queue it must
+    # not hold up the episode searches that planners are waiting for.
+    links.append(_sig(app, "octollm.memory.index", t, priority=priority_of(app, INDEX_PRIORITY)))
     stage_chain = chain(*links)
     stage_chain.link_error(_sig(app, "octollm.orchestration.fail", t, priority=p))
     return stage_chain

@@ -35,14 +35,13 @@ def _arm(name: str, *, soft: int, hard: int, concurrency: int = 1,
 
 
 QUEUES: tuple[QueueSpec, ...] = (
-    QueueSpec("reflex", ("octollm.reflex.pii", "octollm.reflex.injection", "octollm.reflex.policy",
-                         "octollm.reflex.verdict"),
-              concurrency=2, prefetch_multiplier=4, soft_time_limit=20, time_limit=30),
+    # The entry of every pipeline: no prefetch, so a critical task overtakes a backlog here too.
+    QueueSpec("reflex", ("octollm.reflex.screen",),
+              concurrency=2, soft_time_limit=20, time_limit=30),
     QueueSpec("planner", ("octollm.planner.plan",), soft_time_limit=120, time_limit=150),
-    QueueSpec("orchestrator", ("octollm.orchestration.start", "octollm.orchestration.dispatch",
-                               "octollm.orchestration.collect", "octollm.orchestration.finalize",
-                               "octollm.orchestration.fail"),
-              concurrency=2, prefetch_multiplier=4, soft_time_limit=30, time_limit=45),
+    # Only the pipeline's error callback now (tasks/canvas.py): one process is plenty.
+    QueueSpec("orchestrator", ("octollm.orchestration.fail",),
+              prefetch_multiplier=4, soft_time_limit=30, time_limit=45),
     _arm("retriever", soft=60, hard=90),
     _arm("coder", soft=300, hard=360),
     _arm("executor", soft=120, hard=150),

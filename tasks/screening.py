@@ -1,33 +1,24 @@
-"""Reflex chord: the PII, injection and policy checks run in parallel, then the verdict."""
+"""The reflex screen: the first task of every pipeline, on the reflex queue."""
 
 from __future__ import annotations
 
 from celery import shared_task
 from celery.exceptions import Ignore
 
+from app import tracing
 from app.pipeline import screening
 from tasks.base import PIPELINE
+from tasks.canvas import build_hint_search
 
 
-@shared_task(name="octollm.reflex.pii", **PIPELINE)
-def pii(self, task_id: str) -> list[dict]:
-    return screening.check(self.rt, task_id, "pii")
-
-
-@shared_task(name="octollm.reflex.injection", **PIPELINE)
-def injection(self, task_id: str) -> list[dict]:
-    return screening.check(self.rt, task_id, "injection")
-
-
-@shared_task(name="octollm.reflex.policy", **PIPELINE)
-def policy(self, task_id: str) -> list[dict]:
-    return screening.check(self.rt, task_id, "policy")
-
-
-@shared_task(name="octollm.reflex.verdict", **PIPELINE)
-def verdict(self, results: list, task_id: str) -> str:
-    """Combine the header results; a blocked task ends here (the rest of the chain is skipped)."""
-    action = screening.verdict(self.rt, task_id, results)
-    if action == "block":
+@shared_task(name="octollm.reflex.screen", **PIPELINE)
+def screen(self, task_id: str) -> str:
+    """Start the task and decide on it from every reflex family at once; a blocked task ends here
+    (the rest of the chain is skipped). An allowed one sends its episode search beside the chain,
+    so the planner, next in the chain, usually finds the hints waiting."""
+    screened = screening.screen(self.rt, task_id)
+    tracing.annotate(reflex_action=screened.action)
+    if screened.action == "block":
         raise Ignore()
-    return action
+    build_hint_search(self.app, task_id, screened.priority).apply_async()
+    return screened.action

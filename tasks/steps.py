@@ -1,4 +1,5 @@
-"""One task per arm, each on its own queue. All of them run ``app.pipeline.steps.execute``."""
+"""One task per arm, each on its own queue. All of them run ``app.pipeline.steps.execute``; the
+guardian's, the last step of every plan, then finalizes the task."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from celery.exceptions import Ignore
 
 from app import metrics, tracing
 from app.access.capability import CapabilityDenied
-from app.pipeline import steps
+from app.pipeline import orchestration, steps
 from tasks.base import ARM, TRANSIENT, retry_countdown, soft_time_limit
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,26 @@ def run_step(task, task_id: str, step_id: str, capability: str | None,
     return outcome.action
 
 
+def finalize(task, task_id: str, capability: str | None) -> str:
+    """After the guardian's step: store the task's result and end it (completed, or failed when
+    the judge said no). A transient error retries the whole message: its step is then "done"
+    and finalize runs again (it ends a task once: the status change is guarded)."""
+    try:
+        status = orchestration.finalize(task.rt, task_id)
+    except TRANSIENT as exc:
+        raise task.retry(exc=exc, countdown=retry_countdown(task.request.retries),
+                         kwargs={"capability": capability}, kwargsrepr=KWARGSREPR) from exc
+    tracing.annotate(task_status=status)
+    return status
+
+
 def _arm_task(arm: str):
     def body(self, task_id: str, step_id: str, capability: str | None = None,
              unreleased: list[str] | None = None) -> str:
-        return run_step(self, task_id, step_id, capability, unreleased)
+        action = run_step(self, task_id, step_id, capability, unreleased)
+        if arm == "guardian":
+            return finalize(self, task_id, capability)
+        return action
 
     body.__name__ = body.__qualname__ = arm
     body.__doc__ = f"Run one {arm} step of a task's plan."

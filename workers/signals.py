@@ -27,7 +27,7 @@ CONTEXT_HEADERS = {"request_id": REQUEST_ID_HEADER, "tenant": TENANT_HEADER}
 MEMORY_QUEUE = "memory"
 EXECUTOR_QUEUE = "arm.executor"
 # The first message of every pipeline, sent by the API and by reconciliation.
-ENTRY_TASK = "octollm.orchestration.start"
+ENTRY_TASK = "octollm.reflex.screen"
 _connected = False
 _tokens: dict[str, dict] = {}
 

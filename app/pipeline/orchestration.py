@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from app import db, metrics
@@ -58,11 +59,11 @@ def change_status(rt: Runtime, task_id: str, target: str, *, error_code: str | N
                       if error_code else None)
             repo.cancel_open_steps(session, task_id, reason)
     if moved:
-        _announce(rt, task_id, target, error_code)
+        announce(rt, task_id, target, error_code)
     return moved
 
 
-def _announce(rt: Runtime, task_id: str, target: str, error_code: str | None = None) -> None:
+def announce(rt: Runtime, task_id: str, target: str, error_code: str | None = None) -> None:
     """After the commit of a status change: count it, publish its event, log it."""
     metrics.TASK_STATUS.labels(status=str(target)).inc()
     extra = {"error_code": error_code} if error_code else {}
@@ -85,24 +86,31 @@ def priority_of_active(rt: Runtime, task_id: str) -> str:
 def begin(rt: Runtime, task_id: str) -> Task:
     """First pipeline task to run moves the task to processing; later ones find it there.
 
-    Moving to processing starts the task's deadline: ``budget.max_time_seconds`` (or the default
-    task timeout) from now. Arm step messages expire at it (tasks/canvas.py) and reconciliation
-    fails the task once it passes. A deadline already set (by a retry) is kept.
-
-    One session does the check, the move and the deadline, and returns the task as read (its
-    status as it was before the move), so the reflex checks that call this need no second
-    read: four of them run it in parallel for every task.
+    Returns the task as read (its status as it was before the move). The pipeline's first task,
+    the reflex screen, does the same inside its own session (``start_processing``).
     """
     with session_scope(rt.settings) as session:
         task = active_task(session, task_id)
-        # Only a pending task can move; concurrent callers race on the row and one wins.
-        moved = task.status == TaskStatus.PENDING and repo.transition(
-            session, task_id, TaskStatus.PROCESSING)
-        if moved:
-            repo.start_deadline(session, task_id, time_budget(rt, task))
+        moved = start_processing(rt, session, task)
     if moved:
-        _announce(rt, task_id, TaskStatus.PROCESSING)
+        announce(rt, task_id, TaskStatus.PROCESSING)
     return task
+
+
+def start_processing(rt: Runtime, session: Session, task: Task) -> bool:
+    """Move a pending task to processing in ``session``; True when this call moved it (the
+    caller announces the move after its commit: ``announce``).
+
+    Moving to processing starts the task's deadline: ``budget.max_time_seconds`` (or the default
+    task timeout) from now. Arm step messages expire at it (tasks/canvas.py) and reconciliation
+    fails the task once it passes. A deadline already set (by a retry) is kept.
+    """
+    # Only a pending task can move; concurrent callers race on the row and one wins.
+    moved = task.status == TaskStatus.PENDING and repo.transition(
+        session, task.id, TaskStatus.PROCESSING)
+    if moved:
+        repo.start_deadline(session, task.id, time_budget(rt, task))
+    return moved
 
 
 def time_budget(rt: Runtime, task: Task) -> float:
@@ -110,15 +118,41 @@ def time_budget(rt: Runtime, task: Task) -> float:
 
 
 def plan(rt: Runtime, task_id: str, time_limit: float | None = None) -> dict[str, Any]:
-    """Plan the task once; a re-dispatched task keeps its stored plan, so finished steps still
-    fit. ``time_limit`` is the planner's: LLM planning gives up in time for the rule plan."""
+    """Plan the task once and store the plan; a re-dispatched task keeps its stored plan, so
+    finished steps still fit. ``time_limit`` is the planner's: LLM planning gives up in time for
+    the rule plan."""
+    made, usage, fresh = _make_plan(rt, task_id, time_limit)
+    if fresh:
+        with session_scope(rt.settings) as session:
+            _store_plan(session, active_task(session, task_id), made, usage)
+        _announce_plan(rt, task_id, made)
+    return made
+
+
+def plan_stage(rt: Runtime, task_id: str, time_limit: float | None = None) -> Stage:
+    """What the planner task does: plan (or keep the stored plan), then store the plan with the
+    step rows of its stage in one transaction, and return the stage to send."""
+    made, usage, fresh = _make_plan(rt, task_id, time_limit)
+    with session_scope(rt.settings) as session:
+        task = active_task(session, task_id)
+        if fresh:
+            _store_plan(session, task, made, usage)
+        layout = _stage_rows(rt, session, task, made)
+    if fresh:
+        _announce_plan(rt, task_id, made)
+    return _issue(rt, task_id, layout)
+
+
+def _make_plan(rt: Runtime, task_id: str, time_limit: float | None
+               ) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
+    """(plan, what planning spent, whether it is new); the stored plan when there is one."""
     from app.llm import BudgetExceeded
     from app.planning.planner import make_plan
 
     with session_scope(rt.settings) as session:
         task = active_task(session, task_id)
         if task.plan:
-            return task.plan
+            return task.plan, None, False
         budget = dict(task.budget or {})
         goal, context = task.goal, task.context or ""
         constraints = dict(task.constraints or {})
@@ -141,8 +175,7 @@ def plan(rt: Runtime, task_id: str, time_limit: float | None = None) -> dict[str
     if hints is None:
         made["notes"] = [f"planned without hints: the episode search did not answer within "
                          f"{rt.settings.hint_wait_seconds:g}s", *made.get("notes", [])]
-    record_plan(rt, task_id, made, usage=_spent(usage))
-    return made
+    return made, _spent(usage), True
 
 
 def _spent(usage: Usage) -> dict[str, Any] | None:
@@ -160,29 +193,57 @@ def record_usage(rt: Runtime, task_id: str, usage: dict[str, Any] | None) -> Non
             task.usage = with_step_usage(task.usage or {}, "planner", usage)
 
 
-HINT_POLL_SECONDS = 0.1
+# The episode search says on this Redis list that it stored a task's hints (memory service), so
+# a planner waiting for them wakes at once instead of polling the row.
+HINTS_READY_KEY = "octollm:hints-ready:{}"
+HINTS_READY_TTL_SECONDS = 300
+
+
+def hints_ready(rt: Runtime, task_id: str) -> None:
+    """After the commit of a task's hints: wake the planner waiting for them (if any)."""
+    key = HINTS_READY_KEY.format(task_id)
+    with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.rpush(key, 1)
+        pipe.expire(key, HINTS_READY_TTL_SECONDS)
+        pipe.execute()
 
 
 def wait_for_hints(rt: Runtime, task_id: str, seconds: float) -> list[Any] | None:
-    """The hints the episode search stored, polled for at most ``seconds``; None if it did not
-    answer in time (memory worker stopped or backed up): the task is planned without them."""
+    """The hints the episode search stored, waited for at most ``seconds``; None if it did not
+    answer in time (memory worker stopped or backed up): the task is planned without them.
+
+    The search pushes to HINTS_READY_KEY after its commit; this blocks on that list, then reads
+    the row. A Redis that cannot be reached only means waiting on the row itself."""
     deadline = time.monotonic() + seconds
+    key = HINTS_READY_KEY.format(task_id)
     while True:
+        left = deadline - time.monotonic()
+        if left > 0:
+            try:
+                # BLPOP's timeout has a resolution of 10 ms in practice; 0 would block forever.
+                rt.redis.blpop([key], timeout=max(0.01, left))
+            except RedisError as exc:
+                log.warning("waiting for hints on Redis failed (%s); polling the row",
+                            type(exc).__name__)
+                time.sleep(min(HINT_POLL_SECONDS, max(0.0, left)))
         with session_scope(rt.settings) as session:
             hints = active_task(session, task_id).memory_hints
         if hints is not None or time.monotonic() >= deadline:
             return hints
-        time.sleep(min(HINT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
 
-def record_plan(rt: Runtime, task_id: str, plan: dict[str, Any], usage: dict[str,
-                Any] | None = None) -> None:
-    with session_scope(rt.settings) as session:
-        task = active_task(session, task_id)
-        task.plan = plan
-        if usage:
-            task.usage = with_step_usage(task.usage or {}, "planner", usage)
-        repo.touch_progress(session, task_id)
+HINT_POLL_SECONDS = 0.1
+
+
+def _store_plan(session: Session, task: Task, plan: dict[str, Any],
+                usage: dict[str, Any] | None) -> None:
+    task.plan = plan
+    if usage:
+        task.usage = with_step_usage(task.usage or {}, "planner", usage)
+    repo.touch_progress(session, task.id)
+
+
+def _announce_plan(rt: Runtime, task_id: str, plan: dict[str, Any]) -> None:
     events.publish(rt.redis, task_id, "plan", source=plan.get("source"),
                    task_kind=plan.get("task_kind"), steps=[s["id"] for s in plan["steps"]])
 
@@ -194,47 +255,71 @@ class Stage:
     priority: str
     max_time_seconds: float | None
     deadline: datetime | None = None
+    source: str | None = None  # the plan's: rule, llm, reuse...
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A stage as stored, before its capabilities are issued."""
+
+    levels: list[list[tuple[str, str, str]]]  # (step id, arm, action) per level
+    dispatch: int
+    priority: str
+    max_time_seconds: float | None
+    deadline: datetime | None
+    ttl: float
+    source: str | None
 
 
 def prepare_stage(rt: Runtime, task_id: str) -> Stage:
-    """Step rows for the stored plan (kept if they exist: a re-dispatch resumes) and their levels.
+    """Step rows for the stored plan (kept if they exist: a re-dispatch resumes) and its stage."""
+    with session_scope(rt.settings) as session:
+        task = active_task(session, task_id)
+        layout = _stage_rows(rt, session, task, task.plan or {})
+    return _issue(rt, task_id, layout)
 
-    The guardian runs after the judge as its own level: it redacts the final answer before
-    finalize stores it.
+
+def _stage_rows(rt: Runtime, session: Session, task: Task, plan_dict: dict[str, Any]) -> _Layout:
+    """Create the step rows of ``plan_dict`` in ``session`` and lay out its levels.
+
+    The guardian runs after the judge as its own level: it redacts the final answer, and its
+    task then finalizes the task (tasks/steps.py).
     """
     from app.planning.plan import Plan
 
-    with session_scope(rt.settings) as session:
-        task = active_task(session, task_id)
-        plan = Plan.from_dict(task.plan)
-        levels = plan.levels()
-        judge = next(s for s in plan.steps if s.arm == "judge")
-        rows = [
-            {"step_id": s.id, "arm": s.arm, "action": s.action, "level": depth,
-             "depends_on": list(s.depends_on),
-             "inputs": {**s.inputs, "depends_on": list(s.depends_on),
-                        "acceptance_criteria": list(s.acceptance_criteria)}}
-            for depth, level in enumerate(levels) for s in level
-        ]
-        rows.append({"step_id": GUARDIAN_STEP, "arm": "guardian", "action": "redact",
-                     "level": len(levels), "depends_on": [judge.id],
-                     "inputs": {"final_step_ids": list(judge.depends_on)}})
-        repo.ensure_steps(session, task_id, rows)
-        repo.touch_progress(session, task_id)
-        dispatch = task.dispatch_count or 0
-        priority = str(task.priority)
-        max_time = (task.budget or {}).get("max_time_seconds")
-        deadline = task.deadline_at
-        ttl = time_budget(rt, task) + CAPABILITY_MARGIN_SECONDS
+    plan = Plan.from_dict(plan_dict)
+    levels = plan.levels()
+    judge = next(s for s in plan.steps if s.arm == "judge")
+    rows = [
+        {"step_id": s.id, "arm": s.arm, "action": s.action, "level": depth,
+         "depends_on": list(s.depends_on),
+         "inputs": {**s.inputs, "depends_on": list(s.depends_on),
+                    "acceptance_criteria": list(s.acceptance_criteria)}}
+        for depth, level in enumerate(levels) for s in level
+    ]
+    rows.append({"step_id": GUARDIAN_STEP, "arm": "guardian", "action": "redact",
+                 "level": len(levels), "depends_on": [judge.id],
+                 "inputs": {"final_step_ids": list(judge.depends_on)}})
+    repo.ensure_steps(session, task.id, rows)
+    repo.touch_progress(session, task.id)
+    laid = [[(s.id, s.arm, s.action) for s in level] for level in levels]
+    laid.append([(GUARDIAN_STEP, "guardian", "redact")])
+    return _Layout(laid, task.dispatch_count or 0, str(task.priority),
+                   (task.budget or {}).get("max_time_seconds"), task.deadline_at,
+                   time_budget(rt, task) + CAPABILITY_MARGIN_SECONDS, plan_dict.get("source"))
 
+
+def _issue(rt: Runtime, task_id: str, layout: _Layout) -> Stage:
+    """The stage with each step's capability: the orchestrator's signed permission for this arm
+    to run this step's action (app/access/capability.py)."""
     def step(step_id: str, arm: str, action: str) -> StageStep:
         token = capability.issue(rt.settings.effective_secret_key, task_id=str(task_id),
-                                 step_id=step_id, arm=arm, actions=[action], ttl_seconds=ttl)
+                                 step_id=step_id, arm=arm, actions=[action],
+                                 ttl_seconds=layout.ttl)
         return StageStep(step_id, arm, token)
 
-    stage = [[step(s.id, s.arm, s.action) for s in level] for level in levels]
-    stage.append([step(GUARDIAN_STEP, "guardian", "redact")])
-    return Stage(stage, dispatch, priority, max_time, deadline)
+    return Stage([[step(*s) for s in level] for level in layout.levels], layout.dispatch,
+                 layout.priority, layout.max_time_seconds, layout.deadline, layout.source)
 
 
 def open_step_message_ids(rt: Runtime, task_id: str,
@@ -248,18 +333,6 @@ def open_step_message_ids(rt: Runtime, task_id: str,
                       if s.status in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.CANCELLED)]
         dispatches = range((task.dispatch_count or 0) + 1)
     return [message_id(str(task_id), sid, n) for sid in open_steps for n in dispatches]
-
-
-def collect(rt: Runtime, task_id: str, level: int) -> None:
-    """After a level's chord: every step of the level must be completed to go on."""
-    with session_scope(rt.settings) as session:
-        active_task(session, task_id)
-        steps = [s for s in repo.steps_of(session, task_id) if s.level == level]
-        unfinished = [s.step_id for s in steps if s.status != StepStatus.COMPLETED]
-        repo.touch_progress(session, task_id)
-    if unfinished:
-        raise TaskInactive(f"level {level} of task {task_id} has unfinished steps {unfinished}")
-    events.publish(rt.redis, task_id, "level", level=level, steps=[s.step_id for s in steps])
 
 
 def finalize(rt: Runtime, task_id: str) -> str:
@@ -287,14 +360,16 @@ def finalize(rt: Runtime, task_id: str) -> str:
         elapsed_ms = _elapsed_ms(task)
         error = None if passed else "acceptance criteria not met: " + "; ".join(
             c["criterion"] for c in judge.get("criteria") or [] if c.get("status") == "failed")
+        code = None if passed else ErrorCode.VALIDATION_FAILED
+        target = TaskStatus.COMPLETED if passed else TaskStatus.FAILED
+        # The result and the status change commit together: a task cancelled meanwhile keeps
+        # no result that says otherwise.
+        if not repo.transition(session, task_id, target, error_code=code, error_message=error):
+            raise TaskInactive(f"task {task_id} ended before it could be finalized")
         repo.save_result(session, task_id, result=result, error=error,
                          processing_time_ms=elapsed_ms)
-    target = TaskStatus.COMPLETED if passed else TaskStatus.FAILED
-    moved = change_status(rt, task_id, target,
-                          error_code=None if passed else ErrorCode.VALIDATION_FAILED,
-                          error_message=error)
-    if moved:
-        metrics.TASK_PROCESSING.observe(elapsed_ms / 1000)
+    announce(rt, task_id, target, code)
+    metrics.TASK_PROCESSING.observe(elapsed_ms / 1000)
     return str(target)
 
 

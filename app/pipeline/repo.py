@@ -115,6 +115,24 @@ def complete_step(session: Session, task_id: RowId, step_id: str, output: dict[s
     return rows_changed(result) == 1
 
 
+def finished_level(session: Session, task_id: RowId, step_id: str) -> tuple[int, list[str]] | None:
+    """(level, its step ids) when every step of ``step_id``'s level is completed, else None.
+
+    Called right after complete_step in the same transaction: complete_step's progress update
+    locks the task row, so of two steps of a level finishing at once, the one that commits last
+    sees the other's completion and reports the level, exactly once."""
+    level = select(TaskStep.level).where(TaskStep.task_id == as_uuid(task_id),
+                                         TaskStep.step_id == step_id).scalar_subquery()
+    rows = session.execute(
+        select(TaskStep.level, TaskStep.step_id, TaskStep.status)
+        .where(TaskStep.task_id == as_uuid(task_id), TaskStep.level == level)
+        .order_by(TaskStep.id)
+    ).all()
+    if not rows or any(status != StepStatus.COMPLETED for _, _, status in rows):
+        return None
+    return rows[0][0], [sid for _, sid, _ in rows]
+
+
 def fail_step(session: Session, task_id: RowId, step_id: str, error: dict[str, Any]) -> None:
     session.execute(
         update(TaskStep)

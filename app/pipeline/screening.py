@@ -1,4 +1,4 @@
-"""Reflex screening of a stored task, as run by the reflex chord at the start of every pipeline.
+"""Reflex screening of a stored task, the first step of every pipeline (one task, one transaction).
 
 The submit gate has already redacted PII before the row was written, so the PII check also
 replays what the gate found (``submit_reflex``: masked types and positions); with the gate in
@@ -7,7 +7,7 @@ report-only mode this is how PII in a goal still blocks the task here.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from app import metrics, tracing
 from app.db import session_scope
@@ -30,39 +30,45 @@ def fields_of(task: Task) -> dict[str, str]:
                        task.task_metadata or {})
 
 
-def check(rt: Runtime, task_id: str, family: str) -> list[dict[str, Any]]:
-    """Public (masked) matches of one family over every text field of the task."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown reflex family {family!r}")
-    task = orchestration.begin(rt, task_id)
-    fields = fields_of(task)
-    submitted = [m for m in (task.submit_reflex or {}).get("matches", [])
-                 if m.get("family") == family]
-    # The stored goal still holds what the gate found (only PII was replaced): counting both
-    # would list each injection twice in the verdict.
-    matches = merge(submitted, scan_family(family, fields, policy_of(rt)))
-    tracing.annotate(reflex_family=family, reflex_matches=len(matches))
-    return matches
+@dataclass(frozen=True)
+class Screened:
+    action: str  # the verdict's: allow, flag or block
+    priority: str  # the task's, for the messages that follow
 
 
-def verdict(rt: Runtime, task_id: str, results: list[Any]) -> str:
-    """Decide from the header results; record the (masked) findings; block ends the task."""
-    matches = [m for result in results if isinstance(result, list)
-               for m in result if isinstance(m, dict) and m.get("family") in FAMILIES]
-    decision = decide(matches, policy_of(rt))
+def screen(rt: Runtime, task_id: str) -> Screened:
+    """The pipeline's first step: start the task, run every reflex family over its text fields
+    and decide, in one transaction. "block" ends the task failed with BLOCKED_BY_REFLEX and its
+    (masked) findings as the result."""
+    policy = policy_of(rt)
     with session_scope(rt.settings) as session:
         task = orchestration.active_task(session, task_id)
+        started = orchestration.start_processing(rt, session, task)
+        fields = fields_of(task)
+        rescanned = [m for family in FAMILIES for m in scan_family(family, fields, policy)]
+        # The stored goal still holds what the gate found (only PII was replaced): counting both
+        # would list each injection twice in the verdict.
+        matches = merge(list((task.submit_reflex or {}).get("matches", [])), rescanned)
+        decision = decide([m for m in matches if m.get("family") in FAMILIES], policy)
         task.reflex = decision
-        repo.touch_progress(session, task_id)
-    action: str = decision["action"]
-    tracing.annotate(reflex_action=action)
-    if action == "block":
-        metrics.REFLEX_BLOCKED.labels(stage="pipeline").inc()
+        action: str = decision["action"]
+        priority = str(task.priority)
         reasons = "; ".join(decision.get("reasons", [])) or "blocked by reflex policy"
-        orchestration.change_status(rt, task_id, TaskStatus.FAILED,
-                                    error_code=ErrorCode.BLOCKED_BY_REFLEX, error_message=reasons)
-        with session_scope(rt.settings) as session:
+        blocked = action == "block" and repo.transition(
+            session, task_id, TaskStatus.FAILED, error_code=ErrorCode.BLOCKED_BY_REFLEX,
+            error_message=reasons)
+        if blocked:
+            repo.cancel_open_steps(session, task_id, {"code": ErrorCode.BLOCKED_BY_REFLEX,
+                                                      "message": f"task ended: {reasons}"})
             repo.save_result(session, task_id, result={"reflex": decision},
                              error=f"{ErrorCode.BLOCKED_BY_REFLEX}: {reasons}",
                              processing_time_ms=None)
-    return action
+        else:
+            repo.touch_progress(session, task_id)
+    tracing.annotate(reflex_matches=len(matches), reflex_action=action)
+    if started:
+        orchestration.announce(rt, task_id, TaskStatus.PROCESSING)
+    if blocked:
+        metrics.REFLEX_BLOCKED.labels(stage="pipeline").inc()
+        orchestration.announce(rt, task_id, TaskStatus.FAILED, ErrorCode.BLOCKED_BY_REFLEX)
+    return Screened(action, priority)

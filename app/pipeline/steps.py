@@ -104,13 +104,22 @@ def claim(settings: Settings, task_id: str, step_id: str, claimant: str,
                 )
             log.info("step %s of task %s: its attempt %d died mid-run; running it again",
                      step_id, task_id, step.attempts)
+        # The canvas sends a step only after its level's predecessors succeeded (chain, chord);
+        # a step whose inputs are not all there stops the pipeline here, and reconciliation
+        # re-dispatches the task.
+        upstream = repo.completed_outputs(session, task.id)
+        missing = [d for d in step.depends_on or () if d not in upstream]
+        if missing:
+            log.warning("step %s of task %s: dependencies %s not completed; not running it",
+                        step_id, task_id, missing)
+            return Claim("inactive"), None
         step.status = StepStatus.RUNNING
         step.claimed_by = claimant
         step.claimed_at = func.now()
         step.lease_expires_at = func.now() + timedelta(seconds=lease_seconds)
         step.started_at = step.started_at or func.now()
         step.attempts = step.attempts + 1
-        ctx = _context(session, task, step, settings)
+        ctx = _context(task, step, settings, upstream)
         return Claim("run", attempt=step.attempts, deadline_at=task.deadline_at), ctx
 
 
@@ -154,13 +163,16 @@ def execute(rt: Runtime, task_id: str, step_id: str, claimant: str,
         metrics.STEP_DURATION.labels(arm=ctx.arm).observe(time.monotonic() - started)
     if heartbeat.lost.is_set():  # stopped by the task's end: what the arm returned is dropped
         return Claim("inactive")
+    level: list[tuple[int, list[str]]] = []
     stored = store(rt.settings, task_id, step_id, output,
-                   _spent_by_step(usage, base_tokens, base_cost))
+                   _spent_by_step(usage, base_tokens, base_cost), finished=level)
     if stored is None:  # cancelled or failed while the arm ran: the late output is dropped
         return Claim("inactive")
     metrics.STEPS.labels(arm=ctx.arm, outcome="succeeded").inc()
     events.publish(rt.redis, task_id, "step", step_id=step_id, arm=ctx.arm, status="completed",
                    summary=stored.get("summary", ""), mode=stored.get("mode"))
+    for number, step_ids in level:  # this step was the last of its level to finish
+        events.publish(rt.redis, task_id, "level", level=number, steps=step_ids)
     return dataclasses.replace(outcome, output=stored)
 
 
@@ -281,9 +293,11 @@ def release(settings: Settings, task_id: str, step_id: str, claimants: Collectio
 
 
 def store(settings: Settings, task_id: str, step_id: str, output: dict[str, Any],
-          usage: dict[str, Any] | None) -> dict[str, Any] | None:
+          usage: dict[str, Any] | None,
+          finished: list[tuple[int, list[str]]] | None = None) -> dict[str, Any] | None:
     """Persist the output once and return what is stored (the first writer's output wins);
-    None when the step was cancelled or failed meanwhile and nothing is stored.
+    None when the step was cancelled or failed meanwhile and nothing is stored. When this
+    completion finished the step's level, (level, its step ids) is appended to ``finished``.
 
     The safety guardian's redaction (app.reflex.redact_output) runs on every output here, before
     anything is written, so no step can store PII or a secret in clear whatever its arm produced.
@@ -298,6 +312,9 @@ def store(settings: Settings, task_id: str, step_id: str, output: dict[str, Any]
             if stored is None or stored.status != StepStatus.COMPLETED:
                 return None
             return stored.output or {}
+        done = repo.finished_level(session, task_id, step_id) if finished is not None else None
+    if done is not None and finished is not None:
+        finished.append(done)
     return output
 
 
@@ -336,10 +353,10 @@ def fail(settings: Settings, task_id: str, step_id: str, error: OctoError,
         repo.fail_step(session, task_id, step_id, stored)
 
 
-def _context(session: Session, task: Task, step: TaskStep, settings: Settings) -> ArmContext:
-    # Every completed step in plan order: the judge and guardian need all of them, and the
-    # others simply read the ones they depend on.
-    upstream = repo.completed_outputs(session, task.id)
+def _context(task: Task, step: TaskStep, settings: Settings,
+             upstream: dict[str, dict[str, Any]]) -> ArmContext:
+    # ``upstream``: every completed step in plan order. The judge and guardian need all of them,
+    # the others simply read the ones they depend on.
     budget = task.budget or {}
     tokens, cost = spent(task.usage)
     return ArmContext(

@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import select
 
 from app.db import session_scope
-from app.errors import OctoError
 from app.llm import BudgetExceeded
 from app.memory.store import COLLECTIONS
 from app.models import Task, TaskStep
-from app.pipeline import orchestration, screening, steps
+from app.pipeline import orchestration
 from app.pipeline.submission import Submission, accept
 from app.runtime import Runtime
+from tests.support.pipeline import run_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -283,22 +283,7 @@ def llm_runtime(runtime, fake_llm):
 
 
 def run_pipeline(rt: Runtime, task_id: str) -> None:
-    """What the workers do for one task, in order, in this process (no retriever hits: the
-    memory worker owns the embedded Qdrant folder). A failing step ends the task as the
-    pipeline's link_error does."""
-    results = [screening.check(rt, task_id, family) for family in screening.FAMILIES]
-    assert screening.verdict(rt, task_id, results) == "allow"
-    orchestration.plan(rt, task_id)
-    stage = orchestration.prepare_stage(rt, task_id)
-    for level, members in enumerate(stage.levels):
-        for member in members:
-            try:
-                steps.execute(rt, task_id, member.step_id, f"{task_id}.{member.step_id}.0")
-            except OctoError:
-                orchestration.pipeline_error(rt, task_id)
-                return
-        orchestration.collect(rt, task_id, level)
-    orchestration.finalize(rt, task_id)
+    assert run_in_process(rt, task_id) != "block"
 
 
 def test_plan_and_code_come_from_the_llm(llm_runtime, fake_llm, client, tenant):

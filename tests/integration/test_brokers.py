@@ -49,8 +49,8 @@ def test_celery_events_follow_a_task_through_every_queue(client, api_app, worker
     kinds = {e["type"] for e in seen}
     assert {"task-sent", "task-received", "task-started", "task-succeeded"} <= kinds, kinds
     names = {e.get("name") for e in seen if e["type"] == "task-received"}
-    assert {"octollm.orchestration.start", "octollm.reflex.pii", "octollm.arm.executor",
-            "octollm.orchestration.finalize"} <= names, names
+    assert {"octollm.reflex.screen", "octollm.planner.plan", "octollm.arm.executor",
+            "octollm.arm.guardian", "octollm.memory.index"} <= names, names
     # Each worker of the set reports itself, so Flower shows every node.
     hosts = {e["hostname"] for e in seen if e["type"] == "task-received"}
     assert hosts and all(h.endswith("@" + worker_set.label) for h in hosts)

@@ -70,13 +70,14 @@ def test_every_message_of_a_completed_task_ends_in_flower(client, flower_state, 
     named = _by_name(seen)
     unfinished = [(t.name, t.uuid, t.state) for t in seen if t.state not in states.READY_STATES]
     assert not unfinished, unfinished
-    # start and dispatch are rows of their own, succeeded, beside the work they sent.
-    for name in ("octollm.orchestration.start", "octollm.reflex.verdict",
-                 "octollm.planner.plan", "octollm.orchestration.dispatch",
-                 "octollm.arm.executor", "octollm.orchestration.finalize",
+    # The screen and the plan are rows of their own, succeeded, beside the work they sent.
+    for name in ("octollm.reflex.screen", "octollm.memory.search", "octollm.planner.plan",
+                 "octollm.arm.executor", "octollm.arm.judge", "octollm.arm.guardian",
                  "octollm.memory.index"):
         assert named.get(name) == [states.SUCCESS], (name, named)
-    assert flower_state.tasks[_uuid(seen, "octollm.orchestration.start")].result == "'started'"
+    assert flower_state.tasks[_uuid(seen, "octollm.reflex.screen")].result == "'allow'"
+    # The guardian's task finalized the task: its result is the task's status.
+    assert flower_state.tasks[_uuid(seen, "octollm.arm.guardian")].result == "'completed'"
 
 
 def test_every_message_of_a_failed_task_ends_in_flower(client, flower_state, wait_for):
@@ -90,12 +91,12 @@ def test_every_message_of_a_failed_task_ends_in_flower(client, flower_state, wai
     named = _by_name(seen)
     unfinished = [(t.name, t.uuid, t.state) for t in seen if t.state not in states.READY_STATES]
     assert not unfinished, unfinished
-    assert named.get("octollm.orchestration.start") == [states.SUCCESS], named
-    assert named.get("octollm.orchestration.dispatch") == [states.SUCCESS], named
+    assert named.get("octollm.reflex.screen") == [states.SUCCESS], named
+    assert named.get("octollm.planner.plan") == [states.SUCCESS], named
     assert named.get("octollm.arm.executor") == [states.FAILURE], named
     assert states.SUCCESS in named.get("octollm.orchestration.fail", []), named
     # What the failed stage never reached was never sent: not shown at all, never as running.
-    assert "octollm.orchestration.finalize" not in named, named
+    assert "octollm.arm.guardian" not in named, named
 
 
 def _uuid(seen: list, name: str) -> str:

@@ -40,8 +40,8 @@ from tests.support.apps import make_key
 
 pytestmark = pytest.mark.integration
 
-PIPELINE_QUEUES = ("reflex", "planner", "orchestrator", "arm.executor", "arm.judge",
-                   "arm.guardian", "memory")
+# The queues a completed task passes through (the orchestrator's only task is the error callback).
+PIPELINE_QUEUES = ("reflex", "planner", "arm.executor", "arm.judge", "arm.guardian", "memory")
 CONTEXT_FIELDS = ("request_id", "task_id", "step_id", "queue", "tenant")
 JWT = re.compile(r"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]+")
 
@@ -140,11 +140,11 @@ def test_the_first_message_carries_the_request_id_and_tenant_headers(runtime, mo
     assert response.get_json()["message"] == "task accepted"
     try:
         with producer.connection_for_read() as conn:
-            message = conn.default_channel.basic_get("orchestrator", no_ack=True)
+            message = conn.default_channel.basic_get("reflex", no_ack=True)
     finally:
         producer.close()
-    assert message is not None, "nothing was published to the orchestrator queue"
-    assert message.headers["task"] == "octollm.orchestration.start"
+    assert message is not None, "nothing was published to the reflex queue"
+    assert message.headers["task"] == "octollm.reflex.screen"
     assert message.headers[REQUEST_ID_HEADER] == request_id
     assert message.headers[TENANT_HEADER] == tenant
 
@@ -167,8 +167,8 @@ def test_a_start_message_without_headers_takes_them_from_the_task_row(
         time.sleep(0.1)
     assert status == "completed"
     by_queue = finished_records(worker_set, task_id)
-    start = [r for r in by_queue["orchestrator"] if "octollm.orchestration.start" in r["message"]]
-    assert start, by_queue["orchestrator"]
+    start = [r for r in by_queue["reflex"] if "octollm.reflex.screen" in r["message"]]
+    assert start, by_queue["reflex"]
     for queue, records in by_queue.items():
         assert records, f"no log line of queue {queue} names task {task_id}"
         for record in records:

@@ -7,7 +7,8 @@ from celery import Celery
 from celery._state import _set_task_join_will_block, task_join_will_block
 
 import celeryconfig
-from tasks.canvas import build_pipeline
+from app.pipeline.orchestration import StageStep
+from tasks.canvas import build_arm_stage
 from tasks.results import OctoRedisBackend
 
 pytestmark = pytest.mark.integration
@@ -40,9 +41,10 @@ def test_every_process_uses_the_octollm_result_backend(celery_app):
 
 
 def test_freezing_a_chord_in_a_worker_registers_no_waiters(celery_app, in_worker_child):
-    # What orchestration.start does for every task: replace itself with the reflex chord.
+    # What the planner does for a plan with parallel steps: send a stage holding a chord.
+    stage = [[StageStep("a", "coder"), StageStep("b", "executor")], [StageStep("c", "judge")]]
     for _ in range(20):
-        build_pipeline(celery_app, str(uuid.uuid4())).freeze()
+        build_arm_stage(celery_app, str(uuid.uuid4()), stage).freeze()
     assert _waiters(celery_app.backend) == 0
     assert celery_app.backend.result_consumer.subscribed_to == set()
 

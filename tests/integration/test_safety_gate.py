@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from app.db import session_scope
 from app.models import AuditEvent, Task, TaskResult, TaskStep
 from app.pipeline import events
+from tests.support.pipeline import run_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -194,21 +195,6 @@ def test_guardian_redacts_pii_an_arm_produces_at_run_time(client, worker_set, wa
 
 # -- OCTOLLM_REFLEX_DISABLED_TYPES: work data is neither reported nor redacted anywhere ----------
 
-def _run_in_process(rt, task_id: str) -> None:
-    """The pipeline's functions in the order the workers call them (no retriever in the plan)."""
-    from app.pipeline import orchestration, screening, steps
-
-    results = [screening.check(rt, task_id, family) for family in screening.FAMILIES]
-    assert screening.verdict(rt, task_id, results) != "block"
-    orchestration.plan(rt, task_id)
-    stage = orchestration.prepare_stage(rt, task_id)
-    for level, members in enumerate(stage.levels):
-        for member in members:
-            steps.execute(rt, task_id, member.step_id, f"{task_id}.{member.step_id}.0")
-        orchestration.collect(rt, task_id, level)
-    orchestration.finalize(rt, task_id)
-
-
 @pytest.fixture
 def ipv4_allowed(runtime):
     from app.runtime import Runtime
@@ -225,7 +211,7 @@ def test_disabled_types_are_not_redacted_in_step_outputs(ipv4_allowed, client, s
 
     task_id = accept(ipv4_allowed, Submission(tenant=tenant.name, 
         goal="Run `echo ping 203.0.113.7 owner ana.perez@example.com`")).task_id
-    _run_in_process(ipv4_allowed, task_id)
+    assert run_in_process(ipv4_allowed, task_id) != "block"
     body = client.get(f"/tasks/{task_id}").get_json()
 
     assert body["status"] == "completed", body

@@ -175,3 +175,37 @@ def test_heartbeat_keeps_a_long_step_claimed_and_a_dead_one_expires(runtime):
     time.sleep(3.2)  # no more beats: the claim is dead, and the duplicate takes the step over
     outcome, _ = steps.claim(settings, task_id, step.step_id, "duplicate")
     assert outcome.action == "run" and outcome.attempt == 2
+
+
+def test_a_step_whose_inputs_are_not_completed_does_not_run(runtime):
+    """Nothing stands between two levels any more: the judge's claim itself checks that the
+    steps it depends on completed, and leaves its row untouched when they did not."""
+    task_id = _prepared_task(runtime, "Run `echo not before its input`")
+    judge = _step(runtime.settings, task_id, "judge")
+    assert judge.depends_on, judge.depends_on
+
+    early = steps.execute(runtime, task_id, judge.step_id, "msg-early")
+
+    assert early.action == "inactive"
+    after = _step(runtime.settings, task_id, "judge")
+    assert (after.status, after.attempts, after.claimed_by) == (StepStatus.PENDING, 0, None)
+    executor = _step(runtime.settings, task_id, "executor")
+    assert steps.execute(runtime, task_id, executor.step_id, "msg-run").action == "run"
+    assert steps.execute(runtime, task_id, judge.step_id, "msg-judge").action == "run"
+
+
+def test_the_step_that_completes_a_level_announces_it_once(runtime):
+    from app.pipeline import events
+
+    task_id = _prepared_task(runtime, "Run `echo level by level`")
+    for arm in ("executor", "judge", "guardian"):
+        step = _step(runtime.settings, task_id, arm)
+        assert steps.execute(runtime, task_id, step.step_id, f"msg-{arm}").action == "run"
+        # A redelivered copy finds the step done and announces nothing again.
+        assert steps.execute(runtime, task_id, step.step_id, f"msg-{arm}-2").action == "done"
+
+    levels = [e.data for e in events.read(runtime.redis, task_id) if e.type == "level"]
+    assert [(e["level"], e["steps"]) for e in levels] == [
+        (0, [_step(runtime.settings, task_id, "executor").step_id]),
+        (1, [_step(runtime.settings, task_id, "judge").step_id]),
+        (2, ["guardian"])]

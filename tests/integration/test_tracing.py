@@ -33,13 +33,11 @@ pytestmark = pytest.mark.integration
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 # A submission's spans come from these processes at least (one service per queue, app/tracing.py).
 SERVICES = {"octollm-api", "octollm-worker-reflex", "octollm-worker-planner",
-            "octollm-worker-orchestrator", "octollm-worker-arm.executor",
+            "octollm-worker-arm.executor", "octollm-worker-arm.judge",
             "octollm-worker-arm.guardian", "octollm-worker-memory"}
-PIPELINE_RUNS = ("octollm.orchestration.start", "octollm.reflex.pii", "octollm.reflex.injection",
-                 "octollm.reflex.policy", "octollm.memory.search", "octollm.reflex.verdict",
-                 "octollm.planner.plan", "octollm.orchestration.dispatch", "octollm.arm.executor",
-                 "octollm.orchestration.collect", "octollm.arm.guardian",
-                 "octollm.orchestration.finalize", "octollm.memory.index")
+PIPELINE_RUNS = ("octollm.reflex.screen", "octollm.memory.search", "octollm.planner.plan",
+                 "octollm.arm.executor", "octollm.arm.judge", "octollm.arm.guardian",
+                 "octollm.memory.index")
 
 
 def free_port() -> int:
@@ -154,22 +152,19 @@ def test_one_trace_follows_a_task_through_every_queue(traced_api, otlp_receiver)
             assert (span.kind, sender.kind, sender.name) == (
                 "consumer", "producer", f"apply_async/{name}"), (span, sender)
     # The first message was sent by the API inside its request.
-    start = runs(trace, "octollm.orchestration.start", task_id)[0]
+    start = runs(trace, "octollm.reflex.screen", task_id)[0]
     assert by_id[start.parent_id].service == "octollm-api"
-    # The reflex verdict (the chord's callback) was sent by the header member that finished last.
-    verdict_sender = by_id[runs(trace, "octollm.reflex.verdict", task_id)[0].parent_id]
-    header = {"run/octollm.reflex.pii", "run/octollm.reflex.injection",
-              "run/octollm.reflex.policy"}
-    assert header & {s.name for s in ancestors(verdict_sender, by_id)}
-    # The episode search is sent by start, beside the pipeline.
+    # The episode search is sent by the screen, beside the chain; the plan follows it.
     search = runs(trace, "octollm.memory.search", task_id)[0]
     assert start in ancestors(search, by_id)
-    # Arm steps descend from dispatch (which sent the arm stage).
+    plan = runs(trace, "octollm.planner.plan", task_id)[0]
+    assert start in ancestors(plan, by_id)
+    # Arm steps descend from the plan (which sent the arm stage), each from the one before.
     executor = runs(trace, "octollm.arm.executor", task_id)[0]
-    assert "run/octollm.orchestration.dispatch" in {s.name for s in ancestors(executor, by_id)}
-    assert "run/octollm.arm.executor" in {
-        s.name for s in ancestors(runs(trace, "octollm.orchestration.collect", task_id)[0],
-                                  by_id)}
+    assert plan in ancestors(executor, by_id)
+    guardian = runs(trace, "octollm.arm.guardian", task_id)[0]
+    assert "run/octollm.arm.judge" in {s.name for s in ancestors(guardian, by_id)}
+    assert "run/octollm.arm.executor" in {s.name for s in ancestors(guardian, by_id)}
 
     # Ids and outcomes on the spans.
     assert executor.attributes["octollm.arm"] == "executor"
@@ -177,8 +172,7 @@ def test_one_trace_follows_a_task_through_every_queue(traced_api, otlp_receiver)
     assert executor.attributes["octollm.attempt"] == 1
     assert executor.attributes["octollm.outcome"] == "succeeded"
     assert executor.attributes["octollm.tenant"] == "default"
-    assert runs(trace, "octollm.orchestration.finalize", task_id)[0].attributes[
-        "octollm.task_status"] == "completed"
+    assert guardian.attributes["octollm.task_status"] == "completed"  # its task finalizes
     assert start.attributes["octollm.outcome"] == "succeeded"
     assert roots[0].attributes["octollm.task_id"] == task_id
     # Database and Redis calls are children of the work that made them.

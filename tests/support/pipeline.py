@@ -1,4 +1,5 @@
-"""A task taken through the start of its pipeline in-process, for tests that need step rows."""
+"""A task taken through its pipeline in-process, for tests that need step rows or a whole run
+without workers."""
 
 from __future__ import annotations
 
@@ -18,6 +19,27 @@ def staged_task(runtime, goal: str, **submission) -> str:
     orchestration.plan(runtime, task_id)
     orchestration.prepare_stage(runtime, task_id)
     return task_id
+
+
+def run_in_process(rt, task_id: str) -> str:
+    """What the workers do for one task, in order, in this process: the reflex screen, the plan
+    with its stage, every step, finalize (no retriever hits: the memory worker owns the embedded
+    Qdrant folder). A failing step ends the task as the pipeline's link_error does. Returns the
+    screen's action when it blocked, else the task's final status."""
+    from app.errors import OctoError
+    from app.pipeline import screening, steps
+
+    screened = screening.screen(rt, task_id)
+    if screened.action == "block":
+        return screened.action
+    stage = orchestration.plan_stage(rt, task_id)
+    for members in stage.levels:
+        for member in members:
+            try:
+                steps.execute(rt, task_id, member.step_id, f"{task_id}.{member.step_id}.0")
+            except OctoError:
+                return orchestration.pipeline_error(rt, task_id)
+    return orchestration.finalize(rt, task_id)
 
 
 def step_of(runtime, task_id: str, arm: str) -> str:

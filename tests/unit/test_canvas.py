@@ -1,7 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
 from celery import Celery
-from celery.canvas import _chain, chord
+from celery.canvas import _chain, chord, group
 
 import celeryconfig
 from app.config import Settings
@@ -13,7 +13,6 @@ from tasks.canvas import (
     TENANT_HEADER,
     build_arm_stage,
     build_hint_search,
-    build_pipeline,
     build_start,
     step_message_id,
 )
@@ -37,6 +36,8 @@ def _order(sig) -> list:
     """Execution order: Celery folds what follows a chord into its body, so unfold it again."""
     if isinstance(sig, chord):
         return [{"parallel": [_order(s) for s in sig.tasks]}, *_order(sig.body)]
+    if isinstance(sig, group):
+        return [{"parallel": [_order(s) for s in sig.tasks]}]
     if isinstance(sig, _chain):
         return [item for s in sig.tasks for item in _order(s)]
     return [sig.task]
@@ -45,52 +46,45 @@ def _order(sig) -> list:
 def _leaves(sig) -> list:
     if isinstance(sig, chord):
         return [leaf for s in sig.tasks for leaf in _leaves(s)] + _leaves(sig.body)
-    if isinstance(sig, _chain):
+    if isinstance(sig, (_chain, group)):
         return [leaf for s in sig.tasks for leaf in _leaves(s)]
     return [sig]
 
 
-def test_pipeline_is_reflex_chord_then_plan_then_dispatch():
-    pipeline = build_pipeline(_app(), T, "high")
-    assert _order(pipeline) == [
-        {"parallel": [["octollm.reflex.pii"], ["octollm.reflex.injection"],
-                      ["octollm.reflex.policy"]]},
-        "octollm.reflex.verdict",
-        "octollm.planner.plan",
-        "octollm.orchestration.dispatch",
-    ]
-    leaves = _leaves(pipeline)
-    verdict = next(s for s in leaves if s.task == "octollm.reflex.verdict")
-    assert verdict.args == (T,) and not verdict.immutable  # receives the header results
-    assert all(s.args == (T,) and s.immutable for s in leaves if s is not verdict)
+def test_start_is_one_message_the_reflex_screen_with_the_planner_chained_after_it():
+    start = build_start(_app(), T, "high")
+    assert _order(start) == ["octollm.reflex.screen", "octollm.planner.plan"]
+    leaves = _leaves(start)
+    assert all(s.args == (T,) and s.immutable for s in leaves)
     assert all(s.options["priority"] == PRIORITIES["high"] for s in leaves)
-    errbacks = pipeline.options["link_error"]
+    errbacks = start.options["link_error"]
     assert [e["task"] for e in errbacks] == ["octollm.orchestration.fail"]
     assert errbacks[0]["args"] == (T,) and errbacks[0]["immutable"]
 
 
 def test_the_hint_search_is_sent_beside_the_pipeline_and_expires():
-    # Inside the reflex chord, a stopped memory worker would hold every task at the checks.
-    assert "octollm.memory.search" not in [s.task for s in _leaves(build_pipeline(_app(), T))]
+    # In the chain, a stopped memory worker would hold every task before its plan.
+    assert "octollm.memory.search" not in [s.task for s in _leaves(build_start(_app(), T))]
     search = build_hint_search(_app(), T, "critical")
     assert search.task == "octollm.memory.search" and search.args == (T,)
     assert search.options["expires"] == HINT_SEARCH_EXPIRES_SECONDS
     assert search.options["priority"] == PRIORITIES["critical"]
 
 
-def test_arm_stage_has_one_chord_per_multi_step_level_and_ends_with_finalize_and_index():
+def test_arm_stage_runs_levels_in_order_with_no_bookkeeping_between_them():
     stage = [[StageStep("find", "retriever")],
              [StageStep("code", "coder"), StageStep("run", "executor")],
+             [StageStep("a", "coder"), StageStep("b", "coder")],
              [StageStep("check", "judge")],
              [StageStep("guardian", "guardian")]]
     sig = build_arm_stage(_app(), T, stage, "low", dispatch=2, soft_time_limit=40)
+    # Celery folds a group and what follows it into a chord: each level waits for the last.
     assert _order(sig) == [
-        "octollm.memory.retrieve", "octollm.arm.retriever", "octollm.orchestration.collect",
+        "octollm.memory.retrieve", "octollm.arm.retriever",
         {"parallel": [["octollm.arm.coder"], ["octollm.arm.executor"]]},
-        "octollm.orchestration.collect",
-        "octollm.arm.judge", "octollm.orchestration.collect",
-        "octollm.arm.guardian", "octollm.orchestration.collect",
-        "octollm.orchestration.finalize",
+        {"parallel": [["octollm.arm.coder"], ["octollm.arm.coder"]]},
+        "octollm.arm.judge",
+        "octollm.arm.guardian",
         "octollm.memory.index",
     ]
     leaves = _leaves(sig)
@@ -99,8 +93,26 @@ def test_arm_stage_has_one_chord_per_multi_step_level_and_ends_with_finalize_and
     assert coder.options["task_id"] == step_message_id(T, "code", 2) == f"{T}.code.2"
     assert coder.options["soft_time_limit"] == 40 and coder.options["time_limit"] == 55
     assert all(s.options["priority"] == PRIORITIES["low"] for s in leaves)
-    collects = [s for s in leaves if s.task == "octollm.orchestration.collect"]
-    assert [c.args[1] for c in collects] == [0, 1, 2, 3]
+    assert [e["task"] for e in sig.options["link_error"]] == ["octollm.orchestration.fail"]
+
+
+def test_indexing_is_background_work_at_low_priority_whatever_the_task_s():
+    # On the memory queue, episode searches (which planners wait for) overtake an index backlog.
+    leaves = _leaves(build_arm_stage(_app(), T, [[StageStep("guardian", "guardian")]],
+                                     "critical"))
+    assert {s.task: s.options["priority"] for s in leaves} == {
+        "octollm.arm.guardian": PRIORITIES["critical"], "octollm.memory.index": PRIORITIES["low"]}
+    assert build_hint_search(_app(), T, "medium").options["priority"] == PRIORITIES["medium"]
+
+
+def test_a_trivial_task_is_seven_messages():
+    from bench.rawcanvas import shape
+
+    stage = [[StageStep("run", "executor")], [StageStep("check", "judge")],
+             [StageStep("guardian", "guardian")]]
+    sent = shape(build_start(_app(), T), build_hint_search(_app(), T),
+                 build_arm_stage(_app(), T, stage))
+    assert sent["messages"] == 7 and sent["chords"] == 0, sent
 
 
 def test_arm_steps_expire_at_the_task_deadline_and_bookkeeping_does_not():
@@ -135,8 +147,9 @@ def test_the_canvas_numbers_priorities_for_the_app_s_broker():
     for url, expected in (("redis://x/0", 0), ("amqp://u:p@rabbit:5672/octo", 3)):
         app = _app(url)
         leaves = _leaves(build_arm_stage(app, T, [[StageStep("run", "executor")]], "critical"))
-        assert {s.options["priority"] for s in leaves} == {expected}
-        assert build_start(app, T, "critical").options["priority"] == expected
+        assert {s.options["priority"] for s in leaves if s.task != "octollm.memory.index"} == {
+            expected}
+        assert build_start(app, T, "critical").tasks[0].options["priority"] == expected
         assert app.conf.task_default_priority == (6 if url.startswith("redis") else 1)
 
 
@@ -151,16 +164,17 @@ def test_rabbitmq_queues_are_durable_priority_queues_and_redis_ones_plain():
 
 def test_producers_send_one_start_message_that_fails_the_task_on_error():
     start = build_start(_app(), T, "critical")
-    assert (start.task, start.args, start.immutable) == ("octollm.orchestration.start", (T,), True)
-    assert start.options["priority"] == PRIORITIES["critical"]
+    first = start.tasks[0]
+    assert (first.task, first.args, first.immutable) == ("octollm.reflex.screen", (T,), True)
+    assert first.options["priority"] == PRIORITIES["critical"]
     assert [e["task"] for e in start.options["link_error"]] == ["octollm.orchestration.fail"]
-    assert "headers" not in start.options  # reconciliation's: the worker reads the task row
+    assert "headers" not in first.options  # reconciliation's: the worker reads the task row
 
 
 def test_the_api_start_message_carries_request_id_and_tenant_headers():
-    start = build_start(_app(), T, "high", request_id="req-1", tenant="acme")
+    start = build_start(_app(), T, "high", request_id="req-1", tenant="acme").tasks[0]
     assert start.options["headers"] == {REQUEST_ID_HEADER: "req-1", TENANT_HEADER: "acme"}
-    assert build_start(_app(), T, request_id="req-1").options["headers"] == {
+    assert build_start(_app(), T, request_id="req-1").tasks[0].options["headers"] == {
         REQUEST_ID_HEADER: "req-1"}
 
 

@@ -7,16 +7,13 @@ from tasks import memory, orchestration, planning, screening, steps
 from tasks.base import argument, where
 
 T = "0b6b1f9e-8f7e-4e07-9d1c-3f7f2f1e2a10"
-RESULTS = [[{"family": "pii", "type": "email"}], [], []]
 
 
 @pytest.mark.parametrize(("task", "args", "kwargs", "task_id", "step_id"), [
-    # The chord callback gets the header's results first: the task id is its second argument.
-    (screening.verdict, (RESULTS, T), {}, T, None),
-    (screening.verdict, (RESULTS,), {"task_id": T}, T, None),
-    (screening.pii, (T,), {}, T, None),
+    (screening.screen, (T,), {}, T, None),
+    (screening.screen, (), {"task_id": T}, T, None),
     (planning.plan, (T,), {}, T, None),
-    (orchestration.collect, (T, 2), {}, T, None),
+    (orchestration.fail, (T,), {}, T, None),
     (steps.executor, (T, "run", "capability-token"), {}, T, "run"),
     (steps.judge, (T,), {"step_id": "judge", "capability": "c"}, T, "judge"),
     (memory.retrieve, (T, "fetch"), {}, T, "fetch"),
@@ -32,9 +29,9 @@ def test_the_task_and_step_a_call_works_on(task, args, kwargs, task_id, step_id)
 
 def test_a_call_missing_the_argument_has_none():
     assert argument(steps.executor, "step_id", (T,), {}) is None
-    assert argument(screening.verdict, "task_id", (RESULTS,), {}) is None
+    assert argument(screening.screen, "task_id", (), {}) is None
 
 
 def test_where_names_the_step_of_an_arm_and_the_task_otherwise():
     assert where("octollm.arm.executor", "run") == "step run (executor)"
-    assert where("octollm.reflex.verdict", None) == "verdict"
+    assert where("octollm.reflex.screen", None) == "screen"
