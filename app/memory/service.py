@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select, tuple_, update
 
 from app import db
 from app.db import session_scope
@@ -92,8 +92,13 @@ def search_hints(rt: Runtime, task_id: str) -> int:
              if hit.get("task_id") != task_id and hit.get("success") is True
              and not hit.get("flagged")]
     with session_scope(rt.settings) as session:
-        task = orchestration.active_task(session, task_id)
-        task.memory_hints = hints
+        stored = db.rows_changed(session.execute(
+            update(Task).where(Task.id == db.as_uuid(task_id),
+                               Task.status.in_([TaskStatus.PENDING, TaskStatus.PROCESSING]))
+            .values(memory_hints=hints)))
+    if not stored:
+        raise orchestration.TaskInactive(f"task {task_id} ended before its hints were stored")
+    orchestration.hints_ready(rt, task_id)
     return len(hints)
 
 
@@ -162,9 +167,9 @@ def index_task(rt: Runtime, task_id: str) -> bool:
     if episode is not None:
         store(rt).index_episode(episode)
     with session_scope(rt.settings) as session:
-        task = repo.get_task(session, task_id)
-        if task is not None and task.finished_at is not None:
-            task.indexed_at = db.now()
+        session.execute(update(Task).where(Task.id == db.as_uuid(task_id),
+                                           Task.finished_at.is_not(None))
+                        .values(indexed_at=db.now()))
     return episode is not None
 
 
