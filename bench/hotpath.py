@@ -123,10 +123,13 @@ def run_task(rt, client, headers, counters: Counters) -> str:
         for step in members:
             with counters.at(f"arm.{step.arm}"):
                 steps.check_capability(rt, step.capability, task_id, step.step_id, step.arm)
-                outcome = steps.execute(rt, task_id, step.step_id, claimant=f"bench-{level}")
+                # The guardian's task finalizes in the transaction that stores its output.
+                finalizer = orchestration.Finalizer(task_id) if step.arm == "guardian" else None
+                outcome = steps.execute(rt, task_id, step.step_id, claimant=f"bench-{level}",
+                                        then=finalizer)
                 assert outcome.action == "run", outcome
-                if step.arm == "guardian":  # its task finalizes (tasks/steps.py)
-                    status = orchestration.finalize(rt, task_id)
+                if finalizer is not None:
+                    status = finalizer.announce(rt) or ""
     with counters.at("memory.index"):
         service.index_task(rt, task_id)
     return status

@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 
 from celery import shared_task
 from celery.exceptions import Ignore
+from sqlalchemy.orm import Session
 
 from app import metrics, tracing
 from app.access.capability import CapabilityDenied
@@ -24,7 +26,8 @@ KWARGSREPR = "{'capability': '<redacted>'}"
 
 
 def run_step(task, task_id: str, step_id: str, capability: str | None,
-             unreleased: list[str] | None = None) -> str:
+             unreleased: list[str] | None = None,
+             then: Callable[[Session], None] | None = None) -> str:
     """``unreleased``: claims of this message's earlier attempts that a transient error kept
     from being given back; the step treats them as this message's own (steps.claim)."""
     arm = task.name.rsplit(".", 1)[-1]
@@ -42,7 +45,7 @@ def run_step(task, task_id: str, step_id: str, capability: str | None,
     held = [*(unreleased or ()), claimant]
     try:
         outcome = steps.execute(task.rt, task_id, step_id, claimant=claimant,
-                                time_limit=soft_time_limit(task), released=held)
+                                time_limit=soft_time_limit(task), released=held, then=then)
     except TRANSIENT as exc:
         # Give the claim back first, or the retry would wait for the lease and then take it for
         # a dead attempt. When the database is the thing that failed, the retry carries the
@@ -65,26 +68,31 @@ def run_step(task, task_id: str, step_id: str, capability: str | None,
     return outcome.action
 
 
-def finalize(task, task_id: str, capability: str | None) -> str:
-    """After the guardian's step: store the task's result and end it (completed, or failed when
-    the judge said no). A transient error retries the whole message: its step is then "done"
-    and finalize runs again (it ends a task once: the status change is guarded)."""
-    try:
-        status = orchestration.finalize(task.rt, task_id)
-    except TRANSIENT as exc:
-        raise task.retry(exc=exc, countdown=retry_countdown(task.request.retries),
-                         kwargs={"capability": capability}, kwargsrepr=KWARGSREPR) from exc
-    tracing.annotate(task_status=status)
-    return status
+def guardian_step(task, task_id: str, step_id: str, capability: str | None,
+                  unreleased: list[str] | None) -> str:
+    """The guardian's step, and the task's end in the transaction that stores it (the result
+    row and the terminal status: completed, or failed when the judge said no). Returns the
+    task's status. A copy that finds the step already done finalizes a task that is still
+    live (nothing to do when it is not: the status change is guarded)."""
+    finalizer = orchestration.Finalizer(task_id)
+    action = run_step(task, task_id, step_id, capability, unreleased, then=finalizer)
+    status = finalizer.announce(task.rt)
+    if status is None and action == "done":
+        try:
+            status = orchestration.finalize(task.rt, task_id)
+        except TRANSIENT as exc:
+            raise task.retry(exc=exc, countdown=retry_countdown(task.request.retries),
+                             kwargs={"capability": capability}, kwargsrepr=KWARGSREPR) from exc
+    tracing.annotate(task_status=status or action)
+    return status or action
 
 
 def _arm_task(arm: str):
     def body(self, task_id: str, step_id: str, capability: str | None = None,
              unreleased: list[str] | None = None) -> str:
-        action = run_step(self, task_id, step_id, capability, unreleased)
         if arm == "guardian":
-            return finalize(self, task_id, capability)
-        return action
+            return guardian_step(self, task_id, step_id, capability, unreleased)
+        return run_step(self, task_id, step_id, capability, unreleased)
 
     body.__name__ = body.__qualname__ = arm
     body.__doc__ = f"Run one {arm} step of a task's plan."

@@ -338,39 +338,75 @@ def open_step_message_ids(rt: Runtime, task_id: str,
 def finalize(rt: Runtime, task_id: str) -> str:
     """Store the result and end the task: completed, or failed when the judge said no."""
     with session_scope(rt.settings) as session:
-        task = active_task(session, task_id)
-        outputs = repo.completed_outputs(session, task_id)
-        plan = task.plan or {}
-        judge_id = next((s["id"] for s in plan.get("steps", []) if s["arm"] == "judge"), None)
-        judge = outputs.get(judge_id, {}) if judge_id else {}
-        final = outputs.get(GUARDIAN_STEP, {})
-        modes = sorted({o.get("mode", "offline") for o in outputs.values()})
-        result = {
-            "output": final.get("result", ""),
-            "mode": "llm" if "llm" in modes else "offline",
-            "task_kind": plan.get("task_kind"),
-            "plan_source": plan.get("source"),
-            "judge": {k: judge.get(k) for k in ("verdict", "passed", "score", "criteria")},
-            "steps": {sid: {"arm": _arm_of(plan, sid), "summary": o.get("summary", ""),
-                            "mode": o.get("mode")} for sid, o in outputs.items()},
-            "redactions": final.get("redactions", {}),
-            "usage": dict(task.usage or {}),
-        }
-        passed = judge.get("passed", True) is not False
-        elapsed_ms = _elapsed_ms(task)
-        error = None if passed else "acceptance criteria not met: " + "; ".join(
-            c["criterion"] for c in judge.get("criteria") or [] if c.get("status") == "failed")
-        code = None if passed else ErrorCode.VALIDATION_FAILED
-        target = TaskStatus.COMPLETED if passed else TaskStatus.FAILED
-        # The result and the status change commit together: a task cancelled meanwhile keeps
-        # no result that says otherwise.
-        if not repo.transition(session, task_id, target, error_code=code, error_message=error):
-            raise TaskInactive(f"task {task_id} ended before it could be finalized")
-        repo.save_result(session, task_id, result=result, error=error,
-                         processing_time_ms=elapsed_ms)
-    announce(rt, task_id, target, code)
-    metrics.TASK_PROCESSING.observe(elapsed_ms / 1000)
-    return str(target)
+        ending = finalize_in(session, task_id)
+    return announce_end(rt, task_id, ending)
+
+
+@dataclass(frozen=True)
+class Ending:
+    status: str
+    error_code: str | None
+    elapsed_ms: int
+
+
+def finalize_in(session: Session, task_id: str) -> Ending:
+    """``finalize``'s writes in ``session``: the guardian's task runs them in the transaction
+    that stores the guardian's output, so the last step and the task's end commit together.
+    Raises TaskInactive when the task ended meanwhile (nothing of it is then written)."""
+    task = active_task(session, task_id)
+    outputs = repo.completed_outputs(session, task_id)
+    plan = task.plan or {}
+    judge_id = next((s["id"] for s in plan.get("steps", []) if s["arm"] == "judge"), None)
+    judge = outputs.get(judge_id, {}) if judge_id else {}
+    final = outputs.get(GUARDIAN_STEP, {})
+    modes = sorted({o.get("mode", "offline") for o in outputs.values()})
+    result = {
+        "output": final.get("result", ""),
+        "mode": "llm" if "llm" in modes else "offline",
+        "task_kind": plan.get("task_kind"),
+        "plan_source": plan.get("source"),
+        "judge": {k: judge.get(k) for k in ("verdict", "passed", "score", "criteria")},
+        "steps": {sid: {"arm": _arm_of(plan, sid), "summary": o.get("summary", ""),
+                        "mode": o.get("mode")} for sid, o in outputs.items()},
+        "redactions": final.get("redactions", {}),
+        "usage": dict(task.usage or {}),
+    }
+    passed = judge.get("passed", True) is not False
+    elapsed_ms = _elapsed_ms(task)
+    error = None if passed else "acceptance criteria not met: " + "; ".join(
+        c["criterion"] for c in judge.get("criteria") or [] if c.get("status") == "failed")
+    code = None if passed else ErrorCode.VALIDATION_FAILED
+    target = TaskStatus.COMPLETED if passed else TaskStatus.FAILED
+    # The result and the status change commit together: a task cancelled meanwhile keeps no
+    # result that says otherwise.
+    if not repo.transition(session, task_id, target, error_code=code, error_message=error):
+        raise TaskInactive(f"task {task_id} ended before it could be finalized")
+    repo.save_result(session, task_id, result=result, error=error,
+                     processing_time_ms=elapsed_ms)
+    return Ending(str(target), code, elapsed_ms)
+
+
+def announce_end(rt: Runtime, task_id: str, ending: Ending) -> str:
+    """After the commit of ``finalize_in``: count, publish and log the task's end."""
+    announce(rt, task_id, ending.status, ending.error_code)
+    metrics.TASK_PROCESSING.observe(ending.elapsed_ms / 1000)
+    return ending.status
+
+
+class Finalizer:
+    """The guardian step's ``then`` (steps.execute): finalize the task in the transaction that
+    stores the guardian's output, then ``announce`` it once that has committed."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.ending: Ending | None = None
+
+    def __call__(self, session: Session) -> None:
+        self.ending = finalize_in(session, self.task_id)
+
+    def announce(self, rt: Runtime) -> str | None:
+        """The task's status, or None when this attempt did not finalize it."""
+        return announce_end(rt, self.task_id, self.ending) if self.ending else None
 
 
 def fail(rt: Runtime, task_id: str, code: str, message: str) -> bool:

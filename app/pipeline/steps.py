@@ -28,7 +28,7 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -124,8 +124,11 @@ def claim(settings: Settings, task_id: str, step_id: str, claimant: str,
 
 
 def execute(rt: Runtime, task_id: str, step_id: str, claimant: str,
-            time_limit: float | None = None, released: Collection[str] = ()) -> Claim:
+            time_limit: float | None = None, released: Collection[str] = (),
+            then: Callable[[Session], None] | None = None) -> Claim:
     """Claim the step, run its arm, store the output. Arm errors fail the step and propagate.
+    ``then`` runs in the transaction that stores the output (the guardian's task finalizes
+    there), only when this attempt stored it.
 
     While the arm runs a heartbeat renews the claim's lease, so a duplicate of this message waits
     for it, and a claim whose worker was killed expires within one lease. ``time_limit`` is the
@@ -165,7 +168,7 @@ def execute(rt: Runtime, task_id: str, step_id: str, claimant: str,
         return Claim("inactive")
     level: list[tuple[int, list[str]]] = []
     stored = store(rt.settings, task_id, step_id, output,
-                   _spent_by_step(usage, base_tokens, base_cost), finished=level)
+                   _spent_by_step(usage, base_tokens, base_cost), finished=level, then=then)
     if stored is None:  # cancelled or failed while the arm ran: the late output is dropped
         return Claim("inactive")
     metrics.STEPS.labels(arm=ctx.arm, outcome="succeeded").inc()
@@ -294,10 +297,12 @@ def release(settings: Settings, task_id: str, step_id: str, claimants: Collectio
 
 def store(settings: Settings, task_id: str, step_id: str, output: dict[str, Any],
           usage: dict[str, Any] | None,
-          finished: list[tuple[int, list[str]]] | None = None) -> dict[str, Any] | None:
+          finished: list[tuple[int, list[str]]] | None = None,
+          then: Callable[[Session], None] | None = None) -> dict[str, Any] | None:
     """Persist the output once and return what is stored (the first writer's output wins);
     None when the step was cancelled or failed meanwhile and nothing is stored. When this
-    completion finished the step's level, (level, its step ids) is appended to ``finished``.
+    completion finished the step's level, (level, its step ids) is appended to ``finished``;
+    ``then`` runs in the same transaction after a first completion.
 
     The safety guardian's redaction (app.reflex.redact_output) runs on every output here, before
     anything is written, so no step can store PII or a secret in clear whatever its arm produced.
@@ -313,6 +318,8 @@ def store(settings: Settings, task_id: str, step_id: str, output: dict[str, Any]
                 return None
             return stored.output or {}
         done = repo.finished_level(session, task_id, step_id) if finished is not None else None
+        if then is not None:
+            then(session)
     if done is not None and finished is not None:
         finished.append(done)
     return output

@@ -209,3 +209,32 @@ def test_the_step_that_completes_a_level_announces_it_once(runtime):
         (0, [_step(runtime.settings, task_id, "executor").step_id]),
         (1, [_step(runtime.settings, task_id, "judge").step_id]),
         (2, ["guardian"])]
+
+
+def test_the_guardian_step_and_the_task_s_end_commit_together(runtime):
+    from app.models import TaskResult
+
+    task_id = _prepared_task(runtime, "Run `echo the end`")
+    for arm in ("executor", "judge"):
+        step = _step(runtime.settings, task_id, arm)
+        assert steps.execute(runtime, task_id, step.step_id, f"msg-{arm}").action == "run"
+    finalizer = orchestration.Finalizer(task_id)
+
+    outcome = steps.execute(runtime, task_id, "guardian", "msg-guardian", then=finalizer)
+
+    assert outcome.action == "run" and finalizer.ending is not None
+    with session_scope(runtime.settings) as session:
+        task = session.get(orchestration.Task, task_id)
+        result = session.scalars(select(TaskResult).where(TaskResult.task_id == task_id)).one()
+        # One transaction: the guardian's row, the result and the status have one timestamp.
+        assert task.status == TaskStatus.COMPLETED
+        assert task.finished_at == _step(runtime.settings, task_id, "guardian").finished_at
+        assert result.result["output"]
+    assert finalizer.announce(runtime) == "completed"
+    # A redelivered guardian finds its step done and the task over: nothing is written twice.
+    again = orchestration.Finalizer(task_id)
+    assert steps.execute(runtime, task_id, "guardian", "msg-guardian-2", then=again).action == (
+        "done")
+    assert again.announce(runtime) is None
+    with pytest.raises(orchestration.TaskInactive):
+        orchestration.finalize(runtime, task_id)

@@ -33,13 +33,18 @@ def run_in_process(rt, task_id: str) -> str:
     if screened.action == "block":
         return screened.action
     stage = orchestration.plan_stage(rt, task_id)
+    # The guardian's task finalizes in the transaction that stores its output.
+    finalizer = orchestration.Finalizer(task_id)
     for members in stage.levels:
         for member in members:
             try:
-                steps.execute(rt, task_id, member.step_id, f"{task_id}.{member.step_id}.0")
+                steps.execute(rt, task_id, member.step_id, f"{task_id}.{member.step_id}.0",
+                              then=finalizer if member.arm == "guardian" else None)
             except OctoError:
                 return orchestration.pipeline_error(rt, task_id)
-    return orchestration.finalize(rt, task_id)
+    status = finalizer.announce(rt)
+    assert status is not None, "the guardian's step did not finalize the task"
+    return status
 
 
 def step_of(runtime, task_id: str, arm: str) -> str:
