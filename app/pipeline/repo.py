@@ -85,6 +85,22 @@ def get_step(session: Session, task_id: RowId, step_id: str, *,
     return session.scalars(query).first()
 
 
+def task_and_step(session: Session, task_id: RowId,
+                  step_id: str) -> tuple[Task | None, TaskStep | None]:
+    """The task and one of its steps with one statement, the step's row locked (a step claim)."""
+    tid = as_uuid(task_id)
+    if tid is None:
+        return None, None
+    row = session.execute(
+        select(Task, TaskStep).join(TaskStep, TaskStep.task_id == Task.id)
+        .where(Task.id == tid, TaskStep.step_id == step_id)
+        .with_for_update(of=TaskStep)
+    ).first()
+    if row is None:
+        return get_task(session, tid), None
+    return row[0], row[1]
+
+
 def steps_of(session: Session, task_id: RowId) -> list[TaskStep]:
     return list(session.scalars(
         select(TaskStep).where(TaskStep.task_id == as_uuid(task_id))

@@ -75,8 +75,7 @@ def claim(settings: Settings, task_id: str, step_id: str, claimant: str,
           released: Collection[str] = ()) -> tuple[Claim, ArmContext | None]:
     lease_seconds = settings.step_lease_seconds
     with session_scope(settings) as session:
-        task = repo.get_task(session, task_id)
-        step = repo.get_step(session, task_id, step_id, lock=True)
+        task, step = repo.task_and_step(session, task_id, step_id)
         if task is None or step is None:
             raise OctoError(f"step {step_id} of task {task_id} does not exist",
                             code=ErrorCode.INTERNAL_ERROR)
