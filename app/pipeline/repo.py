@@ -120,14 +120,19 @@ def completed_outputs(session: Session, task_id: RowId) -> dict[str, dict[str, A
 def complete_step(session: Session, task_id: RowId, step_id: str, output: dict[str, Any]) -> bool:
     """Store a step's output once; False when it is no longer open (completed by another attempt,
     or cancelled/failed meanwhile: a late output does not overwrite that)."""
-    result = session.execute(
+    # One statement: the step's update, and the task's progress mark when the step changed (it
+    # locks the task row, which finished_level relies on).
+    completed = (
         update(TaskStep)
         .where(TaskStep.task_id == as_uuid(task_id), TaskStep.step_id == step_id,
                TaskStep.status.in_([StepStatus.PENDING, StepStatus.RUNNING]))
         .values(status=StepStatus.COMPLETED, output=output, error=None, finished_at=func.now(),
                 lease_expires_at=None)
+        .returning(TaskStep.task_id)
+        .cte("completed")
     )
-    touch_progress(session, task_id)
+    result = session.execute(update(Task).where(Task.id.in_(select(completed.c.task_id)))
+                             .values(progress_at=func.now()))
     return rows_changed(result) == 1
 
 
