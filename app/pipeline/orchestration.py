@@ -97,20 +97,20 @@ def begin(rt: Runtime, task_id: str) -> Task:
     return task
 
 
-def start_processing(rt: Runtime, session: Session, task: Task) -> bool:
-    """Move a pending task to processing in ``session``; True when this call moved it (the
-    caller announces the move after its commit: ``announce``).
+def start_processing(rt: Runtime, session: Session, task: Task,
+                     also: dict[str, Any] | None = None) -> bool:
+    """Move a pending task to processing in ``session``, setting the columns in ``also`` with
+    the same statement; True when this call moved it (the caller announces the move after its
+    commit: ``announce``).
 
     Moving to processing starts the task's deadline: ``budget.max_time_seconds`` (or the default
     task timeout) from now. Arm step messages expire at it (tasks/canvas.py) and reconciliation
     fails the task once it passes. A deadline already set (by a retry) is kept.
     """
     # Only a pending task can move; concurrent callers race on the row and one wins.
-    moved = task.status == TaskStatus.PENDING and repo.transition(
-        session, task.id, TaskStatus.PROCESSING)
-    if moved:
-        repo.start_deadline(session, task.id, time_budget(rt, task))
-    return moved
+    return task.status == TaskStatus.PENDING and repo.transition(
+        session, task.id, TaskStatus.PROCESSING,
+        also={"deadline_at": repo.deadline_from_now(time_budget(rt, task)), **(also or {})})
 
 
 def time_budget(rt: Runtime, task: Task) -> float:

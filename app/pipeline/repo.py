@@ -33,8 +33,9 @@ def get_task(session: Session, task_id: RowId, tenant: str | None = None, *,
 
 
 def transition(session: Session, task_id: RowId, target: str, *, error_code: str | None = None,
-               error_message: str | None = None) -> bool:
-    """Move a task to `target` if the status machine allows it from its current status.
+               error_message: str | None = None, also: dict[str, Any] | None = None) -> bool:
+    """Move a task to `target` if the status machine allows it from its current status, and
+    set the columns in ``also`` with the same statement.
 
     Returns False (and changes nothing) when the task is in a state that may not move there,
     e.g. a completion racing a cancellation: whichever commits first wins, the other is a no-op.
@@ -50,6 +51,7 @@ def transition(session: Session, task_id: RowId, target: str, *, error_code: str
     if error_code is not None:
         values["error_code"] = error_code
         values["error_message"] = error_message
+    values.update(also or {})
     result = session.execute(
         update(Task)
         .where(Task.id == as_uuid(task_id), Task.status.in_(sources_of(target)))
@@ -58,14 +60,15 @@ def transition(session: Session, task_id: RowId, target: str, *, error_code: str
     return rows_changed(result) == 1
 
 
-def start_deadline(session: Session, task_id: RowId, seconds: float) -> None:
-    """The task's deadline is ``seconds`` from now, unless one is set already."""
-    session.execute(update(Task).where(Task.id == as_uuid(task_id), Task.deadline_at.is_(None))
-                    .values(deadline_at=func.now() + timedelta(seconds=seconds)))
+def deadline_from_now(seconds: float) -> Any:
+    """A task's deadline ``seconds`` from now, unless one is set already (a value for UPDATE)."""
+    return func.coalesce(Task.deadline_at, func.now() + timedelta(seconds=seconds))
 
 
-def touch_progress(session: Session, task_id: RowId) -> None:
-    session.execute(update(Task).where(Task.id == as_uuid(task_id)).values(progress_at=func.now()))
+def touch_progress(session: Session, task_id: RowId, **also: Any) -> None:
+    """Mark the task as progressing (reconciliation's stall detection), setting ``also`` too."""
+    session.execute(update(Task).where(Task.id == as_uuid(task_id))
+                    .values(progress_at=func.now(), **also))
 
 
 def ensure_steps(session: Session, task_id: RowId, rows: list[dict[str, Any]]) -> None:

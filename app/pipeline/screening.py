@@ -43,14 +43,17 @@ def screen(rt: Runtime, task_id: str) -> Screened:
     policy = policy_of(rt)
     with session_scope(rt.settings) as session:
         task = orchestration.active_task(session, task_id)
-        started = orchestration.start_processing(rt, session, task)
         fields = fields_of(task)
         rescanned = [m for family in FAMILIES for m in scan_family(family, fields, policy)]
         # The stored goal still holds what the gate found (only PII was replaced): counting both
         # would list each injection twice in the verdict.
         matches = merge(list((task.submit_reflex or {}).get("matches", [])), rescanned)
         decision = decide([m for m in matches if m.get("family") in FAMILIES], policy)
-        task.reflex = decision
+        # The move to processing and the verdict are one statement (a re-dispatched task is
+        # already processing: its verdict is recorded with its progress mark).
+        started = orchestration.start_processing(rt, session, task, also={"reflex": decision})
+        if not started:
+            repo.touch_progress(session, task_id, reflex=decision)
         action: str = decision["action"]
         priority = str(task.priority)
         reasons = "; ".join(decision.get("reasons", [])) or "blocked by reflex policy"
@@ -63,8 +66,6 @@ def screen(rt: Runtime, task_id: str) -> Screened:
             repo.save_result(session, task_id, result={"reflex": decision},
                              error=f"{ErrorCode.BLOCKED_BY_REFLEX}: {reasons}",
                              processing_time_ms=None)
-        else:
-            repo.touch_progress(session, task_id)
     tracing.annotate(reflex_matches=len(matches), reflex_action=action)
     if started:
         orchestration.announce(rt, task_id, TaskStatus.PROCESSING)
