@@ -121,10 +121,10 @@ def plan(rt: Runtime, task_id: str, time_limit: float | None = None) -> dict[str
     """Plan the task once and store the plan; a re-dispatched task keeps its stored plan, so
     finished steps still fit. ``time_limit`` is the planner's: LLM planning gives up in time for
     the rule plan."""
-    made, usage, fresh = _make_plan(rt, task_id, time_limit)
-    if fresh:
+    made, usage, task = _make_plan(rt, task_id, time_limit)
+    if usage is not None:
         with session_scope(rt.settings) as session:
-            _store_plan(session, active_task(session, task_id), made, usage)
+            _store_plan(session, task, made, usage)
         _announce_plan(rt, task_id, made)
     return made
 
@@ -132,27 +132,28 @@ def plan(rt: Runtime, task_id: str, time_limit: float | None = None) -> dict[str
 def plan_stage(rt: Runtime, task_id: str, time_limit: float | None = None) -> Stage:
     """What the planner task does: plan (or keep the stored plan), then store the plan with the
     step rows of its stage in one transaction, and return the stage to send."""
-    made, usage, fresh = _make_plan(rt, task_id, time_limit)
+    made, usage, task = _make_plan(rt, task_id, time_limit)
     with session_scope(rt.settings) as session:
-        task = active_task(session, task_id)
-        if fresh:
+        if usage is not None:
             _store_plan(session, task, made, usage)
+        elif not repo.touch_live(session, task_id):
+            raise TaskInactive(f"task {task_id} ended before its stage was sent")
         layout = _stage_rows(rt, session, task, made)
-    if fresh:
+    if usage is not None:
         _announce_plan(rt, task_id, made)
     return _issue(rt, task_id, layout)
 
 
 def _make_plan(rt: Runtime, task_id: str, time_limit: float | None
-               ) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
-    """(plan, what planning spent, whether it is new); the stored plan when there is one."""
+               ) -> tuple[dict[str, Any], dict[str, Any] | None, Task]:
+    """(plan, what planning spent or None when the plan is the stored one, the task as read)."""
     from app.llm import BudgetExceeded
     from app.planning.planner import make_plan
 
     with session_scope(rt.settings) as session:
         task = active_task(session, task_id)
         if task.plan:
-            return task.plan, None, False
+            return task.plan, None, task
         budget = dict(task.budget or {})
         goal, context = task.goal, task.context or ""
         constraints = dict(task.constraints or {})
@@ -175,7 +176,7 @@ def _make_plan(rt: Runtime, task_id: str, time_limit: float | None
     if hints is None:
         made["notes"] = [f"planned without hints: the episode search did not answer within "
                          f"{rt.settings.hint_wait_seconds:g}s", *made.get("notes", [])]
-    return made, _spent(usage), True
+    return made, _spent(usage) or {}, task
 
 
 def _spent(usage: Usage) -> dict[str, Any] | None:
@@ -236,11 +237,11 @@ HINT_POLL_SECONDS = 0.1
 
 
 def _store_plan(session: Session, task: Task, plan: dict[str, Any],
-                usage: dict[str, Any] | None) -> None:
-    task.plan = plan
-    if usage:
-        task.usage = with_step_usage(task.usage or {}, "planner", usage)
-    repo.touch_progress(session, task.id)
+                usage: dict[str, Any]) -> None:
+    """One guarded UPDATE: the plan (and what planning spent) of a task still processing."""
+    spent = {"usage": with_step_usage(task.usage or {}, "planner", usage)} if usage else {}
+    if not repo.touch_live(session, task.id, plan=plan, **spent):
+        raise TaskInactive(f"task {task.id} ended while it was planned")
 
 
 def _announce_plan(rt: Runtime, task_id: str, plan: dict[str, Any]) -> None:
@@ -276,6 +277,7 @@ def prepare_stage(rt: Runtime, task_id: str) -> Stage:
     with session_scope(rt.settings) as session:
         task = active_task(session, task_id)
         layout = _stage_rows(rt, session, task, task.plan or {})
+        repo.touch_progress(session, task_id)
     return _issue(rt, task_id, layout)
 
 
@@ -301,7 +303,6 @@ def _stage_rows(rt: Runtime, session: Session, task: Task, plan_dict: dict[str, 
                  "level": len(levels), "depends_on": [judge.id],
                  "inputs": {"final_step_ids": list(judge.depends_on)}})
     repo.ensure_steps(session, task.id, rows)
-    repo.touch_progress(session, task.id)
     laid = [[(s.id, s.arm, s.action) for s in level] for level in levels]
     laid.append([(GUARDIAN_STEP, "guardian", "redact")])
     return _Layout(laid, task.dispatch_count or 0, str(task.priority),

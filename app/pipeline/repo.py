@@ -65,6 +65,13 @@ def deadline_from_now(seconds: float) -> Any:
     return func.coalesce(Task.deadline_at, func.now() + timedelta(seconds=seconds))
 
 
+def touch_live(session: Session, task_id: RowId, **also: Any) -> bool:
+    """``touch_progress`` of a task still processing; False (nothing written) when it is not."""
+    return rows_changed(session.execute(
+        update(Task).where(Task.id == as_uuid(task_id), Task.status == TaskStatus.PROCESSING)
+        .values(progress_at=func.now(), **also))) == 1
+
+
 def touch_progress(session: Session, task_id: RowId, **also: Any) -> None:
     """Mark the task as progressing (reconciliation's stall detection), setting ``also`` too."""
     session.execute(update(Task).where(Task.id == as_uuid(task_id))
