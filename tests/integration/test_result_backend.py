@@ -79,3 +79,21 @@ def test_a_stored_failure_has_its_exception_and_traceback_scrubbed(celery_app):
     assert "jane.roe@example.org" not in raw and "536-22-8726" not in raw
     assert "[REDACTED:EMAIL]" in raw and "[REDACTED:SSN]" in raw and "OctoError" in raw
     backend.forget(task_id)
+
+
+def test_a_worker_waits_out_a_redis_restart_when_it_stores_a_result_and_the_api_does_not(
+        settings):
+    from api import make_producer
+    from workers.celery_app import WORKER_BACKEND_RETRY_SECONDS, make_celery
+
+    worker, api = make_celery(settings), make_producer(settings)
+    try:
+        # With RabbitMQ as the broker a step keeps running while Redis (the result backend)
+        # restarts: storing its state must not fail the task over a few seconds of downtime.
+        assert worker.backend.retry_policy["timeout"] == WORKER_BACKEND_RETRY_SECONDS >= 20
+        assert worker.backend.retry_policy["max_retries"] >= WORKER_BACKEND_RETRY_SECONDS
+        # A request does not hang that long.
+        assert api.backend.retry_policy["timeout"] == 5.0
+    finally:
+        worker.close()
+        api.close()
