@@ -50,6 +50,12 @@ class OctoRedisBackend(RedisBackend):
         return super()._get_result_meta(result, state, _scrubbed(traceback), request,
                                         format_date=format_date, encode=encode)
 
+    def get(self, key):
+        # Celery reads a task's stored state before every write of it (_store_result), and
+        # the stock read has no retry: during a Redis restart the write would wait (ensure) but
+        # the read before it failed the task. Both wait now, as long as the retry policy says.
+        return self.ensure(super().get, (key,))
+
     def on_task_call(self, _producer, _task_id):
         return None
 

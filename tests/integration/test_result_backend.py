@@ -7,6 +7,7 @@ from celery import Celery
 from celery._state import _set_task_join_will_block, task_join_will_block
 
 import celeryconfig
+from app.config import Settings
 from app.pipeline.orchestration import StageStep
 from tasks.canvas import build_arm_stage
 from tasks.results import OctoRedisBackend
@@ -97,3 +98,42 @@ def test_a_worker_waits_out_a_redis_restart_when_it_stores_a_result_and_the_api_
     finally:
         worker.close()
         api.close()
+
+
+# Celery's Redis backend stores results with SETEX, which redis-py marks deprecated.
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
+def test_storing_a_result_waits_for_a_restarting_redis_instead_of_failing(tmp_path):
+    """Celery reads a task's stored state before it writes it: both wait for Redis to come
+    back (a worker's step keeps going through a Redis restart with RabbitMQ as the broker)."""
+    import threading
+
+    from celery import states
+
+    from workers.embedded import free_port, start_redis
+
+    port = free_port()
+    first = start_redis(tmp_path / "redis", port=port)
+    app = Celery("restart-test", set_as_current=False)
+    app.conf.update(celeryconfig.from_settings(Settings.from_env({
+        "OCTOLLM_REDIS_URL": first.url})))
+    app.conf.result_backend_transport_options = {"retry_policy": {
+        "timeout": 20.0, "max_retries": 40, "interval_start": 0, "interval_step": 0.5,
+        "interval_max": 0.5}}
+    backend = app.backend
+    backend.store_result("before", "ok", states.SUCCESS)
+    first.process.kill()
+    first.process.wait(timeout=10)
+    restarted = []
+    timer = threading.Timer(2.0, lambda: restarted.append(
+        start_redis(tmp_path / "redis", port=port)))
+    timer.start()
+    try:
+        backend.store_result("during", "stored", states.SUCCESS)  # waits for the restart
+        assert restarted, "stored before Redis was back"
+        assert backend.get_task_meta("during")["result"] == "stored"
+    finally:
+        timer.join()
+        for server in restarted:
+            server.process.kill()
+            server.process.wait(timeout=10)
+        app.close()
