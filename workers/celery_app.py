@@ -8,7 +8,6 @@ import celeryconfig
 from app.config import Settings
 from tasks.queues import TASK_MODULES
 
-
 # How long a worker keeps retrying a result-backend write while Redis is away (a restart): a
 # task's state and its chain's next message wait for it, instead of failing the task with the
 # connection error. The API keeps celeryconfig's 5 s: a request should not hang that long.
