@@ -13,7 +13,7 @@ from api import errors, schemas
 from api.auth import require
 from api.openapi import IDEMPOTENCY_KEY, headers
 from api.parsing import Blueprint
-from app.db import session_scope
+from app.db import get_engine, session_scope
 from app.models import Task
 from app.pipeline import control, repo
 from app.pipeline.submission import Blocked, IdempotencyConflict, Submission, accept
@@ -148,12 +148,57 @@ def _control(action, task_id: str):
         raise errors.ApiError(409, exc.message, details=exc.details) from None
 
 
-def _read(task_id: str) -> dict:
-    with session_scope(runtime().settings) as session:
-        task = repo.get_task(session, task_id, tenant())
-        if task is None:
-            raise errors.ApiError(404, f"task {task_id} not found")
-        return task_view(task, repo.steps_of(session, task.id))
+def _read(task_id: str):
+    """The task as TaskSchema shows it, read with one statement and answered as JSON directly
+    (flask-smorest passes a Response through): ``rendered`` builds what the schema's dump would,
+    and tests/integration/test_task_view.py keeps the two identical."""
+    with get_engine(runtime().settings).connect() as conn:
+        row = repo.task_view_row(conn, task_id, tenant())
+    if row is None:
+        raise errors.ApiError(404, f"task {task_id} not found")
+    return current_app.json.response(rendered(row))
+
+
+def _iso(value) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _iso_text(value: str | None) -> str | None:
+    # A step timestamp from JSON (PostgreSQL's ISO 8601): parsed and printed as Python does, so it
+    # reads exactly like the task's own timestamps.
+    return None if value is None else datetime.fromisoformat(value).isoformat()
+
+
+def rendered(row) -> dict:
+    """The JSON-ready body of GET /tasks/<id> from ``repo.task_view_row``: what
+    ``TaskSchema().dump(task_view(task, steps))`` gives, without the ORM and marshmallow."""
+    error = {"code": row.error_code, "message": row.error_message or ""} \
+        if row.error_code else None
+    return {
+        "task_id": str(row.id), "status": str(row.status), "goal": row.goal,
+        "priority": str(row.priority), "tenant": row.tenant,
+        "constraints": row.constraints or {},
+        "acceptance_criteria": [str(c) for c in row.acceptance_criteria or []],
+        "budget": row.budget or {}, "metadata": row.metadata or {},
+        "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at),
+        "started_at": _iso(row.started_at), "finished_at": _iso(row.finished_at),
+        "deadline_at": _iso(row.deadline_at),
+        "trace_id": row.trace_id,
+        "processing_time_ms": row.processing_time_ms if row.has_result else None,
+        "result": row.result if row.has_result else None,
+        "error": error,
+        "reflex": row.reflex or row.submit_reflex,
+        "plan": row.plan,
+        "steps": [{
+            "step_id": s["step_id"], "arm": s["arm"], "action": s["action"], "level": s["level"],
+            "status": s["status"], "attempts": s["attempts"],
+            "depends_on": [str(d) for d in s["depends_on"] or []],
+            "summary": None if s["summary"] is None else str(s["summary"]),
+            "error": s["error"],
+            "started_at": _iso_text(s["started_at"]), "finished_at": _iso_text(s["finished_at"]),
+        } for s in row.steps or ()],
+        "usage": row.usage or {},
+    }
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

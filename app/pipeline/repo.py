@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, tuple_, update
+from sqlalchemy import Connection, Row, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -243,3 +243,34 @@ def reset_steps_for_retry(session: Session, task_id: RowId, arms_to_rerun: set[s
 
 def delete_result(session: Session, task_id: RowId) -> None:
     session.execute(delete(TaskResult).where(TaskResult.task_id == as_uuid(task_id)))
+
+
+# A task as GET /tasks/<id> shows it, read in one statement: the task row, its result (joined)
+# and its steps (aggregated into one JSON array, in level and creation order), on any
+# connection. Only the step columns the API shows are read (a step's output only for its summary).
+_TASK_VIEW = text("""
+SELECT t.id, t.status, t.goal, t.priority, t.tenant, t.constraints, t.acceptance_criteria,
+       t.budget, t.metadata, t.created_at, t.updated_at, t.started_at, t.finished_at,
+       t.deadline_at, t.trace_id, t.error_code, t.error_message, t.reflex, t.submit_reflex,
+       t.plan, t.usage, r.id IS NOT NULL AS has_result, r.processing_time_ms, r.result,
+       (SELECT json_agg(json_build_object(
+                   'step_id', s.step_id, 'arm', s.arm, 'action', s.action, 'level', s.level,
+                   'status', s.status, 'attempts', s.attempts, 'depends_on', s.depends_on,
+                   'summary', s.output -> 'summary', 'error', s.error,
+                   'started_at', s.started_at, 'finished_at', s.finished_at)
+                ORDER BY s.level, s.id)
+          FROM task_steps s WHERE s.task_id = t.id) AS steps
+  FROM tasks t LEFT JOIN task_results r ON r.task_id = t.id
+ WHERE t.id = :id AND t.tenant = :tenant
+""")
+
+
+def task_view_row(conn: Connection | Session, task_id: RowId, tenant: str) -> Row[Any] | None:
+    """The row GET /tasks/<id> renders (``_TASK_VIEW``), or None (no such task in the tenant).
+
+    Step timestamps arrive as ISO 8601 text (JSON has no dates), in the session's time zone
+    like every other timestamp column."""
+    tid = as_uuid(task_id)
+    if tid is None:
+        return None
+    return conn.execute(_TASK_VIEW, {"id": str(tid), "tenant": tenant}).first()
