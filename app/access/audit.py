@@ -14,11 +14,18 @@ ACTIONS = ("task.submit", "task.blocked", "task.cancel", "task.retry", "apikey.c
            "apikey.revoke")
 
 
+def row(*, tenant: str, actor: str, action: str, task_id: str | uuid.UUID | None = None,
+        details: dict[str, Any] | None = None, request_id: str | None = None) -> dict[str, Any]:
+    """An audit_events row's values, for a Core insert into ``AuditEvent.__table__``."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    return {"tenant": tenant, "actor": actor[:64], "action": action,
+            "task_id": db.as_uuid(task_id) if task_id else None, "details": details or {},
+            "request_id": request_id}
+
+
 def record(session: Session, *, tenant: str, actor: str, action: str,
            task_id: str | uuid.UUID | None = None,
            details: dict[str, Any] | None = None, request_id: str | None = None) -> None:
-    if action not in ACTIONS:
-        raise ValueError(f"unknown audit action {action!r}")
-    session.add(AuditEvent(tenant=tenant, actor=actor[:64], action=action,
-                           task_id=db.as_uuid(task_id) if task_id else None,
-                           details=details or {}, request_id=request_id))
+    session.add(AuditEvent(**row(tenant=tenant, actor=actor, action=action, task_id=task_id,
+                                 details=details, request_id=request_id)))
