@@ -11,6 +11,7 @@ from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
 from api import errors
+from api.producer import make_producer
 from api.system import VERSION
 from app import metrics, tracing
 from app.config import Settings
@@ -119,18 +120,6 @@ def _trace(app: Flask) -> None:
         celery.instrument()
     FlaskInstrumentor.instrument_app(
         app, excluded_urls=os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or UNTRACED_URLS)
-
-
-def make_producer(settings: Settings):
-    """A Celery app that only sends: the API never imports the task modules."""
-    from celery import Celery
-
-    import celeryconfig
-    from tasks.canvas import AMQP_CLASS
-
-    producer = Celery("octollm-api", set_as_current=False, amqp=AMQP_CLASS)
-    producer.conf.update(celeryconfig.from_settings(settings))
-    return producer
 
 
 def _before() -> None:

@@ -33,7 +33,8 @@ def tenant() -> str:
 
 @blp.route("/submit")
 class Submit(MethodView):
-    @blp.arguments(schemas.SubmitSchema)
+    # An instance: given the class, webargs would build a new schema for every request.
+    @blp.arguments(schemas.SubmitSchema())
     @blp.response(202, schemas.SubmitResponseSchema)
     @blp.alt_response(400, schema=errors.ErrorSchema, description="Invalid or blocked input")
     @blp.alt_response(409, schema=errors.ErrorSchema, description="Idempotency-Key reused")
