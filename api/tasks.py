@@ -13,7 +13,7 @@ from api import errors, schemas
 from api.auth import require
 from api.openapi import IDEMPOTENCY_KEY, headers
 from api.parsing import Blueprint
-from app.db import get_engine, session_scope
+from app.db import autocommit, session_scope
 from app.models import Task
 from app.pipeline import control, repo
 from app.pipeline.submission import Blocked, IdempotencyConflict, Submission, accept
@@ -150,10 +150,11 @@ def _control(action, task_id: str):
 
 
 def _read(task_id: str):
-    """The task as TaskSchema shows it, read with one statement and answered as JSON directly
+    """The task as TaskSchema shows it, read with one statement (one round trip: autocommit, no
+    BEGIN or ROLLBACK around it) and answered as JSON directly
     (flask-smorest passes a Response through): ``rendered`` builds what the schema's dump would,
     and tests/integration/test_task_view.py keeps the two identical."""
-    with get_engine(runtime().settings).connect() as conn:
+    with autocommit(runtime().settings) as conn:
         row = repo.task_view_row(conn, task_id, tenant())
     if row is None:
         raise errors.ApiError(404, f"task {task_id} not found")

@@ -126,6 +126,25 @@ def session_scope(settings: Settings) -> Iterator[Session]:
         session.close()
 
 
+@contextmanager
+def autocommit(settings: Settings) -> Iterator[sqlalchemy.Connection]:
+    """A pooled connection in autocommit mode, for work that is one statement (a read, or rows
+    written together by one statement, which PostgreSQL applies atomically): the statement is
+    its own transaction, so no BEGIN and no COMMIT or ROLLBACK round trip is sent around it.
+
+    psycopg2's ``autocommit`` attribute is set on the driver's connection and cleared before the
+    pool takes it back; SQLAlchemy's ``isolation_level="AUTOCOMMIT"`` would instead send a SET
+    statement each way (psycopg2's set_isolation_level), two round trips for the one saved."""
+    with get_engine(settings).connect() as conn:
+        driver = conn.connection.dbapi_connection
+        driver.autocommit = True
+        try:
+            yield conn
+        finally:
+            if not driver.closed:  # an invalidated (disconnected) connection is discarded
+                driver.autocommit = False
+
+
 def dispose_all() -> None:
     """Drop pooled connections (after a fork, or at shutdown)."""
     with _lock:

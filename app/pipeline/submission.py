@@ -17,22 +17,36 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 
 from app import db, metrics, tracing
 from app.access import audit
 from app.db import session_scope
 from app.errors import ErrorCode, OctoError
-from app.models import AuditEvent, Task, TaskStatus
+from app.models import Task, TaskStatus
 from app.pipeline.screening import policy_of
 from app.reflex import Report, pii, scan_fields, task_fields
 from app.runtime import Runtime
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
-# The submission's two rows; columns not given take their defaults (Python-side, then server).
-_INSERT_TASK = insert(Task.__table__)
-_INSERT_AUDIT = insert(AuditEvent.__table__)
+# The task row and its audit event, written by one statement (atomic on its own: the task is
+# never stored without its audit record, nor the record without its task). Columns not named
+# take their server defaults.
+_INSERT_SUBMISSION = text("""
+WITH task AS (
+  INSERT INTO tasks (id, tenant, goal, context, constraints, acceptance_criteria, budget, priority,
+                     metadata, status, submit_reflex, request_id, idempotency_key, request_hash,
+                     trace_id, trace_span_id)
+  VALUES (:id, :tenant, :goal, :context, :constraints, :acceptance_criteria, :budget, :priority,
+          :metadata, 'pending', :submit_reflex, :request_id, :idempotency_key, :request_hash,
+          :trace_id, :trace_span_id)
+  RETURNING id)
+INSERT INTO audit_events (tenant, actor, action, task_id, details, request_id)
+SELECT :tenant, :actor, :action, task.id, :details, :request_id FROM task
+""").bindparams(*(bindparam(name, type_=JSONB) for name in (
+    "constraints", "acceptance_criteria", "budget", "metadata", "submit_reflex", "details")))
 
 
 class Blocked(OctoError):
@@ -114,23 +128,22 @@ def accept(rt: Runtime, sub: Submission) -> Accepted:
     stored = _redacted(sub, report.redacted, policy_of(rt).disabled_types)
     trace_id, span_id = tracing.sampled_ids()
     task_id = uuid.uuid4()
-    row = {
-        "id": task_id, "tenant": sub.tenant, "goal": stored.goal, "context": stored.context,
-        "constraints": stored.constraints, "acceptance_criteria": stored.acceptance_criteria,
-        "budget": sub.budget, "priority": sub.priority, "metadata": stored.metadata,
-        "status": TaskStatus.PENDING, "submit_reflex": public, "request_id": sub.request_id,
-        "idempotency_key": sub.idempotency_key, "request_hash": fingerprint,
-        "trace_id": trace_id, "trace_span_id": span_id,
-    }
     event = audit.row(tenant=sub.tenant, actor=sub.actor, action="task.submit", task_id=task_id,
                       request_id=sub.request_id,
                       details={"priority": sub.priority, **_finding_types(public)})
+    values = {
+        "id": str(task_id), "tenant": sub.tenant, "goal": stored.goal, "context": stored.context,
+        "constraints": stored.constraints, "acceptance_criteria": stored.acceptance_criteria,
+        "budget": sub.budget, "priority": sub.priority, "metadata": stored.metadata,
+        "submit_reflex": public, "request_id": sub.request_id,
+        "idempotency_key": sub.idempotency_key, "request_hash": fingerprint,
+        "trace_id": trace_id, "trace_span_id": span_id,
+        "actor": event["actor"], "action": event["action"], "details": event["details"],
+    }
     try:
-        # One transaction on one pooled connection, two Core statements: no ORM unit of work
-        # for two rows that are only ever inserted here.
-        with db.get_engine(rt.settings).begin() as conn:
-            conn.execute(_INSERT_TASK, row)
-            conn.execute(_INSERT_AUDIT, event)
+        # One round trip: the statement, committed as it completes (no BEGIN, no COMMIT).
+        with db.autocommit(rt.settings) as conn:
+            conn.execute(_INSERT_SUBMISSION, values)
     except IntegrityError:
         # Two requests raced with the same Idempotency-Key: the first insert won; answer as it.
         replay = _replay(rt, sub, fingerprint) if sub.idempotency_key else None
