@@ -150,12 +150,12 @@ def _control(action, task_id: str):
 
 
 def _read(task_id: str):
-    """The task as TaskSchema shows it, read with one statement (one round trip: autocommit, no
-    BEGIN or ROLLBACK around it) and answered as JSON directly
-    (flask-smorest passes a Response through): ``rendered`` builds what the schema's dump would,
-    and tests/integration/test_task_view.py keeps the two identical."""
-    with autocommit(runtime().settings) as conn:
-        row = repo.task_view_row(conn, task_id, tenant())
+    """The task as TaskSchema shows it, read with one statement (one round trip: db.autocommit)
+    and answered as JSON directly (flask-smorest passes a Response through): ``rendered`` builds
+    what the schema's dump would, and tests/integration/test_task_view.py keeps the two
+    identical."""
+    who = tenant()
+    row = autocommit(runtime().settings, lambda conn: repo.task_view_row(conn, task_id, who))
     if row is None:
         raise errors.ApiError(404, f"task {task_id} not found")
     return current_app.json.response(rendered(row))

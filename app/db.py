@@ -11,12 +11,15 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy
+import sqlalchemy.event
+import sqlalchemy.exc
 from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +28,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 from app import metrics
 from app.config import ConfigError, Settings
 
+T = TypeVar("T")
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _factories: dict[str, sessionmaker[Session]] = {}
@@ -97,13 +101,15 @@ def get_engine(settings: Settings) -> Engine:
                 poolclass=MeteredPool,
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_max_overflow,
-                pool_pre_ping=True,  # a restarted PostgreSQL leaves dead pooled connections
+                # A restarted PostgreSQL leaves dead pooled connections: each checkout pings
+                # first (_ping_on_checkout), except autocommit's, which retries instead.
                 # A failed statement's error would quote its parameters (a goal, an output) in
                 # every log line and traceback that prints it.
                 hide_parameters=True,
                 pool_recycle=1800,
                 connect_args={"connect_timeout": 5},
             )
+            sqlalchemy.event.listen(engine, "checkout", _ping_on_checkout(engine))
             _engines[url] = engine
             _factories[url] = sessionmaker(engine, expire_on_commit=False)
     if created:
@@ -126,23 +132,64 @@ def session_scope(settings: Settings) -> Iterator[Session]:
         session.close()
 
 
-@contextmanager
-def autocommit(settings: Settings) -> Iterator[sqlalchemy.Connection]:
-    """A pooled connection in autocommit mode, for work that is one statement (a read, or rows
-    written together by one statement, which PostgreSQL applies atomically): the statement is
-    its own transaction, so no BEGIN and no COMMIT or ROLLBACK round trip is sent around it.
+def autocommit(settings: Settings, work: Callable[[sqlalchemy.Connection], T]) -> T:
+    """Run ``work``, one statement, on a pooled connection in autocommit mode, and return what
+    it returns. For a read, or rows written together by one statement (which PostgreSQL applies
+    atomically): the statement is its own transaction, so the only round trip is the statement.
 
-    psycopg2's ``autocommit`` attribute is set on the driver's connection and cleared before the
-    pool takes it back; SQLAlchemy's ``isolation_level="AUTOCOMMIT"`` would instead send a SET
-    statement each way (psycopg2's set_isolation_level), two round trips for the one saved."""
-    with get_engine(settings).connect() as conn:
-        driver = conn.connection.dbapi_connection
-        driver.autocommit = True
+    * No BEGIN, COMMIT or ROLLBACK: psycopg2's ``autocommit`` attribute is set on the driver's
+      connection and cleared before the pool takes it back (SQLAlchemy's
+      ``isolation_level="AUTOCOMMIT"`` would send a SET statement each way).
+    * No ping on checkout (every other checkout has one, ``_ping_on_checkout``): a connection
+      that turns out dead (a restarted PostgreSQL) is discarded with the pool's older ones, and
+      ``work`` runs once more on a new connection, so a restart still costs the caller nothing.
+      ``work`` must therefore be safe to run again after a disconnect: a read is; a write must
+      tell its own earlier success from a conflict (POST /submit: the task id it chose).
+    """
+    engine = get_engine(settings)
+    for attempt in (1, 2):
+        token = _PING.set(False)
         try:
-            yield conn
+            conn = engine.connect()
         finally:
-            if not driver.closed:  # an invalidated (disconnected) connection is discarded
-                driver.autocommit = False
+            _PING.reset(token)
+        try:
+            with conn:
+                driver: Any = conn.connection.dbapi_connection
+                driver.autocommit = True
+                try:
+                    return work(conn)
+                finally:
+                    if not driver.closed:  # an invalidated connection is thrown away
+                        driver.autocommit = False
+        except sqlalchemy.exc.DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
+
+
+# Whether this checkout pings its connection (a ContextVar: per thread, and per task of a
+# worker). Only ``autocommit`` turns it off, around its own checkout.
+_PING: ContextVar[bool] = ContextVar("octollm_db_ping", default=True)
+
+
+def _ping_on_checkout(engine: Engine) -> Callable[..., None]:
+    """SQLAlchemy's ``pool_pre_ping``, unless the checkout is ``autocommit``'s: a dead pooled
+    connection (a restarted PostgreSQL) is replaced before anyone uses it (the pool retries the
+    checkout on a DisconnectionError)."""
+    dialect = engine.dialect
+
+    def ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if not _PING.get():
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                raise sqlalchemy.exc.DisconnectionError(type(exc).__name__) from exc
+            raise
+
+    return ping
 
 
 def dispose_all() -> None:

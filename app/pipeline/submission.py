@@ -142,18 +142,28 @@ def accept(rt: Runtime, sub: Submission) -> Accepted:
     }
     try:
         # One round trip: the statement, committed as it completes (no BEGIN, no COMMIT).
-        with db.autocommit(rt.settings) as conn:
-            conn.execute(_INSERT_SUBMISSION, values)
+        db.autocommit(rt.settings, lambda conn: conn.execute(_INSERT_SUBMISSION, values))
     except IntegrityError:
-        # Two requests raced with the same Idempotency-Key: the first insert won; answer as it.
-        replay = _replay(rt, sub, fingerprint) if sub.idempotency_key else None
-        if replay is None:
-            raise
-        return replay
+        if _stored(rt, task_id):
+            # The connection broke after PostgreSQL had committed the first run of the statement
+            # (db.autocommit runs it again): the conflict is with this very task.
+            pass
+        else:
+            # Two requests raced with the same Idempotency-Key: the first insert won; answer as
+            # it did.
+            replay = _replay(rt, sub, fingerprint) if sub.idempotency_key else None
+            if replay is None:
+                raise
+            return replay
     metrics.TASKS_SUBMITTED.labels(priority=sub.priority).inc()
     metrics.TASK_STATUS.labels(status=TaskStatus.PENDING).inc()
     tracing.annotate(task_id=task_id, tenant=sub.tenant, outcome="accepted")
     return Accepted(str(task_id), TaskStatus.PENDING, True, public)
+
+
+def _stored(rt: Runtime, task_id: uuid.UUID) -> bool:
+    with session_scope(rt.settings) as session:
+        return session.scalar(select(Task.id).where(Task.id == task_id)) is not None
 
 
 def _replay(rt: Runtime, sub: Submission, fingerprint: str) -> Accepted | None:
