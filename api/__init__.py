@@ -144,8 +144,11 @@ def _after(response):
     # For the access line, which gunicorn writes once the request's span has ended
     # (workers/gunicorn_conf.py).
     request.environ[tracing.WSGI_IDS] = tracing.current_ids()
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
+    # Those a view did not set itself, added in one call (setdefault would scan every header
+    # once per name).
+    present = {name.lower() for name, _ in response.headers}
+    response.headers.extend([(name, value) for name, value in SECURITY_HEADERS.items()
+                             if name.lower() not in present])
     rule = request.url_rule.rule if request.url_rule else "unmatched"
     if "started" in g:
         metrics.HTTP_DURATION.labels(request.method, rule, str(response.status_code)).observe(
