@@ -2,9 +2,10 @@
 
     gunicorn bench.bareapp:app        (served by bench/api.py with the same settings as ours)
 
-``POST /submit`` reads the JSON body and enqueues one Celery task (the same
-``octollm.orchestration.start`` message our API sends, same queue, same Celery configuration and
-broker) and answers 202, with no validation, authentication, database write or reflex gate.
+``POST /submit`` reads the JSON body and enqueues one Celery task (the task our API's first
+message runs, ``octollm.reflex.screen``: same queue, same Celery configuration and broker, without
+the chain our message carries) and answers 202, with no validation, authentication, database
+write or reflex gate.
 ``GET /tasks/<id>`` reads the task's row (status and timestamps) with one SQL statement on a
 pooled connection and answers it as JSON: what any "read a row by id" endpoint costs.
 """
@@ -35,7 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     def submit():
         request.get_json()  # parsed, as any JSON endpoint does
         task_id = str(uuid.uuid4())
-        producer.send_task("octollm.orchestration.start", args=(task_id,),
+        producer.send_task("octollm.reflex.screen", args=(task_id,),
                            priority=6)  # "medium", as our API sends a default task
         return jsonify({"task_id": task_id, "status": "pending", "message": "task accepted"}), 202
 
