@@ -18,6 +18,10 @@ drives one endpoint at a time; the sides take turns, ``--rounds`` turns each of
 No Celery workers run: submitted tasks stay queued, which does not change what a request costs.
 GET reads cycle over ten tasks that went through the whole pipeline (run in-process
 beforehand), so ours serialises a full task with its plan, steps and result.
+
+First, the CPU time one request costs this process through each app's Flask test client (no
+HTTP server, no load generator): best of ``--cpu-reps`` alternating runs of ``--cpu-requests``
+requests. CPU time moves much less with other work on the machine than req/s and latency do.
 """
 
 from __future__ import annotations
@@ -110,6 +114,44 @@ def completed_tasks(settings, n: int) -> list[str]:
     return ids[:n]
 
 
+def cpu_per_request(settings, key: str, ids: list[str], requests_per_run: int,
+                    reps: int) -> str:
+    """CPU ms of this process per request, each app through its Flask test client."""
+    from api import create_app
+    from bench.bareapp import create_app as create_bare
+
+    ours_app = create_app(settings)
+    ours, bare = ours_app.test_client(), create_bare(settings).test_client()
+    headers = {"X-API-Key": key}
+    body = {"goal": harness.GOAL}
+    calls = {
+        ("submit", "ours"): lambda _i: ours.post("/submit", json=body, headers=headers),
+        ("submit", "bare"): lambda _i: bare.post("/submit", json=body),
+        ("read", "ours"): lambda i: ours.get(f"/tasks/{ids[i % len(ids)]}", headers=headers),
+        ("read", "bare"): lambda i: bare.get(f"/tasks/{ids[i % len(ids)]}"),
+    }
+    best: dict[tuple[str, str], float] = {}
+    for call in calls.values():  # warm: imports, pools, the key cache
+        for i in range(20):
+            call(i)
+    for _ in range(reps):
+        for what, call in calls.items():
+            started = time.process_time()
+            for i in range(requests_per_run):
+                call(i)
+            spent = (time.process_time() - started) / requests_per_run
+            best[what] = min(best.get(what, spent), spent)
+    ours_app.extensions["octollm_celery"].close()
+    labels = {"submit": "POST /submit", "read": "GET /tasks/<id>"}
+    rows = [[labels[endpoint], f"{best[(endpoint, 'ours')] * 1000:.2f}",
+             f"{best[(endpoint, 'bare')] * 1000:.2f}",
+             f"**{harness.ratio(best[(endpoint, 'bare')], best[(endpoint, 'ours')])}**"]
+            for endpoint in labels]
+    return (f"CPU time per request in this process (Flask test client, best of {reps} "
+            f"alternating runs of {requests_per_run}):\n\n"
+            + harness.table(["endpoint", "ours, CPU ms", "bare, CPU ms", "bare / ours"], rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=30, help="load time per side and endpoint")
@@ -117,10 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--cpu-requests", type=int, default=300)
+    parser.add_argument("--cpu-reps", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds = min(args.seconds, 6), 1
+        args.cpu_requests, args.cpu_reps = min(args.cpu_requests, 30), 1
     services = harness.provision()
     servers: list[harness.Server] = []
     try:
@@ -135,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         servers = list(sides.values())
         print(harness.machine("API: OctoLLM against a bare Flask enqueue endpoint", argv, services))
+        print(cpu_per_request(settings, key, ids, args.cpu_requests, args.cpu_reps))
         print(f"gunicorn: {args.gunicorn_workers} workers x {args.threads} threads (gthread), "
               f"access log on; locust: {args.users} users, no think time, "
               f"{args.seconds}s per side and endpoint in {args.rounds} alternating round(s); "
