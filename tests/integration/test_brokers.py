@@ -41,8 +41,15 @@ def test_celery_events_follow_a_task_through_every_queue(client, api_app, worker
     time.sleep(0.5)  # its queue is bound once capture() consumes
     task_id = client.post("/submit", json={"goal": "Run `echo evented`"}).get_json()["task_id"]
     assert wait_for(client, task_id)["status"] == "completed"
-    until(lambda: any(e.get("type") == "task-succeeded" and e.get("hostname", "").startswith(
-        "memory") for e in list(seen)), 20, "the final memory.index success was not seen")
+
+    def indexed() -> bool:
+        # memory.search also succeeds on the memory worker, often first: wait for index's own.
+        events = list(seen)
+        ids = {e.get("uuid") for e in events
+               if e.get("type") == "task-received" and e.get("name") == "octollm.memory.index"}
+        return any(e.get("type") == "task-succeeded" and e.get("uuid") in ids for e in events)
+
+    until(indexed, 20, "the final memory.index success was not seen")
     stopper[0].should_stop = True
     thread.join(timeout=10)
 
