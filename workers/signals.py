@@ -28,6 +28,8 @@ MEMORY_QUEUE = "memory"
 EXECUTOR_QUEUE = "arm.executor"
 # The first message of every pipeline, sent by the API and by reconciliation.
 ENTRY_TASK = "octollm.reflex.screen"
+# The planner's episode search: sent with an expiry, dropped unrun by the worker past it.
+HINT_SEARCH_TASK = "octollm.memory.search"
 _connected = False
 _tokens: dict[str, dict] = {}
 
@@ -124,6 +126,9 @@ def connect(settings: Settings) -> None:
         # (Celery's `expires`); the task ends now with TASK_TIMEOUT instead of waiting for
         # reconciliation to notice.
         name = getattr(sender, "name", "") or ""
+        if expired and name == HINT_SEARCH_TASK:
+            _search_dropped(sender, request)
+            return
         if not expired or not name.startswith("octollm.arm."):
             return
         args, kwargs = getattr(request, "args", None), getattr(request, "kwargs", None)
@@ -146,6 +151,23 @@ def connect(settings: Settings) -> None:
         tokens = _tokens.pop(task_id, None)
         if tokens:
             octolog.unbind(tokens)
+
+
+def _search_dropped(sender, request) -> None:
+    """An episode search that waited in a backed-up memory queue past its expiry is dropped
+    unrun: tell the planner waiting for its hints at once, instead of at the end of its wait."""
+    octo_task_id = argument(sender, "task_id", getattr(request, "args", None),
+                            getattr(request, "kwargs", None))
+    if not octo_task_id:
+        return
+    from app.pipeline import orchestration
+    from app.runtime import get_runtime
+
+    try:
+        orchestration.hints_ready(get_runtime(), octo_task_id, orchestration.HINTS_GONE)
+    except Exception:  # the planner's wait still ends at OCTOLLM_HINT_WAIT_SECONDS
+        log.warning("could not tell the planner of task %s that its search was dropped",
+                    octo_task_id)
 
 
 def _trace(component: str, queue: str | None = None) -> None:

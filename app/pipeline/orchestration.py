@@ -200,11 +200,17 @@ HINTS_READY_KEY = "octollm:hints-ready:{}"
 HINTS_READY_TTL_SECONDS = 300
 
 
-def hints_ready(rt: Runtime, task_id: str) -> None:
-    """After the commit of a task's hints: wake the planner waiting for them (if any)."""
+# What the list holds: the hints are stored, or the search was dropped unrun (its message
+# expired in a backed-up memory queue) and none will come.
+HINTS_STORED, HINTS_GONE = b"stored", b"gone"
+
+
+def hints_ready(rt: Runtime, task_id: str, what: bytes = HINTS_STORED) -> None:
+    """After the commit of a task's hints (or once its search was dropped): wake the planner
+    waiting for them, if any."""
     key = HINTS_READY_KEY.format(task_id)
     with rt.redis.pipeline(transaction=False) as pipe:
-        pipe.rpush(key, 1)
+        pipe.rpush(key, what)
         pipe.expire(key, HINTS_READY_TTL_SECONDS)
         pipe.execute()
 
@@ -222,7 +228,9 @@ def wait_for_hints(rt: Runtime, task_id: str, seconds: float) -> list[Any] | Non
         if left > 0:
             try:
                 # BLPOP's timeout has a resolution of 10 ms in practice; 0 would block forever.
-                rt.redis.blpop([key], timeout=max(0.01, left))
+                popped = rt.redis.blpop([key], timeout=max(0.01, left))
+                if popped and popped[1] == HINTS_GONE:
+                    return None  # the search was dropped unrun: no hints are coming
             except RedisError as exc:
                 log.warning("waiting for hints on Redis failed (%s); polling the row",
                             type(exc).__name__)

@@ -104,3 +104,49 @@ def _outcome(runtime, task_id: str) -> tuple[str, str | None]:
         return str(task.status), task.error_code
 
 
+
+
+def test_a_planner_waiting_for_hints_stops_waiting_once_its_search_is_dropped(runtime,
+                                                                               worker_set):
+    """In a backed-up memory queue an episode search can expire and be dropped unrun: the
+    planner waiting for its hints learns it at once instead of waiting out its whole wait."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from api import make_producer
+    from app.pipeline.submission import Submission, accept
+
+    task_id = accept(runtime, Submission(goal="Run `echo no hints coming`")).task_id
+    orchestration.begin(runtime, task_id)
+    producer = make_producer(runtime.settings)
+    try:
+        producer.signature("octollm.memory.search", args=(task_id,), immutable=True,
+                           expires=datetime.now(UTC) - timedelta(seconds=1)).apply_async()
+    finally:
+        producer.close()
+    started = time.monotonic()
+    assert orchestration.wait_for_hints(runtime, task_id, 30.0) is None
+    assert time.monotonic() - started < 15, "the planner waited out its whole wait"
+
+
+def test_a_planner_wakes_as_soon_as_the_hints_are_stored(runtime):
+    import threading
+    import time
+
+    from app.pipeline.submission import Submission, accept
+
+    task_id = accept(runtime, Submission(goal="Run `echo hints soon`")).task_id
+    orchestration.begin(runtime, task_id)
+
+    def search() -> None:
+        time.sleep(0.5)
+        with session_scope(runtime.settings) as session:
+            session.execute(update(Task).where(Task.id == task_id).values(memory_hints=[]))
+        orchestration.hints_ready(runtime, task_id)
+
+    thread = threading.Thread(target=search)
+    started = time.monotonic()
+    thread.start()
+    assert orchestration.wait_for_hints(runtime, task_id, 20.0) == []
+    thread.join()
+    assert time.monotonic() - started < 10
