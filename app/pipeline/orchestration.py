@@ -52,14 +52,23 @@ def change_status(rt: Runtime, task_id: str, target: str, *, error_code: str | N
                   error_message: str | None = None) -> bool:
     """The one way a task's status moves; False (nothing changed) when the move is not allowed."""
     with session_scope(rt.settings) as session:
-        moved = repo.transition(session, task_id, target, error_code=error_code,
-                                error_message=error_message)
-        if moved and is_terminal(target):
-            reason = ({"code": error_code, "message": f"task ended: {error_message or error_code}"}
-                      if error_code else None)
-            repo.cancel_open_steps(session, task_id, reason)
+        moved = move(session, task_id, target, error_code=error_code, error_message=error_message)
     if moved:
         announce(rt, task_id, target, error_code)
+    return moved
+
+
+def move(session: Session, task_id: str, target: str, *, error_code: str | None = None,
+         error_message: str | None = None) -> bool:
+    """``change_status``'s writes in ``session`` (the caller announces the move after its
+    commit): the status, and a terminal move cancels the steps still open, with the task's error
+    as theirs."""
+    moved = repo.transition(session, task_id, target, error_code=error_code,
+                            error_message=error_message)
+    if moved and is_terminal(target):
+        reason = ({"code": error_code, "message": f"task ended: {error_message or error_code}"}
+                  if error_code else None)
+        repo.cancel_open_steps(session, task_id, reason)
     return moved
 
 
@@ -136,7 +145,7 @@ def plan_stage(rt: Runtime, task_id: str, time_limit: float | None = None) -> St
     with session_scope(rt.settings) as session:
         if usage is not None:
             _store_plan(session, task, made, usage)
-        elif not repo.touch_live(session, task_id):
+        elif not repo.touch_progress(session, task_id, only_processing=True):
             raise TaskInactive(f"task {task_id} ended before its stage was sent")
         layout = _stage_rows(rt, session, task, made)
     if usage is not None:
@@ -203,6 +212,8 @@ HINTS_READY_TTL_SECONDS = 300
 # What the list holds: the hints are stored, or the search was dropped unrun (its message
 # expired in a backed-up memory queue) and none will come.
 HINTS_STORED, HINTS_GONE = b"stored", b"gone"
+# How often the row is read instead while Redis cannot be reached.
+HINT_POLL_SECONDS = 0.1
 
 
 def hints_ready(rt: Runtime, task_id: str, what: bytes = HINTS_STORED) -> None:
@@ -241,14 +252,12 @@ def wait_for_hints(rt: Runtime, task_id: str, seconds: float) -> list[Any] | Non
             return hints
 
 
-HINT_POLL_SECONDS = 0.1
-
-
 def _store_plan(session: Session, task: Task, plan: dict[str, Any],
                 usage: dict[str, Any]) -> None:
     """One guarded UPDATE: the plan (and what planning spent) of a task still processing."""
     spent = {"usage": with_step_usage(task.usage or {}, "planner", usage)} if usage else {}
-    if not repo.touch_live(session, task.id, plan=plan, **spent):
+    if not repo.touch_progress(session, task.id, only_processing=True, plan=plan,
+                               **spent):
         raise TaskInactive(f"task {task.id} ended while it was planned")
 
 

@@ -65,17 +65,14 @@ def deadline_from_now(seconds: float) -> Any:
     return func.coalesce(Task.deadline_at, func.now() + timedelta(seconds=seconds))
 
 
-def touch_live(session: Session, task_id: RowId, **also: Any) -> bool:
-    """``touch_progress`` of a task still processing; False (nothing written) when it is not."""
-    return rows_changed(session.execute(
-        update(Task).where(Task.id == as_uuid(task_id), Task.status == TaskStatus.PROCESSING)
-        .values(progress_at=func.now(), **also))) == 1
-
-
-def touch_progress(session: Session, task_id: RowId, **also: Any) -> None:
-    """Mark the task as progressing (reconciliation's stall detection), setting ``also`` too."""
-    session.execute(update(Task).where(Task.id == as_uuid(task_id))
-                    .values(progress_at=func.now(), **also))
+def touch_progress(session: Session, task_id: RowId, *, only_processing: bool = False,
+                   **also: Any) -> bool:
+    """Mark the task as progressing (reconciliation's stall detection), setting ``also`` too;
+    with ``only_processing``, only a task still processing (False: nothing was written)."""
+    query = update(Task).where(Task.id == as_uuid(task_id))
+    if only_processing:
+        query = query.where(Task.status == TaskStatus.PROCESSING)
+    return rows_changed(session.execute(query.values(progress_at=func.now(), **also))) == 1
 
 
 def ensure_steps(session: Session, task_id: RowId, rows: list[dict[str, Any]]) -> None:
@@ -97,7 +94,8 @@ def get_step(session: Session, task_id: RowId, step_id: str, *,
 
 def task_and_step(session: Session, task_id: RowId,
                   step_id: str) -> tuple[Task | None, TaskStep | None]:
-    """The task and one of its steps with one statement, the step's row locked (a step claim)."""
+    """The task and one of its steps with one statement, the step's row locked (a step claim);
+    (None, None) when either is missing."""
     tid = as_uuid(task_id)
     if tid is None:
         return None, None
@@ -106,9 +104,7 @@ def task_and_step(session: Session, task_id: RowId,
         .where(Task.id == tid, TaskStep.step_id == step_id)
         .with_for_update(of=TaskStep)
     ).first()
-    if row is None:
-        return get_task(session, tid), None
-    return row[0], row[1]
+    return (row[0], row[1]) if row is not None else (None, None)
 
 
 def steps_of(session: Session, task_id: RowId) -> list[TaskStep]:

@@ -57,12 +57,10 @@ def screen(rt: Runtime, task_id: str) -> Screened:
         action: str = decision["action"]
         priority = str(task.priority)
         reasons = "; ".join(decision.get("reasons", [])) or "blocked by reflex policy"
-        blocked = action == "block" and repo.transition(
+        blocked = action == "block" and orchestration.move(
             session, task_id, TaskStatus.FAILED, error_code=ErrorCode.BLOCKED_BY_REFLEX,
             error_message=reasons)
         if blocked:
-            repo.cancel_open_steps(session, task_id, {"code": ErrorCode.BLOCKED_BY_REFLEX,
-                                                      "message": f"task ended: {reasons}"})
             repo.save_result(session, task_id, result={"reflex": decision},
                              error=f"{ErrorCode.BLOCKED_BY_REFLEX}: {reasons}",
                              processing_time_ms=None)
