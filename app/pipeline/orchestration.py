@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -44,8 +44,10 @@ class TaskInactive(Exception):
 class StageStep:
     step_id: str
     arm: str
-    # The orchestrator's signed permission for this arm to run this step (app/access/capability.py).
+    # The orchestrator's signed permission for this arm to run this step (app/access/capability.py);
+    # None until _issue signs it for ``action``.
     capability: str | None = None
+    action: str = ""
 
 
 def change_status(rt: Runtime, task_id: str, target: str, *, error_code: str | None = None,
@@ -147,10 +149,10 @@ def plan_stage(rt: Runtime, task_id: str, time_limit: float | None = None) -> St
             _store_plan(session, task, made, usage)
         elif not repo.touch_progress(session, task_id, only_processing=True):
             raise TaskInactive(f"task {task_id} ended before its stage was sent")
-        layout = _stage_rows(rt, session, task, made)
+        laid = _stage_rows(rt, session, task, made)
     if usage is not None:
         _announce_plan(rt, task_id, made)
-    return _issue(rt, task_id, layout)
+    return _issue(rt, task_id, laid)
 
 
 def _make_plan(rt: Runtime, task_id: str, time_limit: float | None
@@ -274,32 +276,21 @@ class Stage:
     max_time_seconds: float | None
     deadline: datetime | None = None
     source: str | None = None  # the plan's: rule, llm, reuse...
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """A stage as stored, before its capabilities are issued."""
-
-    levels: list[list[tuple[str, str, str]]]  # (step id, arm, action) per level
-    dispatch: int
-    priority: str
-    max_time_seconds: float | None
-    deadline: datetime | None
-    ttl: float
-    source: str | None
+    ttl: float = 0.0  # how long the steps' capabilities stay valid
 
 
 def prepare_stage(rt: Runtime, task_id: str) -> Stage:
     """Step rows for the stored plan (kept if they exist: a re-dispatch resumes) and its stage."""
     with session_scope(rt.settings) as session:
         task = active_task(session, task_id)
-        layout = _stage_rows(rt, session, task, task.plan or {})
+        laid = _stage_rows(rt, session, task, task.plan or {})
         repo.touch_progress(session, task_id)
-    return _issue(rt, task_id, layout)
+    return _issue(rt, task_id, laid)
 
 
-def _stage_rows(rt: Runtime, session: Session, task: Task, plan_dict: dict[str, Any]) -> _Layout:
-    """Create the step rows of ``plan_dict`` in ``session`` and lay out its levels.
+def _stage_rows(rt: Runtime, session: Session, task: Task, plan_dict: dict[str, Any]) -> Stage:
+    """Create the step rows of ``plan_dict`` in ``session`` and lay out its levels (the stage
+    before its capabilities are issued).
 
     The guardian runs after the judge as its own level: it redacts the final answer, and its
     task then finalizes the task (tasks/steps.py).
@@ -320,24 +311,23 @@ def _stage_rows(rt: Runtime, session: Session, task: Task, plan_dict: dict[str, 
                  "level": len(levels), "depends_on": [judge.id],
                  "inputs": {"final_step_ids": list(judge.depends_on)}})
     repo.ensure_steps(session, task.id, rows)
-    laid = [[(s.id, s.arm, s.action) for s in level] for level in levels]
-    laid.append([(GUARDIAN_STEP, "guardian", "redact")])
-    return _Layout(laid, task.dispatch_count or 0, str(task.priority),
-                   (task.budget or {}).get("max_time_seconds"), task.deadline_at,
-                   time_budget(rt, task) + CAPABILITY_MARGIN_SECONDS, plan_dict.get("source"))
+    laid = [[StageStep(s.id, s.arm, action=s.action) for s in level] for level in levels]
+    laid.append([StageStep(GUARDIAN_STEP, "guardian", action="redact")])
+    return Stage(laid, task.dispatch_count or 0, str(task.priority),
+                 (task.budget or {}).get("max_time_seconds"), task.deadline_at,
+                 plan_dict.get("source"), time_budget(rt, task) + CAPABILITY_MARGIN_SECONDS)
 
 
-def _issue(rt: Runtime, task_id: str, layout: _Layout) -> Stage:
+def _issue(rt: Runtime, task_id: str, laid: Stage) -> Stage:
     """The stage with each step's capability: the orchestrator's signed permission for this arm
     to run this step's action (app/access/capability.py)."""
-    def step(step_id: str, arm: str, action: str) -> StageStep:
+    def signed(step: StageStep) -> StageStep:
         token = capability.issue(rt.settings.effective_secret_key, task_id=str(task_id),
-                                 step_id=step_id, arm=arm, actions=[action],
-                                 ttl_seconds=layout.ttl)
-        return StageStep(step_id, arm, token)
+                                 step_id=step.step_id, arm=step.arm, actions=[step.action],
+                                 ttl_seconds=laid.ttl)
+        return replace(step, capability=token)
 
-    return Stage([[step(*s) for s in level] for level in layout.levels], layout.dispatch,
-                 layout.priority, layout.max_time_seconds, layout.deadline, layout.source)
+    return replace(laid, levels=[[signed(s) for s in level] for level in laid.levels])
 
 
 def open_step_message_ids(rt: Runtime, task_id: str,
