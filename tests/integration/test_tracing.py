@@ -271,7 +271,14 @@ def test_a_redispatch_by_reconciliation_links_to_the_original_trace(
         return [s for s in spans if s.name == "octollm.redispatch"
                 and s.attributes.get("octollm.task_id") == task_id]
 
-    spans = otlp_receiver.wait(lambda spans: bool(redispatch(spans)))
+    def cause(spans):
+        """The maintenance job's span the re-dispatch names as its cause: it ends after the
+        re-dispatch's span, so its export may come in a later batch."""
+        links = {link["attributes"]["octollm.link"]: link
+                 for found in redispatch(spans)[:1] for link in found.links}
+        return [s for s in spans if "cause" in links and s.span_id == links["cause"]["span_id"]]
+
+    spans = otlp_receiver.wait(lambda spans: bool(cause(spans)))
     span = redispatch(spans)[0]
     assert span.service == "octollm-worker-maintenance"
     assert not span.parent_id and span.trace_id != original
@@ -279,7 +286,7 @@ def test_a_redispatch_by_reconciliation_links_to_the_original_trace(
     assert links["original"]["trace_id"] == original
     root = next(s for s in spans if s.trace_id == original and not s.parent_id)
     assert (root.name, links["original"]["span_id"]) == ("POST /submit", root.span_id)
-    job = next(s for s in spans if s.span_id == links["cause"]["span_id"])
+    [job] = cause(spans)
     assert job.name == "run/octollm.maintenance.redispatch_stalled"
     assert span.attributes["octollm.attempt"] == "1"
     # The resumed pipeline runs in the re-dispatch's trace.
