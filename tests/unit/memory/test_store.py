@@ -214,3 +214,65 @@ def test_deleting_a_document_or_a_tenant_touches_only_that(store):
 def test_an_episode_needs_task_id_tenant_and_goal(store):
     with pytest.raises(ValueError, match="tenant"):
         store.index_episode({"task_id": "t-1", "goal": "x"})
+
+
+class QueryLog:
+    """A real embedded client that records the filter of every query_points call."""
+
+    def __init__(self, inner):
+        self.inner, self.filters = inner, []
+
+    def query_points(self, collection, **kwargs):
+        self.filters.append(kwargs["query_filter"])
+        return self.inner.query_points(collection, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_an_embedded_search_returns_exactly_what_the_filtered_search_returns(store):
+    """The embedded store sends only the tenant condition to the engine and checks the others
+    on a window of the best points; every answer equals the full filter's (which a server
+    gets), with the filtered search as the fallback when too few of the window pass."""
+    import random
+
+    rng = random.Random(7)
+    words = ["deploy", "backup", "report", "echo", "sum", "csv", "invoice", "parse", "weather"]
+    for i in range(150):
+        goal = " ".join([*(rng.choice(words) for _ in range(4)), f"item{i}"])  # no ties
+        store.index_episode({**episode(f"t-{i}", tenant=rng.choice(["acme", "acme", "globex"]),
+                                       goal=goal, success=rng.random() > 0.3),
+                             "flagged": rng.random() < 0.2})
+    # Points another embedder wrote share the collection and never come back.
+    store.client.upsert("episodes_planner", points=[qm.PointStruct(
+        id=episode_point_id("foreign"), vector=store.embedder.embed(["deploy backup"])[0],
+        payload={**episode("foreign"), "embedder": "other-embedder", "success": True})])
+    spy = QueryLog(store.client)
+    embedded = MemoryStore(spy, store.embedder, server=False)
+    reference = MemoryStore(store.client, store.embedder, server=True)
+    for _ in range(40):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 3)))
+        tenant, limit = rng.choice(["acme", "globex", "initech"]), rng.choice([1, 3, 5, 12])
+        for only_successful in (True, False):
+            got = embedded.search_episodes(tenant, text, only_successful=only_successful,
+                                           limit=limit)
+            want = reference.search_episodes(tenant, text, only_successful=only_successful,
+                                             limit=limit)
+            assert [h["task_id"] for h in got] == [h["task_id"] for h in want]
+            assert [h["score"] for h in got] == pytest.approx([h["score"] for h in want])
+            assert all(h["tenant"] == tenant and h["task_id"] != "foreign" for h in got)
+    first = [f for f in spy.filters if len(f.must) == 1]
+    assert first and all(f.must[0].key == "tenant" and not f.must_not for f in first)
+
+
+def test_an_embedded_search_falls_back_when_the_window_holds_too_few(store):
+    # Twenty flagged near-copies of the query outrank the three episodes fit for reuse.
+    for i in range(20):
+        store.index_episode({**episode(f"flagged-{i}", goal="Run `echo hello`"), "flagged": True})
+    for i in range(3):
+        store.index_episode(episode(f"fine-{i}", goal=f"Run `echo hello` then list files {i}"))
+    spy = QueryLog(store.client)
+    hits = MemoryStore(spy, store.embedder, server=False).search_episodes("acme", "Run `echo hello`",
+                                                                         limit=3)
+    assert sorted(h["task_id"] for h in hits) == ["fine-0", "fine-1", "fine-2"]
+    assert [len(f.must) for f in spy.filters] == [1, 3]  # the window, then the filtered search
