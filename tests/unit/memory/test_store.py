@@ -272,7 +272,7 @@ def test_an_embedded_search_falls_back_when_the_window_holds_too_few(store):
     for i in range(3):
         store.index_episode(episode(f"fine-{i}", goal=f"Run `echo hello` then list files {i}"))
     spy = QueryLog(store.client)
-    hits = MemoryStore(spy, store.embedder, server=False).search_episodes("acme", "Run `echo hello`",
-                                                                         limit=3)
+    embedded = MemoryStore(spy, store.embedder, server=False)
+    hits = embedded.search_episodes("acme", "Run `echo hello`", limit=3)
     assert sorted(h["task_id"] for h in hits) == ["fine-0", "fine-1", "fine-2"]
     assert [len(f.must) for f in spy.filters] == [1, 3]  # the window, then the filtered search
