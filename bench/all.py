@@ -22,6 +22,7 @@ BENCHMARKS = (
     ("scaling", []),
     ("api", []),
     ("memory", []),
+    ("search", []),
     ("hotpath", []),
     ("sandbox", []),
 )
