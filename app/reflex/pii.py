@@ -149,16 +149,18 @@ def redact_json(value: Any, disabled: Collection[str] = ()) -> tuple[Any, dict[s
     many of each type were replaced. Structure is walked, never flattened, so odd keys (dots,
     empty strings) are safe. Types in ``disabled`` are left as they are."""
     counts: Counter[str] = Counter()
+    return _redact_walk(value, disabled, counts), dict(counts)
 
-    def walk(item: Any) -> Any:
-        if isinstance(item, str):
-            text, found = redact(item, disabled)
-            counts.update(found)
-            return text
-        if isinstance(item, dict):
-            return {key: walk(child) for key, child in item.items()}
-        if isinstance(item, (list, tuple)):
-            return [walk(child) for child in item]
-        return item
 
-    return walk(value), dict(counts)
+def _redact_walk(item: Any, disabled: Collection[str], counts: Counter[str]) -> Any:
+    # A module function, not a closure over itself: a recursive closure is a reference cycle
+    # that only the garbage collector frees, one per call.
+    if isinstance(item, str):
+        text, found = redact(item, disabled)
+        counts.update(found)
+        return text
+    if isinstance(item, dict):
+        return {key: _redact_walk(child, disabled, counts) for key, child in item.items()}
+    if isinstance(item, (list, tuple)):
+        return [_redact_walk(child, disabled, counts) for child in item]
+    return item
