@@ -1,4 +1,5 @@
-"""Per-process resources built once from Settings: Redis client, LLM client.
+"""Per-process resources built once from Settings: Redis client, LLM client; and the heap settled
+once a process is set up (settle_heap).
 
 Workers and the API each hold one Runtime. Nothing here opens a connection at import time, and
 redis-py's pool notices a fork and reconnects in the child, so a prefork worker child never shares
@@ -7,6 +8,7 @@ a socket with its parent. (The SQLAlchemy engine lives in app/db.py, disposed af
 
 from __future__ import annotations
 
+import gc
 import threading
 from functools import cached_property
 
@@ -65,3 +67,26 @@ def set_runtime(runtime: Runtime | None) -> None:
     global _current
     with _lock:
         _current = runtime
+
+
+def settle_heap() -> None:
+    """Move everything this process holds so far (the imported modules, the app, the caches
+    filled at start) into the garbage collector's permanent generation. Workers call it before
+    the pool forks and again in each child once it is set up (workers/signals.py), the API in
+    each gunicorn worker once the app is built (workers/gunicorn_conf.py).
+
+    A task or a request leaves a few hundred objects in reference cycles (SQLAlchemy statements
+    are built per call), and some outlive a young collection and reach the oldest generation.
+    CPython collects that generation only when what was added since its last collection exceeds
+    a quarter of what it holds, and after start-up it holds several hundred thousand objects: the
+    cycles piled up for thousands of tasks and every worker child's resident memory grew with
+    each batch (docs/performance.md, memory). Frozen, the start-up objects are neither counted
+    nor traversed, so the oldest generation is collected as often as its own small size asks
+    for, and a prefork child's collections no longer write to the pages it shares with its
+    parent.
+    """
+    gc.collect()  # what is garbage now is freed, not frozen
+    gc.freeze()
+    # The oldest generation is empty now; collecting it resets the size its next collection is
+    # measured against (which stays at the pre-freeze count until a full collection runs).
+    gc.collect()

@@ -1,4 +1,5 @@
-"""gunicorn settings: JSON logs like every other process, and a clean Prometheus directory.
+"""gunicorn settings: JSON logs like every other process, a clean Prometheus directory, and each
+worker's start-up heap frozen once the app is built (app.runtime.settle_heap).
 
 gunicorn writes its own lines (``gunicorn.error``: start, worker boots and timeouts) and the
 access log through handlers of its own; ``JsonLogger`` gives both the OctoLLM format (one JSON
@@ -16,7 +17,7 @@ from urllib.parse import parse_qsl
 from gunicorn import glogging
 
 from app import logging as octolog
-from app import metrics, tracing
+from app import metrics, runtime, tracing
 from app.config import Settings
 
 
@@ -63,3 +64,8 @@ logger_class = JsonLogger
 
 def child_exit(_server, worker):  # gunicorn calls its hooks positionally
     metrics.mark_dead(worker.pid)
+
+
+def post_worker_init(_worker):
+    # The app is built in each worker after its fork (no preload): settle what it holds now.
+    runtime.settle_heap()

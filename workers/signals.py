@@ -3,7 +3,6 @@ metrics, and the memory worker's Qdrant collections."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from celery import current_app, signals
 
-from app import db, metrics, tracing
+from app import db, metrics, runtime, tracing
 from app import logging as octolog
 from app.config import Settings
 from app.errors import OctoError
@@ -78,7 +77,7 @@ def connect(settings: Settings) -> None:
 
     @signals.worker_before_create_process.connect(weak=False)
     def _before_fork(**_):
-        settle_heap()
+        runtime.settle_heap()
 
     @signals.worker_process_init.connect(weak=False)
     def _after_fork(**_):
@@ -92,7 +91,7 @@ def connect(settings: Settings) -> None:
             metrics.start_llm_series(settings.llm.model, [
                 metrics.LLM_CALLERS_OF_QUEUES[q] for q in queues
                 if q in metrics.LLM_CALLERS_OF_QUEUES])
-        settle_heap()
+        runtime.settle_heap()
 
     @signals.worker_process_shutdown.connect(weak=False)
     def _child_exit(pid=None, **_):
@@ -157,27 +156,6 @@ def connect(settings: Settings) -> None:
         tokens = _tokens.pop(task_id, None)
         if tokens:
             octolog.unbind(tokens)
-
-
-def settle_heap() -> None:
-    """Move everything this process holds so far (the imported modules, the app, the caches
-    filled at start) into the garbage collector's permanent generation, before the pool forks
-    and again in each child once it is set up.
-
-    A task leaves a few hundred objects in reference cycles (SQLAlchemy statements are built per
-    call), and some outlive a young collection and reach the oldest generation. CPython collects
-    that generation only when what was added since its last collection exceeds a quarter of what
-    it holds, and after start-up it holds several hundred thousand objects: the cycles piled up
-    for thousands of tasks and every worker child's resident memory grew with each batch
-    (docs/performance.md, memory). Frozen, the start-up objects are neither counted nor
-    traversed, so the oldest generation is collected as often as its own small size asks for,
-    and a child's collections no longer write to the pages it shares with its parent.
-    """
-    gc.collect()  # what is garbage now is freed, not frozen
-    gc.freeze()
-    # The oldest generation is empty now; collecting it resets the size its next collection is
-    # measured against (which stays at the pre-freeze count until a full collection runs).
-    gc.collect()
 
 
 def _search_dropped(sender, request) -> None:

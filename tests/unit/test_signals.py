@@ -1,6 +1,7 @@
 """What workers do when they start: the memory worker creates its Qdrant collections
 (workers.signals.open_memory); the executor worker says whether its sandbox works
-(check_executor_sandbox).
+(check_executor_sandbox); workers and the API's gunicorn workers freeze their start-up heap
+(app.runtime.settle_heap).
 
 The queue names come from a real Celery app selecting queues the way ``-Q`` does; the store is an
 embedded Qdrant folder in tmp_path, or a server address where nothing listens.
@@ -128,16 +129,14 @@ def test_an_executor_worker_without_namespaces_by_choice_warns(caplog):
     assert record.levelname == "WARNING" and "WITHOUT namespaces" in line
 
 
-# A worker's start-up heap (a million tracked objects), then "tasks" that each leave an object in
-# a reference cycle that lives a while (5,000 iterations) and then becomes garbage: what
-# SQLAlchemy statements built per call do in a real worker. It prints the count of dead-but-not-
-# freed objects every 25,000 iterations, first as the process is, then after the worker's
-# before-fork hook (connect() wires workers.signals.settle_heap to it).
+# A process's start-up heap (a million tracked objects), then "tasks" that each leave an object
+# in a reference cycle that lives a while (5,000 iterations) and then becomes garbage: what
+# SQLAlchemy statements built per call do in a real worker or API process. It prints the count of
+# dead-but-not-freed objects every 25,000 iterations, first as the process is, then after the hook
+# the process runs once it is set up: the worker's before-fork signal (connect() wires
+# app.runtime.settle_heap to it) or gunicorn's post_worker_init (workers/gunicorn_conf.py).
 _CYCLES = r"""
-import collections, gc, json
-from celery import signals
-from app.config import Settings
-from workers import signals as worker_signals
+import collections, gc, json, sys
 
 class Node:
     live = 0
@@ -158,18 +157,29 @@ def run():
     gc.collect()
     return dead
 
+def settle():
+    if sys.argv[1] == "worker":
+        from celery import signals
+        from app.config import Settings
+        from workers import signals as worker_signals
+        worker_signals.connect(Settings.from_env({"OCTOLLM_REDIS_URL": "redis://127.0.0.1:1/0"}))
+        signals.worker_before_create_process.send(sender=None)
+    else:
+        from workers import gunicorn_conf
+        gunicorn_conf.post_worker_init(None)
+
 held = [[i] for i in range(1_000_000)]
 gc.collect()
 plain = run()
-worker_signals.connect(Settings.from_env({"OCTOLLM_REDIS_URL": "redis://127.0.0.1:1/0"}))
-signals.worker_before_create_process.send(sender=None)
+settle()
 print(json.dumps({"plain": plain, "settled": run(), "frozen": gc.get_freeze_count()}))
 """
 
 
-def test_a_worker_frees_the_cycles_its_tasks_leave_before_they_pile_up():
-    done = subprocess.run([sys.executable, "-c", _CYCLES], capture_output=True, text=True,
-                          timeout=300, check=True)
+@pytest.mark.parametrize("process", ["worker", "api"])
+def test_a_process_frees_the_cycles_its_work_leaves_before_they_pile_up(process):
+    done = subprocess.run([sys.executable, "-c", _CYCLES, process], capture_output=True,
+                          text=True, timeout=300, check=True)
     found = json.loads(done.stdout.splitlines()[-1])
     plain, settled = found["plain"], found["settled"]
     # As CPython is after start-up, the oldest generation is collected only once what reached it
@@ -177,8 +187,8 @@ def test_a_worker_frees_the_cycles_its_tasks_leave_before_they_pile_up():
     # worker's resident memory shows).
     assert all(b > a for a, b in itertools.pairwise(plain)), plain
     assert plain[-1] > 3 * plain[0], plain
-    # With the start-up heap frozen before the fork, the same garbage is freed as it goes: the
-    # count falls back while the loop runs and never climbs near where it did.
+    # With the start-up heap frozen, the same garbage is freed as it goes: the count falls back
+    # while the loop runs and never climbs near where it did.
     assert found["frozen"] >= 1_000_000
     assert any(b < a for a, b in itertools.pairwise(settled)), settled
     assert max(settled) < 0.6 * plain[-1], (plain, settled)
