@@ -19,6 +19,8 @@ from app import llm
 from app.config import Settings
 
 _lock = threading.Lock()
+# settle_heap: the oldest generation is collected once the middle one has been this many times.
+OLDEST_GENERATION_EVERY = 1
 _current: Runtime | None = None
 
 
@@ -90,3 +92,9 @@ def settle_heap() -> None:
     # The oldest generation is empty now; collecting it resets the size its next collection is
     # measured against (which stays at the pre-freeze count until a full collection runs).
     gc.collect()
+    # From now on it holds only what the process made since, a few thousand objects: a full
+    # collection takes 0.1-6 ms instead of 300 ms for the whole heap unfrozen. So collect it
+    # after every second collection of the middle generation instead of every eleventh: a
+    # worker whose tasks allocate little (the reflex's) reaches the middle one rarely.
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, OLDEST_GENERATION_EVERY)

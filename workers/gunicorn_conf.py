@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from gunicorn import glogging
 
 from app import logging as octolog
-from app import metrics, runtime, tracing
+from app import metrics, tracing
 from app.config import Settings
 
 
@@ -68,4 +68,7 @@ def child_exit(_server, worker):  # gunicorn calls its hooks positionally
 
 def post_worker_init(_worker):
     # The app is built in each worker after its fork (no preload): settle what it holds now.
+    # Imported here, so the master (which serves no request) does not load the runtime's clients.
+    from app import runtime
+
     runtime.settle_heap()
