@@ -191,5 +191,5 @@ def test_a_process_frees_the_cycles_its_work_leaves_before_they_pile_up(process)
     # while the loop runs and never climbs near where it did.
     assert found["frozen"] >= 1_000_000
     assert any(b < a for a, b in itertools.pairwise(settled)), settled
-    assert max(settled) < 0.6 * plain[-1], (plain, settled)
+    assert max(settled) < plain[-1] / 5, (plain, settled)
     assert settled[-1] < plain[-1] / 4, (plain, settled)
