@@ -95,6 +95,9 @@ def settle_heap() -> None:
     # From now on it holds only what the process made since, a few thousand objects: a full
     # collection takes 0.1-6 ms instead of 300 ms for the whole heap unfrozen. So collect it
     # after every second collection of the middle generation instead of every eleventh: a
-    # worker whose tasks allocate little (the reflex's) reaches the middle one rarely.
+    # worker whose tasks allocate little (the reflex's) reaches the middle one rarely. CPython's
+    # own guard stays: a full collection still waits until what reached the oldest generation
+    # exceeds a quarter of what it holds, so a process whose data grows (the memory worker's
+    # embedded store) is not traversed over and over.
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, OLDEST_GENERATION_EVERY)
