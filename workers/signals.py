@@ -1,5 +1,6 @@
-"""Process and task lifecycle hooks: logging, tracing, fork safety, request-id propagation,
-metrics, and the memory worker's Qdrant collections."""
+"""Process and task lifecycle hooks: logging, tracing, fork safety, the start-up heap frozen
+(app.runtime.settle_heap), request-id propagation, metrics, and the memory worker's Qdrant
+collections."""
 
 from __future__ import annotations
 
