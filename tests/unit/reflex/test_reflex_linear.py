@@ -44,8 +44,8 @@ def own_pieces(pattern: re.Pattern) -> tuple[str, ...]:
 def cpu_seconds(fn, *args) -> float:
     # The garbage collector is kept out of the measure: late in a full test run this process
     # holds millions of objects, and a full collection landing inside the timed call (it once
-    # took the `curl ` scan from ~0.4 s to 1.2 s) is not the pattern's cost.
-    gc.collect()
+    # took the `curl ` scan from ~0.4 s to 1.2 s) is not the pattern's cost. Held off only, not
+    # run first: a collection before each of the ~600 timed calls would cost more than it saves.
     gc.disable()
     try:
         start = time.process_time()
