@@ -188,6 +188,84 @@ def test_jobs_are_single_flight_and_log_their_counts(runtime, caplog):
                                      {"maintenance_job": "demo", "action": "gave_up"}) == 0.0
 
 
+def _leased(runtime, seconds: int) -> SimpleNamespace:
+    """A maintenance task whose lock lease is ``seconds`` (the minimum the setting allows)."""
+    return SimpleNamespace(rt=SimpleNamespace(redis=runtime.redis,
+                                              settings=runtime.settings.replace(
+                                                  step_lease_seconds=seconds)))
+
+
+# Holds a maintenance job's lock in a separate process until it is killed, as a worker would that
+# dies mid-job (out of memory, a node lost); prints once the job body runs.
+_HOLDER = """
+import sys, time
+from types import SimpleNamespace
+import redis
+from app.config import Settings
+from tasks.reconcile import single_flight
+settings = Settings.from_env().replace(step_lease_seconds=int(sys.argv[2]))
+rt = SimpleNamespace(redis=redis.Redis.from_url(sys.argv[1]), settings=settings)
+single_flight(SimpleNamespace(rt=rt), "crashing", lambda: (print("holding", flush=True),
+                                                          time.sleep(3600)))
+"""
+
+
+def test_a_job_whose_worker_died_mid_run_runs_again_within_one_lease(runtime):
+    import signal
+    import subprocess
+    import sys
+
+    lease = 3
+    runtime.redis.delete(LOCK_KEY.format("crashing"))
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, runtime.settings.redis_url,
+                               str(lease)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        # Alive and renewing, it keeps the job for itself past its first lease.
+        time.sleep(lease + 1)
+        assert single_flight(_leased(runtime, lease), "crashing", lambda: {"ran": 1}) is None
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+        holder.stdout.close()
+    killed = time.monotonic()
+    # Dead, it renews nothing: the lock lapses within one lease and the job runs again (before,
+    # the lock outlived its worker by OCTOLLM_VISIBILITY_TIMEOUT / 4, 30 minutes by default).
+    while (counts := single_flight(_leased(runtime, lease), "crashing",
+                                   lambda: {"ran": 1})) is None:
+        assert time.monotonic() - killed < lease + 2, "the dead worker's lock did not lapse"
+        time.sleep(0.2)
+    assert counts == {"ran": 1}
+
+
+def test_a_job_longer_than_its_lease_keeps_the_lock_until_it_ends(runtime):
+    import threading
+
+    lease = 3
+    task = _leased(runtime, lease)
+    running, finish = threading.Event(), threading.Event()
+    results = []
+
+    def long_job() -> dict[str, int]:
+        running.set()
+        finish.wait(30)
+        return {"long": 1}
+
+    job = threading.Thread(target=lambda: results.append(single_flight(task, "long", long_job)))
+    job.start()
+    try:
+        assert running.wait(10)
+        for _ in range(3):  # two leases and more: renewed every third, never lapsed
+            time.sleep(lease * 0.75)
+            assert single_flight(task, "long", lambda: {"second": 1}) is None
+    finally:
+        finish.set()
+        job.join(10)
+    assert results == [{"long": 1}]
+    # Released when it ended: the next tick runs at once.
+    assert single_flight(task, "long", lambda: {"next": 1}) == {"next": 1}
+
+
 def test_a_job_that_acts_counts_its_actions(runtime):
     task_id = accept(runtime, Submission(goal="Run `echo past its deadline`",
                                          budget={"max_time_seconds": 5})).task_id
