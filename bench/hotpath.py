@@ -114,7 +114,7 @@ def run_task(rt, client, headers, counters: Counters) -> str:
     with counters.at("reflex.screen"):
         screened = screening.screen(rt, task_id)
         assert screened.action != "block", screened
-    with counters.at("memory.search"):  # sent by screen beside the chain
+    with counters.at("memory.search"):  # sent by screen, before the planner
         service.search_hints(rt, task_id)
     with counters.at("planner.plan"):
         stage = orchestration.plan_stage(rt, task_id)

@@ -5,8 +5,8 @@
 Every OctoLLM task has a twin here named ``bench.raw.<area>.<name>`` and routed to the same queue
 (tasks/queues.py), and the canvas is built exactly like tasks/canvas.py builds ours:
 
-    start          screen | plan    (one message; the chain rides in it)
-    screen         sends memory.search beside the chain
+    start          screen           (one plain message)
+    screen         sends memory.search, then plan
     plan           sends the arm stage of the benchmark goal's plan
     arm stage      level 0 | level 1 | ... | guardian | memory.index
     level          one step, or a group of steps (a chord into the next level)
@@ -100,11 +100,18 @@ def bench_stage() -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(s.arm for s in level) for level in plan.levels()) + (("guardian",),)
 
 
+def _failing(celery: Celery, name: str, task_id: str, priority: int) -> Signature:
+    sig = _sig(celery, name, task_id, priority=priority)
+    sig.link_error(_sig(celery, "octollm.orchestration.fail", task_id, priority=priority))
+    return sig
+
+
 def build_start(celery: Celery, task_id: str, priority: int = MEDIUM) -> Signature:
-    start = chain(_sig(celery, "octollm.reflex.screen", task_id, priority=priority),
-                  _sig(celery, "octollm.planner.plan", task_id, priority=priority))
-    start.link_error(_sig(celery, "octollm.orchestration.fail", task_id, priority=priority))
-    return start
+    return _failing(celery, "octollm.reflex.screen", task_id, priority)
+
+
+def build_plan(celery: Celery, task_id: str, priority: int = MEDIUM) -> Signature:
+    return _failing(celery, "octollm.planner.plan", task_id, priority)
 
 
 def build_hint_search(celery: Celery, task_id: str, priority: int = MEDIUM) -> Signature:
@@ -137,6 +144,7 @@ def _task(name: str, **options):
 @_task("octollm.reflex.screen", bind=True)
 def screen(self, task_id: str) -> str:
     build_hint_search(self.app, task_id, MEDIUM).apply_async()
+    build_plan(self.app, task_id, MEDIUM).apply_async()
     return "allow"
 
 

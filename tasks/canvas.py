@@ -1,14 +1,16 @@
 """The only place canvases are built.
 
-start(t)    = reflex.screen | planner.plan      (one message: the chain rides in it; the API and
-              reconciliation send it and never subscribe to results)
+start(t)    = reflex.screen                     (one plain message; the API and reconciliation
+              send it and never subscribe to results)
 screen      : moves the task to processing, runs every reflex family and decides, in one task;
-              a blocked task ends there; an allowed one sends hints(t) and the chain goes on
-hints(t)    = memory.search, sent by screen next to the chain (not in it): the planner reads what
-              it stored, waiting at most OCTOLLM_HINT_WAIT_SECONDS for it (woken by a Redis list
-              the search pushes to), so a slow or stopped memory worker never holds a task up
-              for longer
-plan        : stores the plan and its step rows in one transaction and sends the arm stage:
+              a blocked task ends there; an allowed one sends hints(t), then plan(t)
+hints(t)    = memory.search, sent by screen beside the pipeline (not in it): the planner reads
+              what it stored, waiting at most OCTOLLM_HINT_WAIT_SECONDS for it (woken by a Redis
+              list the search pushes to), so a slow or stopped memory worker never holds a task
+              up for longer
+plan(t)     = planner.plan, sent by screen (a chain riding in the start message cost the API's
+              submission a sixth of its CPU): stores the plan and its step rows in one
+              transaction and sends the arm stage:
 arm stage   = level 0 | level 1 | ... | guardian | memory.index
 level       = one step, or a group of steps (Celery makes a group followed by the next level a
               chord whose callback is that level: no bookkeeping task between levels; each step
@@ -122,8 +124,8 @@ def priority_of(app: Celery, priority: str | None) -> int:
 
 def build_start(app: Celery, task_id: str, priority: str | None = "medium", *,
                 request_id: str | None = None, tenant: str | None = None) -> Signature:
-    """What a producer sends for a stored task: one message that becomes the whole pipeline
-    (the reflex screen, with the planner chained after it).
+    """What a producer sends for a stored task: one plain message, the reflex screen, which sends
+    the rest of the pipeline (``build_plan``) when it allows the task.
 
     The request id and tenant ride in its headers (the API has them at hand); without them the
     worker reads them from the task row.
@@ -131,12 +133,21 @@ def build_start(app: Celery, task_id: str, priority: str | None = "medium", *,
     headers = {header: value for header, value in ((REQUEST_ID_HEADER, request_id),
                                                    (TENANT_HEADER, tenant)) if value}
     options = {"headers": headers} if headers else {}
-    p = priority_of(app, priority)
-    t = str(task_id)
-    start = chain(_sig(app, "octollm.reflex.screen", t, priority=p, **options),
-                  _sig(app, "octollm.planner.plan", t, priority=p))
-    start.link_error(_sig(app, "octollm.orchestration.fail", t, priority=p))
-    return start
+    return _failing(app, "octollm.reflex.screen", str(task_id), priority_of(app, priority),
+                    **options)
+
+
+def build_plan(app: Celery, task_id: str, priority: str | None = "medium") -> Signature:
+    """The planner's message, sent by the screen of an allowed task."""
+    return _failing(app, "octollm.planner.plan", str(task_id), priority_of(app, priority))
+
+
+def _failing(app: Celery, name: str, t: str, p: int, **options) -> Signature:
+    """One pipeline message whose failure also sends orchestration.fail(t) (a safety net: every
+    task records its own failure first, tasks/base.py)."""
+    sig = _sig(app, name, t, priority=p, **options)
+    sig.link_error(_sig(app, "octollm.orchestration.fail", t, priority=p))
+    return sig
 
 
 # The priority of every memory.index message (see build_arm_stage).

@@ -1,5 +1,7 @@
 """The whole pipeline through the HTTP API on real PostgreSQL, Redis and worker processes."""
 
+import time
+
 import pytest
 from sqlalchemy import select
 
@@ -44,10 +46,17 @@ def test_command_task_completes_with_result_steps_and_episode(client, worker_set
         executor = next(s for s in steps if s.arm == "executor")
         assert executor.output["exit_code"] == 0 and executor.finished_at is not None
 
-    episodes = client.get("/memory/search",
-                          query_string={"q": "Run `echo hello from the pipeline`"})
-    assert episodes.status_code == 200, episodes.get_data(as_text=True)
-    assert task_id in [hit["task_id"] for hit in episodes.get_json()["results"]]
+    # The episode is indexed by the pipeline's last message, memory.index, sent after the
+    # guardian finalized the task: shortly after it completed, not with it.
+    found: list = []
+    deadline = time.monotonic() + 20
+    while task_id not in found and time.monotonic() < deadline:
+        episodes = client.get("/memory/search",
+                              query_string={"q": "Run `echo hello from the pipeline`"})
+        assert episodes.status_code == 200, episodes.get_data(as_text=True)
+        found = [hit["task_id"] for hit in episodes.get_json()["results"]]
+        time.sleep(0.2)
+    assert task_id in found, "the completed task's episode was never indexed"
 
 
 @on_both_brokers_slow

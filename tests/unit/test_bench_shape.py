@@ -18,9 +18,9 @@ def test_raw_canvas_has_the_same_tasks_queues_and_chords_as_the_pipeline():
     stage = [[StageStep(s.id, s.arm, "token") for s in level] for level in plan.levels()]
     stage.append([StageStep(GUARDIAN_STEP, "guardian", "token")])
     ours = raw.shape(canvas.build_start(ours_app, T), canvas.build_hint_search(ours_app, T),
-                     canvas.build_arm_stage(ours_app, T, stage))
+                     canvas.build_plan(ours_app, T), canvas.build_arm_stage(ours_app, T, stage))
     baseline = raw.shape(raw.build_start(raw.app, T), raw.build_hint_search(raw.app, T),
-                         raw.build_arm_stage(raw.app, T))
+                         raw.build_plan(raw.app, T), raw.build_arm_stage(raw.app, T))
     assert baseline == ours
     assert ours["messages"] == 7 and ours["chords"] == 0
 

@@ -13,6 +13,7 @@ from tasks.canvas import (
     TENANT_HEADER,
     build_arm_stage,
     build_hint_search,
+    build_plan,
     build_start,
     step_message_id,
 )
@@ -51,15 +52,17 @@ def _leaves(sig) -> list:
     return [sig]
 
 
-def test_start_is_one_message_the_reflex_screen_with_the_planner_chained_after_it():
+def test_start_is_one_plain_message_the_reflex_screen_and_the_screen_sends_the_planner():
     start = build_start(_app(), T, "high")
-    assert _order(start) == ["octollm.reflex.screen", "octollm.planner.plan"]
-    leaves = _leaves(start)
-    assert all(s.args == (T,) and s.immutable for s in leaves)
-    assert all(s.options["priority"] == PRIORITIES["high"] for s in leaves)
-    errbacks = start.options["link_error"]
-    assert [e["task"] for e in errbacks] == ["octollm.orchestration.fail"]
-    assert errbacks[0]["args"] == (T,) and errbacks[0]["immutable"]
+    plan = build_plan(_app(), T, "high")
+    # No chain riding in the start message: the screen of an allowed task sends the planner.
+    assert _order(start) == ["octollm.reflex.screen"] and _order(plan) == ["octollm.planner.plan"]
+    for sig in (start, plan):
+        assert sig.args == (T,) and sig.immutable
+        assert sig.options["priority"] == PRIORITIES["high"]
+        errbacks = sig.options["link_error"]
+        assert [e["task"] for e in errbacks] == ["octollm.orchestration.fail"]
+        assert errbacks[0]["args"] == (T,) and errbacks[0]["immutable"]
 
 
 def test_the_hint_search_is_sent_beside_the_pipeline_and_expires():
@@ -110,7 +113,7 @@ def test_a_trivial_task_is_seven_messages():
 
     stage = [[StageStep("run", "executor")], [StageStep("check", "judge")],
              [StageStep("guardian", "guardian")]]
-    sent = shape(build_start(_app(), T), build_hint_search(_app(), T),
+    sent = shape(build_start(_app(), T), build_hint_search(_app(), T), build_plan(_app(), T),
                  build_arm_stage(_app(), T, stage))
     assert sent["messages"] == 7 and sent["chords"] == 0, sent
 
@@ -149,7 +152,7 @@ def test_the_canvas_numbers_priorities_for_the_app_s_broker():
         leaves = _leaves(build_arm_stage(app, T, [[StageStep("run", "executor")]], "critical"))
         assert {s.options["priority"] for s in leaves if s.task != "octollm.memory.index"} == {
             expected}
-        assert build_start(app, T, "critical").tasks[0].options["priority"] == expected
+        assert build_start(app, T, "critical").options["priority"] == expected
         assert app.conf.task_default_priority == (6 if url.startswith("redis") else 1)
 
 
@@ -164,17 +167,16 @@ def test_rabbitmq_queues_are_durable_priority_queues_and_redis_ones_plain():
 
 def test_producers_send_one_start_message_that_fails_the_task_on_error():
     start = build_start(_app(), T, "critical")
-    first = start.tasks[0]
-    assert (first.task, first.args, first.immutable) == ("octollm.reflex.screen", (T,), True)
-    assert first.options["priority"] == PRIORITIES["critical"]
+    assert (start.task, start.args, start.immutable) == ("octollm.reflex.screen", (T,), True)
+    assert start.options["priority"] == PRIORITIES["critical"]
     assert [e["task"] for e in start.options["link_error"]] == ["octollm.orchestration.fail"]
-    assert "headers" not in first.options  # reconciliation's: the worker reads the task row
+    assert "headers" not in start.options  # reconciliation's: the worker reads the task row
 
 
 def test_the_api_start_message_carries_request_id_and_tenant_headers():
-    start = build_start(_app(), T, "high", request_id="req-1", tenant="acme").tasks[0]
+    start = build_start(_app(), T, "high", request_id="req-1", tenant="acme")
     assert start.options["headers"] == {REQUEST_ID_HEADER: "req-1", TENANT_HEADER: "acme"}
-    assert build_start(_app(), T, request_id="req-1").tasks[0].options["headers"] == {
+    assert build_start(_app(), T, request_id="req-1").options["headers"] == {
         REQUEST_ID_HEADER: "req-1"}
 
 
