@@ -36,20 +36,28 @@ def redispatch_stalled(rt: Runtime, send: Callable[[str, str], None],
     Covers a lost message, a flushed or restarted broker and an API that died between commit
     and enqueue. The pipeline resumes: the plan is kept and completed steps return their stored
     output. While the broker holds a backlog (a stopped worker, a burst) stalled tasks are given
-    BACKLOG_PATIENCE times longer, so a slow queue is not flooded with duplicates. A task re-sent
-    ``max_dispatches`` times without finishing is failed instead of looping.
+    BACKLOG_PATIENCE times longer, so a slow queue is not flooded with duplicates, but no longer
+    than half of what was left between a task's last progress and its deadline: past that, a
+    task whose message was lost would time out waiting (a busy deployment nearly always has a
+    backlog somewhere). A task re-sent ``max_dispatches`` times without finishing is failed
+    instead of looping.
     """
     s = rt.settings
     counts = {"redispatched": 0, "gave_up": 0, "deferred_for_backlog": 0}
     waiting = backlog()
-    patience = s.stuck_after_seconds * (BACKLOG_PATIENCE if waiting else 1)
+    stuck = timedelta(seconds=s.stuck_after_seconds)
     with session_scope(s) as session:
-        stalled = repo.stalled_tasks(session, timedelta(seconds=patience), BATCH)
+        if waiting:
+            stalled = repo.stalled_tasks(session, stuck * BACKLOG_PATIENCE, BATCH,
+                                         or_halfway_after=stuck,
+                                         default_timeout=s.default_task_timeout)
+        else:
+            stalled = repo.stalled_tasks(session, stuck, BATCH)
         todo = [(str(t.id), str(t.priority), t.dispatch_count or 0, t.trace_id, t.trace_span_id)
                 for t in stalled]
         if waiting:
             counts["deferred_for_backlog"] = len(repo.stalled_tasks(
-                session, timedelta(seconds=s.stuck_after_seconds), BATCH)) - len(todo)
+                session, stuck, BATCH)) - len(todo)
     for task_id, priority, dispatches, trace_id, span_id in todo:
         if dispatches >= s.max_dispatches:
             if orchestration.fail(rt, task_id, ErrorCode.POISON_MESSAGE,

@@ -193,12 +193,29 @@ def save_result(session: Session, task_id: RowId, *, result: dict[str, Any] | No
     return rows_changed(session.execute(stmt)) == 1
 
 
-def stalled_tasks(session: Session, older_than: timedelta, limit: int = 500) -> list[Task]:
-    cutoff = now() - older_than
+def stalled_tasks(session: Session, older_than: timedelta, limit: int = 500, *,
+                  or_halfway_after: timedelta | None = None,
+                  default_timeout: float = 300.0) -> list[Task]:
+    """Live tasks without progress for ``older_than``, longest stalled first.
+
+    With ``or_halfway_after``, also those without progress for that long that have spent half
+    of what was left between their last progress and their deadline (``deadline_at``, or, not
+    started yet, created_at + budget.max_time_seconds or ``default_timeout``, as fail_overdue
+    reckons it).
+    """
+    at = now()
+    stalled = Task.progress_at < at - older_than
+    if or_halfway_after is not None:
+        deadline = func.coalesce(
+            func.extract("epoch", Task.deadline_at),
+            func.extract("epoch", func.coalesce(Task.started_at, Task.created_at))
+            + func.coalesce(Task.budget["max_time_seconds"].as_float(), default_timeout))
+        halfway = (func.extract("epoch", Task.progress_at) + deadline) / 2
+        stalled = or_(stalled, (Task.progress_at < at - or_halfway_after)
+                      & (halfway <= at.timestamp()))
     return list(session.scalars(
         select(Task)
-        .where(Task.status.in_([TaskStatus.PENDING, TaskStatus.PROCESSING]),
-               Task.progress_at < cutoff)
+        .where(Task.status.in_([TaskStatus.PENDING, TaskStatus.PROCESSING]), stalled)
         .order_by(Task.progress_at)
         .limit(limit)
     ))

@@ -293,3 +293,35 @@ def test_a_backlog_makes_reconciliation_patient(runtime):
     _age(runtime.settings, task_id, progress_at=db.now() - timedelta(seconds=10 * 10 + 5))
     reconcile.redispatch_stalled(Runtime(s), lambda tid, p: sent.append(tid), backlog=lambda: 250)
     assert task_id in sent
+
+
+def test_a_backlog_never_holds_a_lost_task_past_half_of_its_remaining_time(runtime):
+    """A busy deployment nearly always has a backlog somewhere: the backlog's patience ends
+    once half of what was left before the deadline is gone, so a lost message costs time, not
+    the task (before: 10 x OCTOLLM_STUCK_AFTER_SECONDS, 20 minutes by default against a 5-minute
+    default deadline)."""
+    s = runtime.settings.replace(stuck_after_seconds=10)
+
+    def started(goal: str, progress_ago: int, deadline_in: int) -> str:
+        task_id = accept(runtime, Submission(goal=goal)).task_id
+        orchestration.begin(runtime, task_id)
+        _age(runtime.settings, task_id,
+             progress_at=db.now() - timedelta(seconds=progress_ago),
+             deadline_at=db.now() + timedelta(seconds=deadline_in))
+        return task_id
+
+    # 40 s without progress, 20 s to go: past halfway (sent); 40 s, 200 s to go: not yet.
+    near = started("Run `echo my deadline is near`", 40, 20)
+    far = started("Run `echo my deadline is far`", 40, 200)
+    # Not started yet: its deadline is reckoned from created_at and its budget, as fail_overdue
+    # does (created 40 s ago with a 60 s budget: 20 s to go).
+    pending = accept(runtime, Submission(goal="Run `echo never started`",
+                                         budget={"max_time_seconds": 60})).task_id
+    _age(runtime.settings, pending, created_at=db.now() - timedelta(seconds=40),
+         progress_at=db.now() - timedelta(seconds=40))
+    # Halfway, but within the usual patience (5 s without progress): left alone.
+    fresh = started("Run `echo I just moved`", 5, 1)
+    sent: list[str] = []
+    reconcile.redispatch_stalled(Runtime(s), lambda tid, p: sent.append(tid), backlog=lambda: 250)
+    assert near in sent and pending in sent
+    assert far not in sent and fresh not in sent
