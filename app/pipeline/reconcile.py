@@ -40,7 +40,7 @@ def redispatch_stalled(rt: Runtime, send: Callable[[str, str], None],
     than half of what was left between a task's last progress and its deadline: past that, a
     task whose message was lost would time out waiting (a busy deployment nearly always has a
     backlog somewhere). A task re-sent ``max_dispatches`` times without finishing is failed
-    instead of looping.
+    instead of looping, unless a backlog is why it has not finished: then its deadline ends it.
     """
     s = rt.settings
     counts = {"redispatched": 0, "gave_up": 0, "deferred_for_backlog": 0}
@@ -60,6 +60,11 @@ def redispatch_stalled(rt: Runtime, send: Callable[[str, str], None],
                 session, stuck, BATCH)) - len(todo)
     for task_id, priority, dispatches, trace_id, span_id in todo:
         if dispatches >= s.max_dispatches:
+            if waiting:
+                # Queued behind a backlog is not looping: its deadline ends it (TASK_TIMEOUT),
+                # not a POISON_MESSAGE that would blame the task.
+                counts["deferred_for_backlog"] += 1
+                continue
             if orchestration.fail(rt, task_id, ErrorCode.POISON_MESSAGE,
                                   f"no progress after {dispatches} re-dispatches"):
                 counts["gave_up"] += 1

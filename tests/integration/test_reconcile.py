@@ -321,7 +321,18 @@ def test_a_backlog_never_holds_a_lost_task_past_half_of_its_remaining_time(runti
          progress_at=db.now() - timedelta(seconds=40))
     # Halfway, but within the usual patience (5 s without progress): left alone.
     fresh = started("Run `echo I just moved`", 5, 1)
+    # Re-sent as often as a loop would be: behind a backlog it is waiting, not looping.
+    waited = started("Run `echo re-sent to the limit`", 40, 20)
+    _age(runtime.settings, waited, dispatch_count=s.max_dispatches)
     sent: list[str] = []
     reconcile.redispatch_stalled(Runtime(s), lambda tid, p: sent.append(tid), backlog=lambda: 250)
     assert near in sent and pending in sent
     assert far not in sent and fresh not in sent
+    assert waited not in sent
+    with session_scope(runtime.settings) as session:
+        assert session.get(Task, waited).status == "processing"  # its deadline will end it
+    # With nothing queued the same task is a loop: failed as POISON_MESSAGE.
+    reconcile.redispatch_stalled(Runtime(s), lambda tid, p: sent.append(tid))
+    with session_scope(runtime.settings) as session:
+        task = session.get(Task, waited)
+        assert (task.status, task.error_code) == ("failed", "POISON_MESSAGE")
