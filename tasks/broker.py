@@ -13,6 +13,14 @@ there) are the same on both. What is not, lives here and nowhere else:
   confirms, so a 202 means the broker has the message on disk).
 * **Reading the broker** for /ready, /metrics and reconciliation's backlog: queue depths and
   a ping.
+* **The Redis transport** (``Transport``): kombu's Redis channel builds a new ``redis.Redis``
+  client for every command it sends outside its consumer loop: every publish and every event
+  (``conn_or_acquire``), each time re-creating redis-py's table of response callbacks.
+  ``Channel`` here keeps one client per connection pool: redis-py clients are thread-safe, take
+  a connection from the pool for each command and give it back, so nothing but the construction
+  is saved. The channel's pool is still the one kombu made (and disposes of); a new pool gets a
+  new client. With RabbitMQ (py-amqp keeps its channel), TLS or a socket, kombu's own transport
+  is used.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import os
 import threading
 from typing import Any
 from urllib.parse import urlsplit
+
+from kombu.transport import redis as kombu_redis
 
 from app.config import AMQP_SCHEMES, Settings
 from tasks.queues import PRIORITY_SEP, PRIORITY_STEPS, QUEUES, redis_lists
@@ -72,6 +82,27 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "sep": PRIORITY_SEP,
         "queue_order_strategy": "priority",
     }
+
+
+# -- the Redis transport ------------------------------------------------------------------------
+
+class Channel(kombu_redis.Channel):
+    _sync_client: Any = None
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        client = self._sync_client
+        if client is None or client.connection_pool is not self.pool:
+            client = self._sync_client = super()._create_client()
+        return client
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+
+TRANSPORT = f"{__name__}:Transport"
 
 
 # -- reading the broker -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import pytest
 
 from api import producer as api_producer
+from tasks import broker
 
 pytestmark = pytest.mark.integration
 
@@ -11,12 +12,12 @@ GOAL = "Run `echo hi`"
 
 def test_submissions_publish_through_one_redis_client(tenant_app, client, runtime):
     celery = tenant_app.extensions["octollm_celery"]
-    assert celery.conf.broker_transport == api_producer.TRANSPORT
+    assert celery.conf.broker_transport == broker.TRANSPORT
     for _ in range(2):
         assert client.post("/submit", json={"goal": GOAL}).status_code == 202
     with celery.producer_or_acquire() as pooled:
         channel = pooled.channel
-        assert isinstance(channel, api_producer.Channel)
+        assert isinstance(channel, broker.Channel)
         made = []
         build = channel.Client
 
