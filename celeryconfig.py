@@ -28,6 +28,8 @@ def from_settings(settings: Settings) -> dict:
         "broker_url": settings.effective_broker_url,
         # Redis, without the result waiting no OctoLLM process does (tasks/results.py).
         "result_backend": backend_url(settings.effective_result_backend),
+        # One Redis client per connection pool instead of one per publish, ack and event.
+        "broker_transport": broker.transport(settings.effective_broker_url),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": broker.transport_options(settings),
         "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},

@@ -1,15 +1,9 @@
-"""The API's Celery producer: an app that only sends, on the Redis transport that keeps its
-client (tasks/broker.py, ``Transport``).
-
-With RabbitMQ (py-amqp keeps its channel), TLS or a socket, the producer uses kombu's own transport.
+"""The API's Celery producer: an app that only sends (celeryconfig's transport, tasks/broker.py).
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from app.config import Settings
-from tasks.broker import TRANSPORT
 
 
 def make_producer(settings: Settings):
@@ -20,8 +14,5 @@ def make_producer(settings: Settings):
     from tasks.canvas import AMQP_CLASS
 
     producer = Celery("octollm-api", set_as_current=False, amqp=AMQP_CLASS)
-    conf = celeryconfig.from_settings(settings)
-    if urlsplit(conf["broker_url"]).scheme == "redis":  # plain TCP Redis (not TLS, a socket)
-        conf["broker_transport"] = TRANSPORT
-    producer.conf.update(conf)
+    producer.conf.update(celeryconfig.from_settings(settings))
     return producer

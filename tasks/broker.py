@@ -19,8 +19,8 @@ there) are the same on both. What is not, lives here and nowhere else:
   ``Channel`` here keeps one client per connection pool: redis-py clients are thread-safe, take
   a connection from the pool for each command and give it back, so nothing but the construction
   is saved. The channel's pool is still the one kombu made (and disposes of); a new pool gets a
-  new client. With RabbitMQ (py-amqp keeps its channel), TLS or a socket, kombu's own transport
-  is used.
+  new client. Every OctoLLM app (workers, beat, the API's producer) uses it; with RabbitMQ
+  (py-amqp keeps its channel), TLS or a socket, kombu's own transport is used.
 """
 
 from __future__ import annotations
@@ -103,6 +103,12 @@ class Transport(kombu_redis.Transport):
 
 
 TRANSPORT = f"{__name__}:Transport"
+
+
+def transport(url: str) -> str | None:
+    """Celery's ``broker_transport`` for ``url``: ``Transport`` for plain TCP Redis, None (kombu's
+    own, from the URL) for RabbitMQ, TLS Redis or a socket."""
+    return TRANSPORT if urlsplit(url).scheme == "redis" else None
 
 
 # -- reading the broker -------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The API's producer: kombu's Redis channel keeps one client instead of one per command."""
+"""Every OctoLLM app's broker transport: kombu's Redis channel keeps one client instead of one
+per command (tasks/broker.py)."""
 
 import pytest
 
@@ -55,3 +56,26 @@ def test_only_plain_redis_brokers_use_it(runtime):
     for url in ("amqp://guest:guest@127.0.0.1:5672//", "rediss://127.0.0.1:6380/0"):
         settings = runtime.settings.replace(broker_url=url)
         assert api_producer.make_producer(settings).conf.broker_transport is None
+
+
+def test_workers_publish_and_acknowledge_through_one_redis_client(runtime):
+    """A worker's messages (the next stage, task events) and its acknowledgements go through the
+    same transport: one client per pool there too."""
+    from workers.celery_app import app as celery
+
+    assert celery.conf.broker_transport == broker.TRANSPORT
+    with celery.connection_for_write() as connection:
+        channel = connection.default_channel
+        assert isinstance(channel, broker.Channel)
+        first = channel._create_client()
+        producer = celery.amqp.Producer(channel)
+        for _ in range(3):
+            producer.publish({"probe": True}, routing_key="octollm-test-worker-probe",
+                             exchange="", declare=[], retry=False)
+        assert channel._create_client() is first
+        assert runtime.broker.llen("octollm-test-worker-probe") == 3
+        # An acknowledgement (kombu's QoS removes the message from its unacked index) too.
+        message = channel.basic_get("octollm-test-worker-probe", no_ack=False)
+        message.ack()
+        assert channel._create_client() is first
+    runtime.broker.delete("octollm-test-worker-probe")
