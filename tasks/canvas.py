@@ -9,7 +9,7 @@ hints(t)    = memory.search, sent by screen beside the pipeline (not in it): the
               list the search pushes to), so a slow or stopped memory worker never holds a task
               up for longer
 plan(t)     = planner.plan, sent by screen (a chain riding in the start message cost the API's
-              submission a sixth of its CPU): stores the plan and its step rows in one
+              submission about a tenth of its CPU): stores the plan and its step rows in one
               transaction and sends the arm stage:
 arm stage   = level 0 | level 1 | ... | guardian | memory.index
 level       = one step, or a group of steps (Celery makes a group followed by the next level a
@@ -146,8 +146,13 @@ def _failing(app: Celery, name: str, t: str, p: int, **options) -> Signature:
     """One pipeline message whose failure also sends orchestration.fail(t) (a safety net: every
     task records its own failure first, tasks/base.py)."""
     sig = _sig(app, name, t, priority=p, **options)
-    sig.link_error(_sig(app, "octollm.orchestration.fail", t, priority=p))
+    sig.link_error(_fail(app, t, p))
     return sig
+
+
+def _fail(app: Celery, t: str, p: int) -> Signature:
+    """The errback every part of a pipeline carries: orchestration.fail(t)."""
+    return _sig(app, "octollm.orchestration.fail", t, priority=p)
 
 
 # The priority of every memory.index message (see build_arm_stage).
@@ -213,7 +218,7 @@ def build_arm_stage(app: Celery, task_id: str, stage: Sequence[Sequence[StageSte
     # not hold up the episode searches that planners are waiting for.
     links.append(_sig(app, "octollm.memory.index", t, priority=priority_of(app, INDEX_PRIORITY)))
     stage_chain = chain(*links)
-    stage_chain.link_error(_sig(app, "octollm.orchestration.fail", t, priority=p))
+    stage_chain.link_error(_fail(app, t, p))
     return stage_chain
 
 
