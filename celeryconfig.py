@@ -45,7 +45,9 @@ def from_settings(settings: Settings) -> dict:
         "worker_prefetch_multiplier": 1,
         # The broker redelivers unacked messages after a connection loss: stop the running copies.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "task_track_started": True,
+        # No STARTED state in the result backend (three Redis round trips per message): nothing
+        # reads it; Flower shows a running message from the workers' task-started events.
+        "task_track_started": False,
         # Errbacks on every chord member too: whichever step fails, orchestration.fail runs.
         "task_allow_error_cb_on_chord_header": True,
         "result_expires": timedelta(seconds=settings.result_expires_seconds),

@@ -12,7 +12,8 @@ Every OctoLLM task has a twin here named ``bench.raw.<area>.<name>`` and routed 
     level          one step, or a group of steps (a chord into the next level)
 
 The Celery configuration is the project's own (celeryconfig.from_settings: acks_late, priority
-lists, result backend, task events, JSON), so the difference between the two sides is what our
+lists, result backend, task events, JSON), and a twin stores its result exactly when ours does
+(the arm steps; tests/unit/test_bench_shape.py), so the difference between the two sides is what our
 task bodies and hooks cost, not a different Celery setup. The bodies do nothing except that the
 guardian (which finalizes, as ours does) and memory.index record when they ran (one Redis HSET
 each), which is how the benchmark sees a job end.
@@ -141,19 +142,19 @@ def _task(name: str, **options):
     return app.task(name=raw_name(name), shared=False, **options)
 
 
-@_task("octollm.reflex.screen", bind=True)
+@_task("octollm.reflex.screen", bind=True, ignore_result=True)
 def screen(self, task_id: str) -> str:
     build_hint_search(self.app, task_id, MEDIUM).apply_async()
     build_plan(self.app, task_id, MEDIUM).apply_async()
     return "allow"
 
 
-@_task("octollm.memory.search")
+@_task("octollm.memory.search", ignore_result=True)
 def search(task_id: str) -> int:
     return 0
 
 
-@_task("octollm.planner.plan", bind=True)
+@_task("octollm.planner.plan", bind=True, ignore_result=True)
 def plan(self, task_id: str) -> str:
     build_arm_stage(self.app, task_id, priority=MEDIUM).apply_async()
     return "rule"
@@ -177,13 +178,13 @@ def guardian(task_id: str, step_id: str, capability: str | None = None) -> str:
     return "completed"
 
 
-@_task("octollm.orchestration.fail")
+@_task("octollm.orchestration.fail", ignore_result=True)
 def fail(task_id: str) -> str:
     _client().hset(DONE_KEY, task_id, "failed")
     return "failed"
 
 
-@_task("octollm.memory.index")
+@_task("octollm.memory.index", ignore_result=True)
 def index(task_id: str) -> bool:
     _client().hset(INDEXED_KEY, task_id, repr(time.time()))
     return True

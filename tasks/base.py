@@ -158,6 +158,15 @@ def _positions(_name: str, run) -> dict[str, int]:
 
 # Shared presets: pipeline bookkeeping is cheap and retried fast; arm steps are long and their
 # retries also give the step claim back (tasks/steps.py).
-PIPELINE = {"base": OctoTask, "bind": True, "ignore_result": False}
+#
+# A result is stored in the result backend only where something reads it: a chord counts its
+# members' stored results, a revoked step message is recorded there, and the API waits on
+# memory.query. Nothing reads what the screen, the planner or memory indexing return (the task's
+# state is in PostgreSQL, Flower's comes from task events), and each store is three Redis round
+# trips in the worker (read the old state, write, publish).
+PIPELINE = {"base": OctoTask, "bind": True, "ignore_result": True}
 SIDE_JOB = {**PIPELINE, "fails_pipeline": False}
-ARM = {"base": OctoTask, "bind": True, "acks_late": True, "reject_on_worker_lost": True}
+# A step run as a chord member (memory.retrieve), a task the API waits on (memory.query).
+STORED = {"ignore_result": False}
+ARM = {"base": OctoTask, "bind": True, "acks_late": True, "reject_on_worker_lost": True,
+       **STORED}

@@ -7,7 +7,7 @@ import time
 from celery import shared_task
 
 from app.memory import service
-from tasks.base import PIPELINE, SIDE_JOB
+from tasks.base import PIPELINE, SIDE_JOB, STORED
 from tasks.queues import BY_NAME
 from tasks.reconcile import single_flight
 
@@ -22,7 +22,7 @@ def search(self, task_id: str) -> int:
     return service.search_hints(self.rt, task_id)
 
 
-@shared_task(name="octollm.memory.retrieve", **PIPELINE)
+@shared_task(name="octollm.memory.retrieve", **{**PIPELINE, **STORED})
 def retrieve(self, task_id: str, step_id: str) -> int:
     """Put the knowledge and episode hits for a retriever step into the step's inputs."""
     return service.retrieve_for_step(self.rt, task_id, step_id)
@@ -48,7 +48,7 @@ def sync(self) -> dict | None:
     return single_flight(self, "sync_episodes", lambda: service.sync(self.rt, deadline=deadline))
 
 
-@shared_task(name="octollm.memory.query", **SIDE_JOB)
+@shared_task(name="octollm.memory.query", **{**SIDE_JOB, **STORED})
 def query(self, tenant: str, text: str, collection: str = "episodes", limit: int = 5) -> list:
     """Search a tenant's episodes or knowledge for the API (the API never opens Qdrant)."""
     return service.query(self.rt, tenant, text, collection, limit)

@@ -5,12 +5,14 @@ import uuid
 import pytest
 from celery import Celery
 from celery._state import _set_task_join_will_block, task_join_will_block
+from celery.signals import before_task_publish
 
 import celeryconfig
 from app.config import Settings
 from app.pipeline.orchestration import StageStep
-from tasks.canvas import build_arm_stage
+from tasks.canvas import build_arm_stage, step_message_id
 from tasks.results import OctoRedisBackend
+from tests.support.commands import live_processes, sleeper, until
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +61,36 @@ def test_a_process_that_may_wait_still_registers_what_it_waits_on(celery_app):
         assert _waiters(celery_app.backend) == 1
     finally:
         celery_app.backend.remove_pending_result(result)
+
+
+def test_the_backend_keeps_only_the_results_something_reads(api_app, client, worker_set,
+                                                            wait_for):
+    # Each stored result costs the worker three Redis round trips: a STARTED state nobody reads
+    # and the return values of the screen, planner and memory tasks are not written; an arm
+    # step's is (a chord counts its members' results, a revoked step is recorded there).
+    sent: dict[str, str] = {}
+
+    def record(sender=None, headers=None, **_):
+        sent.setdefault(headers["task"], headers["id"])
+
+    before_task_publish.connect(record, weak=False)
+    try:
+        goal, tag, _ = sleeper(3)
+        response = client.post("/submit", json={"goal": goal})
+    finally:
+        before_task_publish.disconnect(record)
+    task_id = response.get_json()["task_id"]
+    until(lambda: live_processes(tag), 60, "the command did not start")
+    steps = client.get(f"/tasks/{task_id}").get_json()["steps"]
+    run = next(s["step_id"] for s in steps if s["arm"] == "executor")
+    producer = api_app.extensions["octollm_celery"]
+    step = producer.AsyncResult(step_message_id(task_id, run, 0))
+    assert step.state == "PENDING", "a running step's STARTED state was stored"
+
+    assert wait_for(client, task_id)["status"] == "completed"
+    assert step.state == "SUCCESS"
+    screen = producer.AsyncResult(sent["octollm.reflex.screen"])
+    assert screen.state == "PENDING", "the screen's result was stored"
 
 
 def test_a_stored_failure_has_its_exception_and_traceback_scrubbed(celery_app):
