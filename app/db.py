@@ -132,6 +132,17 @@ def session_scope(settings: Settings) -> Iterator[Session]:
         session.close()
 
 
+def run(session: Session, statement: sqlalchemy.Executable,
+        params: dict[str, Any] | None = None) -> sqlalchemy.CursorResult[Any]:
+    """A Core statement in ``session``'s transaction, after its pending changes, without the
+    ORM's work per statement (0.1-0.4 ms of CPU on the pipeline's statements): an ORM UPDATE
+    also brings the objects of the rows it changed up to date in the session, which costs a
+    RETURNING and a lookup. So the caller must not read a row it updated here through an object
+    it loaded before in the same session (nothing refreshes that object)."""
+    session.flush()
+    return session.connection().execute(statement, params or {})
+
+
 def autocommit(settings: Settings, work: Callable[[sqlalchemy.Connection], T]) -> T:
     """Run ``work``, one statement, on a pooled connection in autocommit mode, and return what
     it returns. For a read, or rows written together by one statement (which PostgreSQL applies

@@ -92,8 +92,8 @@ def search_hints(rt: Runtime, task_id: str) -> int:
              if hit.get("task_id") != task_id and hit.get("success") is True
              and not hit.get("flagged")]
     with session_scope(rt.settings) as session:
-        stored = db.rows_changed(session.execute(
-            update(Task).where(Task.id == db.as_uuid(task_id),
+        stored = db.rows_changed(db.run(
+            session, update(Task).where(Task.id == db.as_uuid(task_id),
                                Task.status.in_([TaskStatus.PENDING, TaskStatus.PROCESSING]))
             .values(memory_hints=hints)))
     if not stored:
@@ -167,9 +167,9 @@ def index_task(rt: Runtime, task_id: str) -> bool:
     if episode is not None:
         store(rt).index_episode(episode)
     with session_scope(rt.settings) as session:
-        session.execute(update(Task).where(Task.id == db.as_uuid(task_id),
+        db.run(session, update(Task).where(Task.id == db.as_uuid(task_id),
                                            Task.finished_at.is_not(None))
-                        .values(indexed_at=db.now()))
+               .values(indexed_at=db.now()))
     return episode is not None
 
 
