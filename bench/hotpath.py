@@ -7,7 +7,8 @@ in this process (no Celery, no broker hops): the API's POST /submit (through the
 real key), then the bodies of the reflex screen, memory.search, plan (with the stage's step
 rows), each arm step (the guardian's with finalize) and memory.index. For every stage it counts
 SQL statements, sessions (each is a pool checkout, and with ``pool_pre_ping`` a ``SELECT 1``
-round trip), transactions, Redis commands, and the wall time, averaged over ``--tasks`` tasks.
+round trip), transactions, Redis commands, the wall time and this process's CPU time (not the
+servers', nor the executor's sandbox processes'), averaged over ``--tasks`` tasks.
 Then it runs the same loop under pyinstrument and writes the profiles (text and HTML).
 
 Database round trips per session are estimated as: ping + BEGIN + statements + COMMIT (psycopg2
@@ -41,11 +42,12 @@ class Counters:
         previous, self.stage = self.stage, stage
         if stage not in self.order:
             self.order.append(stage)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.data[stage]["wall"] += time.perf_counter() - started
+            self.data[stage]["cpu"] += time.process_time() - cpu
             self.data[stage]["calls"] += 1
             self.stage = previous
 
@@ -147,16 +149,18 @@ def report(counters: Counters, tasks: int) -> str:
             total[k] += v
         total["trips"] += trips
         rows.append([stage, f"{per['calls']:.0f}", f"{per['wall'] * 1000:.1f}",
+                     f"{per['cpu'] * 1000:.1f}",
                      f"{per['sql_wall'] * 1000:.1f}", f"{per['checkouts']:.0f}",
                      f"{per['commits']:.0f}", f"{per['write_commits']:.0f}",
                      f"{per['statements']:.0f}", f"{trips:.0f}",
                      f"{per['redis']:.0f}"])
     rows.append(["**per task**", "", f"**{total['wall'] * 1000:.1f}**",
+                 f"**{total['cpu'] * 1000:.1f}**",
                  f"**{total['sql_wall'] * 1000:.1f}**", f"**{total['checkouts']:.0f}**",
                  f"**{total['commits']:.0f}**", f"**{total['write_commits']:.0f}**",
                  f"**{total['statements']:.0f}**",
                  f"**{total['trips']:.0f}**", f"**{total['redis']:.0f}**"])
-    return harness.table(["stage", "runs/task", "wall ms", "in SQL ms", "sessions (pings)",
+    return harness.table(["stage", "runs/task", "wall ms", "CPU ms", "in SQL ms", "sessions (pings)",
                           "commits", "of which write (WAL flush)", "SQL statements",
                           "≈ DB round trips", "Redis commands"],
                          rows)
