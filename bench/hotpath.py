@@ -160,8 +160,9 @@ def report(counters: Counters, tasks: int) -> str:
                  f"**{total['commits']:.0f}**", f"**{total['write_commits']:.0f}**",
                  f"**{total['statements']:.0f}**",
                  f"**{total['trips']:.0f}**", f"**{total['redis']:.0f}**"])
-    return harness.table(["stage", "runs/task", "wall ms", "CPU ms", "in SQL ms", "sessions (pings)",
-                          "commits", "of which write (WAL flush)", "SQL statements",
+    return harness.table(["stage", "runs/task", "wall ms", "CPU ms", "in SQL ms",
+                          "sessions (pings)", "commits", "of which write (WAL flush)",
+                          "SQL statements",
                           "≈ DB round trips", "Redis commands"],
                          rows)
 
