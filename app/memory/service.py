@@ -93,7 +93,8 @@ def search_hints(rt: Runtime, task_id: str) -> int:
              and not hit.get("flagged")]
     with session_scope(rt.settings) as session:
         stored = db.rows_changed(db.run(
-            session, update(Task).where(Task.id == db.as_uuid(task_id),
+            session,
+            update(Task).where(Task.id == db.as_uuid(task_id),
                                Task.status.in_([TaskStatus.PENDING, TaskStatus.PROCESSING]))
             .values(memory_hints=hints)))
     if not stored:
@@ -169,7 +170,7 @@ def index_task(rt: Runtime, task_id: str) -> bool:
     with session_scope(rt.settings) as session:
         db.run(session, update(Task).where(Task.id == db.as_uuid(task_id),
                                            Task.finished_at.is_not(None))
-               .values(indexed_at=db.now()))
+                        .values(indexed_at=db.now()))
     return episode is not None
 
 

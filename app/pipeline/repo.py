@@ -73,8 +73,8 @@ def transition(session: Session, task_id: RowId, target: str, *, error_code: str
         values["error_message"] = error_message
     values.update(also or {})
     result = run(session, update(Task)
-                  .where(Task.id == as_uuid(task_id), Task.status.in_(sources_of(target)))
-                  .values(**values))
+                 .where(Task.id == as_uuid(task_id), Task.status.in_(sources_of(target)))
+                 .values(**values))
     return rows_changed(result) == 1
 
 
@@ -179,7 +179,7 @@ def complete_step(session: Session, task_id: RowId, step_id: str, output: dict[s
     """Store a step's output once; False when it is no longer open (completed by another attempt,
     or cancelled/failed meanwhile: a late output does not overwrite that)."""
     result = run(session, _COMPLETE_STEP,
-                  {"tid": as_uuid(task_id), "sid": step_id, "out": output})
+                 {"tid": as_uuid(task_id), "sid": step_id, "out": output})
     return rows_changed(result) == 1
 
 
