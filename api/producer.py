@@ -1,5 +1,4 @@
-"""The API's Celery producer: an app that only sends (celeryconfig's transport, tasks/broker.py).
-"""
+"""The API's Celery producer: an app that only sends (celeryconfig's transport, tasks/broker.py)."""
 
 from __future__ import annotations
 
